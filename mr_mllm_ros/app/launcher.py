@@ -1,0 +1,133 @@
+"""Start nodes as separate processes from the same YAML that `ros2 launch` uses.
+
+The one way this project starts a graph without `ros2 launch`: `mr-mllm up`, the demo,
+graph tests and benchmarks all go through `NodeGroup`, so they exercise the very
+command lines a robot runs. Children are always stopped (SIGINT, then SIGTERM, then
+SIGKILL, each wait bounded) when the group exits, even on errors.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..core.config import share_dir
+
+NODE_MODULES = {
+    'perception': 'mr_mllm_ros.nodes.perception_node',
+    'scene': 'mr_mllm_ros.nodes.scene_node',
+}
+
+
+def ensure_local_ros_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """Discovery on this host only and a random domain unless the caller chose one (two
+    demos or test runs on one machine then never see each other). Also points Fast DDS
+    at the shipped large-image profile (16 MiB shared-memory segment) unless set."""
+    env = os.environ if env is None else env
+    env.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+    env.setdefault('ROS_DOMAIN_ID', str(random.randint(1, 101)))
+    profile = share_dir() / 'config' / 'fastdds_large_images.xml'
+    if profile.is_file():
+        env.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', str(profile))
+    return env
+
+
+@dataclass
+class NodeSpec:
+    kind: str  # key of NODE_MODULES
+    namespace: str = ''
+    params_files: list[str] = field(default_factory=list)
+    parameters: dict[str, object] = field(default_factory=dict)  # name -> value (-p)
+    log_level: str = 'info'
+    name: str = ''  # remap the node name (several of a kind in one namespace)
+
+    def command(self) -> list[str]:
+        cmd = [sys.executable, '-m', NODE_MODULES[self.kind], '--ros-args',
+               '--log-level', self.log_level]
+        if self.namespace:
+            cmd += ['-r', f'__ns:=/{self.namespace.strip("/")}']
+        if self.name:
+            cmd += ['-r', f'__node:={self.name}']
+        for f in self.params_files:
+            cmd += ['--params-file', str(Path(f).resolve())]
+        for k, v in self.parameters.items():
+            cmd += ['-p', f'{k}:={_param_literal(v)}']
+        return cmd
+
+
+def _param_literal(v: object) -> str:
+    if isinstance(v, bool):
+        return 'true' if v else 'false'
+    if isinstance(v, (list, tuple)):
+        return '[' + ','.join(_param_literal(x) for x in v) + ']'
+    if isinstance(v, str):
+        return f'"{v}"' if v else '""'
+    return str(v)
+
+
+class NodeGroup:
+    """`with NodeGroup(specs) as g:` runs the nodes; `g.alive()` tells if all still run."""
+
+    def __init__(self, specs: list[NodeSpec], env: dict[str, str] | None = None,
+                 log_dir: str | os.PathLike | None = None):
+        self.specs = specs
+        self.env = dict(os.environ if env is None else env)
+        ensure_local_ros_env(self.env)
+        self.log_dir = Path(log_dir) if log_dir else None
+        self.procs: list[subprocess.Popen] = []
+        self._logs = []
+
+    def __enter__(self) -> 'NodeGroup':
+        try:
+            for i, spec in enumerate(self.specs):
+                out = None
+                if self.log_dir is not None:
+                    self.log_dir.mkdir(parents=True, exist_ok=True)
+                    label = f'{spec.namespace.strip("/").replace("/", "_") or "root"}_' \
+                            f'{spec.name or spec.kind}'
+                    out = open(self.log_dir / f'{i:02d}_{label}.log', 'wb')
+                    self._logs.append(out)
+                self.procs.append(subprocess.Popen(
+                    spec.command(), env=self.env, stdout=out,
+                    stderr=subprocess.STDOUT if out else None,
+                    start_new_session=True))  # Ctrl-C in a terminal reaches us, not them
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def alive(self) -> bool:
+        return all(p.poll() is None for p in self.procs)
+
+    def wait(self, duration: float | None = None) -> None:
+        """Until a child exits (or `duration` seconds pass)."""
+        deadline = None if duration is None or duration <= 0 else time.monotonic() + duration
+        while self.alive() and (deadline is None or time.monotonic() < deadline):
+            time.sleep(0.2)
+
+    def stop(self, grace_s: float = 5.0) -> list[int | None]:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+            running = [p for p in self.procs if p.poll() is None]
+            if not running:
+                break
+            for p in running:
+                try:
+                    p.send_signal(sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + grace_s
+            while time.monotonic() < deadline and any(p.poll() is None for p in running):
+                time.sleep(0.05)
+        for f in self._logs:
+            f.close()
+        self._logs = []
+        return [p.poll() for p in self.procs]

@@ -1,0 +1,49 @@
+"""`mr-mllm publish-images`: a camera made of image files (or the sample photos)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from sensor_msgs.msg import CompressedImage, Image
+
+from ..ros import conversions as conv
+from ..ros.client import RosClient
+from .image_sources import iter_images, rgb_as
+from .launcher import ensure_local_ros_env
+
+log = logging.getLogger(__name__)
+COMPRESSED = ('jpeg', 'png')
+
+
+def image_message(rgb, encoding: str, stamp_ns: int, frame_id: str):
+    if encoding in COMPRESSED:
+        return conv.compressed_msg(rgb, encoding, stamp_ns, frame_id)
+    return conv.image_msg(rgb_as(rgb, encoding), encoding, stamp_ns, frame_id)
+
+
+def run_publish_images(args) -> int:
+    ensure_local_ros_env()
+    images = list(iter_images(args.sources))
+    compressed = args.encoding in COMPRESSED
+    topic = args.topic.rstrip('/') + ('/compressed' if compressed
+                                      and not args.topic.endswith('compressed') else '')
+    with RosClient('image_publisher') as ros:
+        pub = ros.publisher(CompressedImage if compressed else Image, topic, 10)
+        if not ros.wait_for_subscribers(pub, 1, timeout=10.0):
+            log.warning('no subscriber on %s after 10 s; publishing anyway', topic)
+        sent = 0
+        period = 1.0 / args.rate if args.rate > 0 else 0.0
+        next_t = time.monotonic()
+        while True:
+            for name, rgb in images:
+                msg = image_message(rgb, args.encoding, ros.now_ns(), args.frame_id)
+                pub.publish(msg)
+                sent += 1
+                log.info('published %s (%dx%d) on %s', name, rgb.shape[1], rgb.shape[0], topic)
+                if args.count and sent >= args.count:
+                    return 0
+                next_t += period
+                time.sleep(max(0.0, next_t - time.monotonic()))
+            if not args.loop:
+                return 0

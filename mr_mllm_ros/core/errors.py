@@ -1,0 +1,27 @@
+"""The project's own exceptions. Every failure the core reports on bad input or bad
+configuration is one of these, with a message that names the problem, so nodes can log
+it once, count it in diagnostics and keep running."""
+
+
+class MrMllmError(Exception):
+    """Base class of every error raised on purpose by mr_mllm_ros."""
+
+
+class ImageConversionError(MrMllmError, ValueError):
+    """An image message (or its bytes) cannot be turned into pixels, or pixels into a message."""
+
+
+class ConfigError(MrMllmError, ValueError):
+    """A configuration key or value is invalid; the message names key, value and what is allowed."""
+
+
+class ModelLoadError(MrMllmError, RuntimeError):
+    """Model weights are missing, corrupt or incompatible with the configuration."""
+
+
+class BackendError(MrMllmError, RuntimeError):
+    """A model backend failed at run time (inference error, server unreachable, timeout)."""
+
+
+class BagError(MrMllmError, RuntimeError):
+    """A bag (or part of it) cannot be read or written."""

@@ -1,0 +1,225 @@
+"""Plain data types shared by every stage: frames, detections, grounded text, alerts.
+
+All are frozen dataclasses (safe to hand between threads) with no ROS dependency;
+conversions to and from messages live in mr_mllm_ros.ros.
+Boxes are in image pixels, (x1, y1) top-left, (x2, y2) bottom-right, x to the right.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Box:
+    """Axis-aligned box in pixels, corners (x1, y1) <= (x2, y2)."""
+
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+    @classmethod
+    def from_center_size(cls, cx: float, cy: float, w: float, h: float) -> 'Box':
+        return cls(cx - w / 2.0, cy - h / 2.0, cx + w / 2.0, cy + h / 2.0)
+
+    @property
+    def width(self) -> float:
+        return max(0.0, self.x2 - self.x1)
+
+    @property
+    def height(self) -> float:
+        return max(0.0, self.y2 - self.y1)
+
+    @property
+    def area(self) -> float:
+        return self.width * self.height
+
+    @property
+    def center(self) -> tuple[float, float]:
+        return ((self.x1 + self.x2) / 2.0, (self.y1 + self.y2) / 2.0)
+
+    def clip(self, width: int, height: int) -> 'Box':
+        """The part of the box inside a width x height image."""
+        return Box(min(max(self.x1, 0.0), width), min(max(self.y1, 0.0), height),
+                   min(max(self.x2, 0.0), width), min(max(self.y2, 0.0), height))
+
+    def iou(self, other: 'Box') -> float:
+        ix = max(0.0, min(self.x2, other.x2) - max(self.x1, other.x1))
+        iy = max(0.0, min(self.y2, other.y2) - max(self.y1, other.y1))
+        inter = ix * iy
+        union = self.area + other.area - inter
+        return inter / union if union > 0 else 0.0
+
+    def normalized_1000(self, width: int, height: int) -> tuple[int, int, int, int]:
+        """Corners scaled to 0..1000 (the integer box format of the prompts, as in ChatRex
+        and Qwen-VL): resolution-independent and short in tokens."""
+        sx, sy = 1000.0 / max(width, 1), 1000.0 / max(height, 1)
+        b = self.clip(width, height)
+        return (round(b.x1 * sx), round(b.y1 * sy), round(b.x2 * sx), round(b.y2 * sy))
+
+
+class Source(str, enum.Enum):
+    """Which side of the mutual reinforcement produced a detection."""
+
+    DETECTOR = 'detector'
+    MLLM = 'mllm'
+
+
+@dataclass(frozen=True)
+class Detection:
+    class_id: int
+    class_name: str
+    score: float
+    box: Box
+    track_id: int = -1
+    source: Source = Source.DETECTOR
+    verified: bool = False
+    # The detector's own label and score when the MLLM changed them; None = unchanged.
+    original_class_name: str | None = None
+    original_score: float | None = None
+
+    def replace(self, **changes) -> 'Detection':
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One camera image. `image` is (H, W, 3) uint8 RGB, C-contiguous (see core.images)."""
+
+    image: np.ndarray
+    stamp_ns: int
+    frame_id: str
+    camera: str = ''
+
+    @property
+    def width(self) -> int:
+        return int(self.image.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.image.shape[0])
+
+
+@dataclass(frozen=True)
+class DetectionSet:
+    """All detections of one frame; `detections[i]` is the object prompts call <obj{i}>."""
+
+    detections: tuple[Detection, ...]
+    image_width: int
+    image_height: int
+    stamp_ns: int = 0
+    frame_id: str = ''
+    model_name: str = ''
+    timings_ms: Mapping[str, float] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.detections)
+
+    def __iter__(self):
+        return iter(self.detections)
+
+    def __getitem__(self, i: int) -> Detection:
+        return self.detections[i]
+
+    def class_names(self) -> set[str]:
+        return {d.class_name for d in self.detections}
+
+    def with_detections(self, detections: Iterable[Detection], **changes) -> 'DetectionSet':
+        return dataclasses.replace(self, detections=tuple(detections), **changes)
+
+
+@dataclass(frozen=True)
+class GroundedPhrase:
+    """A span [start, end) of a plain text, linked to detection indices (ChatRex <objN>)."""
+
+    text: str
+    start: int
+    end: int
+    indices: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class GroundedText:
+    """Model output parsed against the grounding grammar (core.grounding).
+
+    `grounded` is False when the output did not follow the grammar; `text` is then the
+    output with stray markup removed, and `problems` says what was wrong."""
+
+    text: str
+    raw_text: str
+    phrases: tuple[GroundedPhrase, ...] = ()
+    grounded: bool = True
+    problems: tuple[str, ...] = ()
+
+    def cited_indices(self) -> set[int]:
+        return {i for p in self.phrases for i in p.indices}
+
+
+@dataclass(frozen=True)
+class Generation:
+    """What an MLLM backend returns for one request."""
+
+    text: str
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    timings_ms: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SceneDescription:
+    """A grounded description of one frame; phrase indices refer to `detections`."""
+
+    grounded_text: GroundedText
+    detections: DetectionSet
+    detector_model: str
+    mllm_model: str
+    fusion_adapter: str = ''
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    timings_ms: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        return self.grounded_text.text
+
+
+class Severity(enum.IntEnum):
+    INFO = 0
+    WARN = 1
+    CRITICAL = 2
+
+
+@dataclass(frozen=True)
+class Alert:
+    """A corner case. `detections` are the objects it is about; phrase indices refer to them."""
+
+    severity: Severity
+    code: str
+    rule: str
+    raised_by: str
+    message: str
+    stamp_ns: int = 0
+    frame_id: str = ''
+    detections: tuple[Detection, ...] = ()
+    phrases: tuple[GroundedPhrase, ...] = ()
+
+
+@dataclass(frozen=True)
+class Answer:
+    """Answer to a visual question about one frame."""
+
+    question: str
+    grounded_text: GroundedText
+    detections: DetectionSet
+    mllm_model: str
+    latency_s: float = 0.0
+
+    @property
+    def text(self) -> str:
+        return self.grounded_text.text

@@ -1,0 +1,233 @@
+"""perception_node: camera images -> detections (thin glue over core.pipeline).
+
+Lifecycle: configure loads the model (FAILURE with the reason when weights are missing;
+the node stays up), activate subscribes, deactivate unsubscribes, cleanup frees the model.
+
+Concurrency (MultiThreadedExecutor):
+- intake group: image callbacks only swap the message into a per-camera latest slot and
+  trigger a guard condition - O(1), never wait on inference;
+- worker group (mutually exclusive): the guard-condition callback decodes and detects the
+  newest frame of each camera, round-robin, then publishes;
+- diagnostics group: the /diagnostics timer, so stats flow even during a long inference.
+Decoding happens in the worker, so a malformed image is rejected there, counted, and the
+node carries on with the next one.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from sensor_msgs.msg import CompressedImage, Image
+
+from mr_mllm_interfaces.msg import DetectionArray
+
+from ..core.annotate import draw_detections
+from ..core.config import Config
+from ..core.errors import ConfigError, MrMllmError
+from ..core.latest_slot import LatestSlots
+from ..core.pipeline import PerceptionPipeline
+from ..core.stats import RollingStats
+from ..ros import conversions as conv
+from ..ros.node_runtime import ErrorCounter, run_node
+from ..ros.params import ConfigParameters
+from ..ros.qos import DEBUG_IMAGE_QOS, RESULTS_QOS, image_qos
+
+NODE_NAME = 'perception_node'
+SECTIONS = ('camera', 'detector', 'perception')
+
+
+class PerceptionNode(LifecycleNode):
+    def __init__(self, **kwargs):
+        super().__init__(NODE_NAME, **kwargs)
+        self._params = ConfigParameters(self, SECTIONS, on_change=self._on_config_change)
+        self._intake_group = MutuallyExclusiveCallbackGroup()
+        self._worker_group = MutuallyExclusiveCallbackGroup()
+        self._diag_group = MutuallyExclusiveCallbackGroup()
+        self._pipeline: PerceptionPipeline | None = None
+        self._config: Config | None = None
+        self._slots: LatestSlots = LatestSlots()
+        self._errors = ErrorCounter(self.get_logger())
+        self._latency = RollingStats()  # ms from receipt to publish
+        self._backend_errors = 0
+        self._last_error = ''
+        self._last_image_time: float | None = None
+        self._cameras: list[tuple[str, object, object, object]] = []  # (key, sub, det, dbg)
+        self._subs = []
+        self._guard = None
+        # Diagnostics run in every lifecycle state: an unconfigured node reports why.
+        self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self._diag_timer = self.create_timer(
+            self.get_parameter('perception.diagnostics_period_s').value,
+            self._publish_diagnostics, self._diag_group)
+        self._lock = threading.Lock()  # model swap (cleanup) vs. worker
+
+    # ----------------------------------------------------------------- lifecycle
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self._config = self._params.config()
+            pipeline = PerceptionPipeline(self._config)
+        except (MrMllmError, ConfigError) as e:
+            self.get_logger().error(f'configure failed: {e}')
+            self._last_error = str(e)
+            return TransitionCallbackReturn.FAILURE
+        with self._lock:
+            self._pipeline = pipeline
+        keys = self._config.perception.cameras or ['']
+        self._cameras = []
+        for key in keys:
+            prefix = f'{key}/' if key else ''
+            det = self.create_lifecycle_publisher(DetectionArray, f'{prefix}detections',
+                                                  RESULTS_QOS)
+            dbg = (self.create_lifecycle_publisher(Image, f'{prefix}debug_image',
+                                                   DEBUG_IMAGE_QOS)
+                   if self._config.perception.publish_debug_image else None)
+            self._cameras.append((key, prefix, det, dbg))
+        self._guard = self.create_guard_condition(self._work, self._worker_group)
+        self._last_error = ''
+        self.get_logger().info(f'configured: {pipeline.detector.name}, cameras: '
+                               f'{", ".join(k or "<node namespace>" for k in keys)}')
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        cam = self._config.camera
+        msg_type, topic = (CompressedImage, 'image/compressed') if cam.compressed \
+            else (Image, 'image')
+        for key, prefix, _, _ in self._cameras:
+            self._subs.append(self.create_subscription(
+                msg_type, f'{prefix}{topic}', lambda m, k=key: self._on_image(k, m),
+                image_qos(cam), callback_group=self._intake_group))
+        self.get_logger().info(f'active: subscribed to {len(self._subs)} {topic} topic(s)')
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        for s in self._subs:
+            self.destroy_subscription(s)
+        self._subs = []
+        self._slots.clear()
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _release(self) -> None:
+        for s in self._subs:
+            self.destroy_subscription(s)
+        self._subs = []
+        for _, _, det, dbg in self._cameras:
+            self.destroy_lifecycle_publisher(det)
+            if dbg is not None:
+                self.destroy_lifecycle_publisher(dbg)
+        self._cameras = []
+        if self._guard is not None:
+            self.destroy_guard_condition(self._guard)
+            self._guard = None
+        with self._lock:  # waits for an inference in flight to finish
+            if self._pipeline is not None:
+                self._pipeline.close()
+            self._pipeline = None
+        self._slots.clear()
+
+    def _on_config_change(self, config: Config) -> None:
+        # Only non-read-only keys can change at run time (thresholds, debug image, ...).
+        self._config = config
+        with self._lock:
+            if self._pipeline is not None:
+                self._pipeline.update_config(config)
+
+    # ---------------------------------------------------------------- data path
+    def _on_image(self, camera: str, msg) -> None:
+        self._last_image_time = time.monotonic()
+        self._slots.put(camera, (msg, self._last_image_time))
+        guard = self._guard
+        if guard is not None:
+            guard.trigger()
+
+    def _work(self) -> None:
+        while (item := self._slots.take()) is not None:
+            camera, (msg, received) = item
+            self._process(camera, msg, received)
+
+    def _process(self, camera: str, msg, received: float) -> None:
+        config = self._config
+        try:
+            if isinstance(msg, CompressedImage):
+                frame = conv.frame_from_compressed(msg, camera=camera,
+                                                   max_pixels=config.max_image_pixels)
+            else:
+                frame = conv.frame_from_image(msg, camera=camera,
+                                              max_pixels=config.max_image_pixels)
+        except MrMllmError as e:
+            self._errors.add('image', str(e))
+            return
+        with self._lock:
+            if self._pipeline is None:
+                return
+            try:
+                detections = self._pipeline.detect(frame)
+            except MrMllmError as e:
+                self._backend_errors += 1
+                self._last_error = str(e)
+                self.get_logger().error(f'detection failed, frame skipped: {e}')
+                return
+        for key, _, det_pub, dbg_pub in self._cameras:
+            if key != camera:
+                continue
+            det_pub.publish(conv.detection_array_msg(detections))
+            if dbg_pub is not None and self.count_subscribers(dbg_pub.topic_name) > 0:
+                dbg_pub.publish(conv.image_msg(draw_detections(frame.image, detections),
+                                               'rgb8', frame.stamp_ns, frame.frame_id))
+        self._latency.add((time.monotonic() - received) * 1e3)
+
+    # -------------------------------------------------------------- diagnostics
+    def _publish_diagnostics(self) -> None:
+        config = self._config or self._params.config()
+        pipeline = self._pipeline
+        status = DiagnosticStatus(name=f'{self.get_fully_qualified_name()}: perception',
+                                  hardware_id=pipeline.detector.name if pipeline else '')
+        since = (time.monotonic() - self._last_image_time) if self._last_image_time else None
+        if pipeline is None:
+            status.level, status.message = DiagnosticStatus.ERROR, \
+                f'model not loaded: {self._last_error}' if self._last_error else 'not configured'
+        elif self._last_error:
+            status.level, status.message = DiagnosticStatus.ERROR, self._last_error
+            self._last_error = ''
+        elif since is None or since > config.perception.stale_after_s:
+            status.level = DiagnosticStatus.WARN
+            status.message = 'no image received yet' if since is None \
+                else f'camera stream stale: no image for {since:.1f} s'
+        else:
+            status.level, status.message = DiagnosticStatus.OK, 'detecting'
+        values = {
+            'rate_hz': f'{self._latency.rate_hz():.2f}',
+            'latency_ms_p50': f'{self._latency.percentile(50):.1f}',
+            'latency_ms_p95': f'{self._latency.percentile(95):.1f}',
+            'frames_received': str(self._slots.received),
+            'frames_processed': str(self._latency.count),
+            'frames_dropped': str(self._slots.dropped),
+            'frames_malformed': str(self._errors.total),
+            'backend_errors': str(self._backend_errors),
+            'model': pipeline.detector.name if pipeline else '',
+            'device': config.detector.device if config else '',
+        }
+        for reason, count in sorted(self._errors.by_reason.items()):
+            values[f'malformed: {reason}'] = str(count)
+        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
+        self._diag_pub.publish(DiagnosticArray(header=conv.header_of(
+            self.get_clock().now().nanoseconds, ''), status=[status]))
+
+
+def main(args=None) -> int:
+    return run_node(PerceptionNode, args)
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

@@ -1,0 +1,85 @@
+"""What every mr_mllm_ros node shares: offline environment, lifecycle autostart,
+malformed-input bookkeeping, and a bounded, signal-safe spin."""
+
+from __future__ import annotations
+
+import re
+import sys
+import threading
+import time
+from typing import Callable
+
+import rclpy
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
+
+from ..core.offline import apply_offline_env
+
+
+class ErrorCounter:
+    """Counts rejected inputs by reason and rate-limits their log lines: the first of each
+    reason is logged at once, later ones at most once per `every_s` with a count, so a
+    flood of bad messages cannot flood the log (or slow the node down)."""
+
+    def __init__(self, logger, every_s: float = 5.0):
+        self._logger = logger
+        self._every_s = every_s
+        self._lock = threading.Lock()
+        self.by_reason: dict[str, int] = {}
+        self._last_log: dict[str, float] = {}
+        self._unlogged: dict[str, int] = {}
+
+    @staticmethod
+    def reason_key(message: str) -> str:
+        """'step 1919 is smaller than ...' -> 'step N is smaller than ...' (a stable key)."""
+        return re.sub(r'\d+', 'N', message.split('\n', 1)[0])[:120]
+
+    def add(self, what: str, message: str) -> None:
+        key = self.reason_key(message)
+        now = time.monotonic()
+        with self._lock:
+            self.by_reason[key] = self.by_reason.get(key, 0) + 1
+            last = self._last_log.get(key)
+            if last is not None and now - last < self._every_s:
+                self._unlogged[key] = self._unlogged.get(key, 0) + 1
+                return
+            suppressed = self._unlogged.pop(key, 0)
+            self._last_log[key] = now
+        more = f' (+{suppressed} more like it)' if suppressed else ''
+        self._logger.warning(f'rejected {what}: {message}{more}')
+
+    @property
+    def total(self) -> int:
+        with self._lock:
+            return sum(self.by_reason.values())
+
+
+def autostart(node: LifecycleNode) -> None:
+    """configure + activate, as a lifecycle manager would; a failed configure leaves the
+    node alive and unconfigured (fix the cause, then `change_state configure` again)."""
+    if node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+        node.trigger_activate()
+
+
+def run_node(make_node: Callable[[], LifecycleNode], args=None, threads: int = 4) -> int:
+    """Create and spin a node until shutdown (Ctrl-C / SIGTERM); exit code 0."""
+    apply_offline_env()
+    rclpy.init(args=args if args is not None else sys.argv)
+    node = None
+    try:
+        node = make_node()
+        executor = MultiThreadedExecutor(num_threads=threads)
+        executor.add_node(node)
+        if node.get_parameter('autostart').value:
+            # Transitions run inside the executor so their callbacks (timers, services
+            # created in configure) attach to a spinning node.
+            threading.Thread(target=autostart, args=(node,), daemon=True).start()
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0
