@@ -88,6 +88,60 @@ class PerceptionConfig:
 
 
 @dataclass(frozen=True)
+class MllmConfig:
+    backend: str = spec('MLLM backend: transformers_vlm (sees the image), transformers_llm '
+                        '(text LLM that sees the image only through the perception prompt), '
+                        'openai (any OpenAI-compatible server), none (detection only).',
+                        choices=('transformers_vlm', 'transformers_llm', 'openai', 'none'),
+                        read_only=True)
+    model: str = spec('transformers: a local folder (relative = in models_dir) or a hub id '
+                      '(needs HF_HUB_OFFLINE=0 and network); openai: the served model name.',
+                      read_only=True)
+    device: str = spec('transformers device: cpu, cuda or cuda:N.', read_only=True)
+    dtype: str = spec('Weights dtype; auto = float32 on CPU, bfloat16 on GPUs that support '
+                      'it, else float16.',
+                      choices=('auto', 'float32', 'float16', 'bfloat16'), read_only=True)
+    attn_implementation: str = spec('transformers attention kernel.',
+                                    choices=('sdpa', 'eager', 'flash_attention_2'),
+                                    read_only=True)
+    trust_remote_code: bool = spec('Allow model repositories to run their own Python code. '
+                                   'Off: only architectures built into transformers load.',
+                                   read_only=True)
+    max_new_tokens: int = spec('Token limit of a description or answer.', low=1, high=4096)
+    temperature: float = spec('0 = greedy (deterministic, the default for robots).',
+                              low=0.0, high=2.0)
+    repetition_penalty: float = spec('>1 discourages loops in small models.', low=1.0,
+                                     high=2.0)
+    constrained_decoding: bool = spec('Make references to objects that are not in the '
+                                      'prompt impossible to generate (transformers backends).')
+    kv_reuse: bool = spec('Keep the KV cache of the fixed prompt prefix (system prompt and '
+                          'examples) across frames (transformers_llm).')
+    prompt_template: str = spec('Prompt template: a name in mr_mllm_ros/prompts '
+                                '(e.g. scene_v1) or a path to a template YAML.')
+    max_objects: int = spec('At most this many detections go into a prompt (highest scores '
+                            'first).', low=0, high=200)
+    object_token_budget: int = spec('Token budget of the object list in a prompt; objects '
+                                    'that do not fit are left out (lowest scores first).',
+                                    low=16, high=8192)
+    image_max_side: int = spec('Images sent to a VLM or server are downscaled so the longer '
+                               'side is at most this (0 = never).', low=0, high=8192)
+    openai_base_url: str = spec('OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1 '
+                                '(vLLM), http://127.0.0.1:11434/v1 (Ollama).', read_only=True)
+    openai_api_key_env: str = spec('Environment variable holding the API key (the key itself '
+                                   'never goes into a config file).', read_only=True)
+    openai_timeout_s: float = spec('Per-request timeout.', low=0.1, high=600.0)
+    openai_retries: int = spec('Retries after a failed request (exponential back-off).',
+                               low=0, high=10)
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    adapter_path: str = spec('Trained shared-query fusion adapter (a folder with '
+                             'adapter.safetensors + adapter.json); empty = prompt-only.',
+                             read_only=True)
+
+
+@dataclass(frozen=True)
 class Config:
     models_dir: str = spec('Folder for model weights (relative model paths are looked up '
                            'here). Empty = $MR_MLLM_MODELS_DIR, else <checkout>/models, '
@@ -101,6 +155,8 @@ class Config:
     camera: CameraConfig = spec('Camera input.')
     detector: DetectorConfig = spec('Object detector.')
     perception: PerceptionConfig = spec('perception_node behaviour.')
+    mllm: MllmConfig = spec('Multimodal LLM.')
+    fusion: FusionConfig = spec('Shared-query fusion (MR-MLLM soft tokens).')
 
     def get(self, dotted: str) -> Any:
         obj: Any = self

@@ -1,0 +1,193 @@
+"""Perception-embedded prompts (MR-MLLM) with LION-style tags and ChatRex-style indices.
+
+Detections become a compact block of indexed objects, `<objN> class score [x1,y1,x2,y2]
+position`, boxes on a 0-1000 grid. Objects enter by score (highest first) until
+`mllm.max_objects` or the token budget is reached; they keep their DetectionSet index, so
+`<obj3>` in a reply is always `detections[3]`. Templates are versioned data files
+(mr_mllm_ros/prompts/*.yaml); chat formatting is the model's own (its chat template).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import yaml
+
+from .config import MllmConfig
+from .errors import ConfigError
+from .mllm.base import ChatMessage, MllmRequest
+from .types import DetectionSet
+
+PROMPTS_DIR = Path(__file__).resolve().parents[1] / 'prompts'
+TASKS = ('describe', 'answer', 'verify', 'judge', 'label')
+
+
+@dataclass(frozen=True)
+class TaskTemplate:
+    system: str
+    examples: tuple[tuple[str, str], ...]
+    user: str
+    answer_prefix: str
+    answer_prefix_no_objects: str
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    version: str
+    vision_image: str
+    vision_text_only: str
+    object_line: str
+    no_objects: str
+    tags: str
+    tasks: Mapping[str, TaskTemplate]
+
+
+def load_template(name_or_path: str) -> PromptTemplate:
+    """A template by name (file in mr_mllm_ros/prompts) or by path."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = PROMPTS_DIR / f'{name_or_path}.yaml'
+    try:
+        data = yaml.safe_load(path.read_text(encoding='utf-8'))
+        tasks = {}
+        for task in TASKS:
+            t = data['tasks'][task]
+            tasks[task] = TaskTemplate(
+                system=t['system'].strip(),
+                examples=tuple((e['user'].strip(), e['assistant'].strip())
+                               for e in t.get('examples') or ()),
+                user=t['user'].strip(), answer_prefix=t.get('answer_prefix', ''),
+                answer_prefix_no_objects=t.get('answer_prefix_no_objects', ''))
+        return PromptTemplate(version=str(data['version']),
+                              vision_image=data['vision']['image'].strip(),
+                              vision_text_only=data['vision']['text_only'].strip(),
+                              object_line=data['object_line'], no_objects=data['no_objects'],
+                              tags=data['tags'], tasks=tasks)
+    except OSError as e:
+        available = ', '.join(sorted(p.stem for p in PROMPTS_DIR.glob('*.yaml')))
+        raise ConfigError(f'prompt template {name_or_path!r} not found ({e.strerror}); '
+                          f'available: {available}') from e
+    except (KeyError, TypeError, AttributeError, yaml.YAMLError) as e:
+        raise ConfigError(f'prompt template {path} is malformed: missing or wrong {e}') from e
+
+
+def position_words(box, width: int, height: int) -> str:
+    """'left bottom, large': coarse region words a text-only LLM can repeat (LION's
+    region-level knowledge, made explicit), from the box centre and area share."""
+    cx, cy = box.center
+    horiz = ('left', 'center', 'right')[min(2, int(3 * cx / max(width, 1)))]
+    vert = ('top', '', 'bottom')[min(2, int(3 * cy / max(height, 1)))]
+    share = box.area / max(width * height, 1)
+    size = 'small' if share < 0.05 else 'medium' if share < 0.25 else 'large'
+    return f'{horiz}{" " + vert if vert else ""}, {size}'
+
+
+_CONTROL = re.compile(r'[\x00-\x08\x0b-\x1f\x7f]')
+
+
+def sanitize_user_text(text: str, max_chars: int | None = None) -> str:
+    """User-supplied text (VQA questions) as inert data inside our prompt: no control
+    characters, and no '<' '>' so it can neither open chat-template turns
+    (`<|im_start|>system`) nor write grounding markup (`<obj99>`)."""
+    text = unicodedata.normalize('NFC', text)
+    text = _CONTROL.sub(' ', text).replace('<', '(').replace('>', ')')
+    text = ' '.join(text.split())
+    return text[:max_chars] if max_chars else text
+
+
+class PromptBuilder:
+    def __init__(self, template: PromptTemplate, config: MllmConfig,
+                 count_tokens: Callable[[str], int], sees_images: bool):
+        self.template = template
+        self.config = config
+        self.count_tokens = count_tokens
+        self.sees_images = sees_images
+        self._vision = template.vision_image if sees_images else template.vision_text_only
+        self._prefixes: dict[str, tuple[ChatMessage, ...]] = {}
+
+    # ---------------------------------------------------------------- blocks
+    def select_objects(self, ds: DetectionSet) -> tuple[int, ...]:
+        """Indices of the detections that enter the prompt (score order, budgeted),
+        returned in index order."""
+        order = sorted(range(len(ds)), key=lambda i: -ds[i].score)[:self.config.max_objects]
+        chosen: list[int] = []
+        used = 0
+        for i in order:
+            cost = self.count_tokens(self.object_line(ds, i)) + 1  # + newline
+            if used + cost > self.config.object_token_budget:
+                break
+            chosen.append(i)
+            used += cost
+        return tuple(sorted(chosen))
+
+    def object_line(self, ds: DetectionSet, i: int) -> str:
+        d = ds[i]
+        x1, y1, x2, y2 = d.box.normalized_1000(ds.image_width, ds.image_height)
+        line = self.template.object_line.format(
+            index=i, class_name=d.class_name, score=d.score, x1=x1, y1=y1, x2=x2, y2=y2,
+            position=position_words(d.box, ds.image_width, ds.image_height))
+        if d.track_id >= 0:
+            line += f' track {d.track_id}'
+        return line
+
+    def object_block(self, ds: DetectionSet) -> tuple[str, tuple[int, ...]]:
+        chosen = self.select_objects(ds)
+        if not chosen:
+            return self.template.no_objects, ()
+        return '\n'.join(self.object_line(ds, i) for i in chosen), chosen
+
+    def tags(self, ds: DetectionSet, chosen: Sequence[int]) -> str:
+        names = sorted({ds[i].class_name for i in chosen})
+        return self.template.tags.format(tags=', '.join(names)) if names else ''
+
+    def prefix(self, task: str) -> tuple[ChatMessage, ...]:
+        """System prompt + few-shot examples: identical for every frame (KV-reusable)."""
+        cached = self._prefixes.get(task)
+        if cached is None:
+            t = self.template.tasks[task]
+            msgs = [ChatMessage('system', t.system.format(vision=self._vision))]
+            for user, assistant in t.examples:
+                msgs += [ChatMessage('user', user), ChatMessage('assistant', assistant)]
+            cached = self._prefixes[task] = tuple(msgs)
+        return cached
+
+    # ---------------------------------------------------------------- requests
+    def _request(self, task: str, ds: DetectionSet, image: np.ndarray | None,
+                 max_new_tokens: int, constrain: bool = True, **fields) -> MllmRequest:
+        t = self.template.tasks[task]
+        block, chosen = self.object_block(ds)
+        user = t.user.format(objects=block, tags=self.tags(ds, chosen), **fields)
+        user = '\n'.join(line for line in user.split('\n') if line.strip())
+        prefix = t.answer_prefix if chosen else t.answer_prefix_no_objects
+        allowed = frozenset(chosen) if constrain and self.config.constrained_decoding \
+            else None
+        return MllmRequest(prefix=self.prefix(task), user=user,
+                           image=image if self.sees_images else None, answer_prefix=prefix,
+                           allowed_indices=allowed, max_new_tokens=max_new_tokens,
+                           task=task, extra={'object_indices': chosen})
+
+    def describe(self, ds: DetectionSet, image: np.ndarray | None = None) -> MllmRequest:
+        return self._request('describe', ds, image, self.config.max_new_tokens)
+
+    def answer(self, ds: DetectionSet, question: str,
+               image: np.ndarray | None = None) -> MllmRequest:
+        return self._request('answer', ds, image, self.config.max_new_tokens,
+                             question=sanitize_user_text(question))
+
+    def verify(self, ds: DetectionSet, index: int,
+               image: np.ndarray | None = None) -> MllmRequest:
+        return self._request('verify', ds, image, 1, constrain=False, index=index,
+                             class_name=ds[index].class_name)
+
+    def judge(self, ds: DetectionSet, image: np.ndarray | None = None,
+              max_new_tokens: int = 24) -> MllmRequest:
+        return self._request('judge', ds, image, max_new_tokens, constrain=False)
+
+    def label(self, ds: DetectionSet, index: int, image: np.ndarray | None = None,
+              max_new_tokens: int = 6) -> MllmRequest:
+        return self._request('label', ds, image, max_new_tokens, constrain=False, index=index)
