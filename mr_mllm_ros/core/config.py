@@ -124,7 +124,9 @@ class MllmConfig:
                                     'that do not fit are left out (lowest scores first).',
                                     low=16, high=8192)
     image_max_side: int = spec('Images sent to a VLM or server are downscaled so the longer '
-                               'side is at most this (0 = never).', low=0, high=8192)
+                               'side is at most this (0 = never); for tiling VLMs '
+                               '(Idefics3/SmolVLM) it also caps the tiling resolution.',
+                               low=0, high=8192)
     openai_base_url: str = spec('OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1 '
                                 '(vLLM), http://127.0.0.1:11434/v1 (Ollama).', read_only=True)
     openai_api_key_env: str = spec('Environment variable holding the API key (the key itself '
@@ -132,6 +134,9 @@ class MllmConfig:
     openai_timeout_s: float = spec('Per-request timeout.', low=0.1, high=600.0)
     openai_retries: int = spec('Retries after a failed request (exponential back-off).',
                                low=0, high=10)
+    openai_continue_final_message: bool = spec(
+        'Send the answer prefix (e.g. <ground>) as a partial assistant message the server '
+        'continues (vLLM continue_final_message). Off = portable: the prefix is not sent.')
 
 
 @dataclass(frozen=True)

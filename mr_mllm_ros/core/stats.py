@@ -31,8 +31,8 @@ class RollingStats:
             recent = [t for t in self._times if now - t <= horizon_s]
         if len(recent) < 2:
             return 0.0
-        span = max(now - recent[0], 1e-9)
-        return (len(recent) - 1) / span if span < horizon_s else len(recent) / horizon_s
+        # Events older than the horizon are gone, so a stopped stream decays to 0.
+        return (len(recent) - 1) / max(recent[-1] - recent[0], 1e-9)
 
     def percentile(self, q: float) -> float:
         with self._lock:

@@ -120,5 +120,20 @@ class RosClient:
         finally:
             self.node.destroy_client(client)
 
+    def request_reply(self, publisher, msg, replies: Collector[M],
+                      predicate: Callable[[M], bool], timeout: float,
+                      resend_every: float = 2.0) -> M | None:
+        """Publish `msg` and wait for a reply matching `predicate`, publishing again every
+        `resend_every` s: a fresh endpoint may not be matched on the far side yet even
+        when our side already counts it (discovery is asymmetric), and a latest-frame
+        node may have dropped it in favour of a newer frame."""
+        deadline = time.monotonic() + timeout
+        while True:
+            publisher.publish(msg)
+            left = deadline - time.monotonic()
+            reply = replies.wait_for(predicate, min(resend_every, max(left, 0.0)))
+            if reply is not None or time.monotonic() >= deadline:
+                return reply
+
     def now_ns(self) -> int:
         return self.node.get_clock().now().nanoseconds

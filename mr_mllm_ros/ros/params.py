@@ -13,6 +13,7 @@ from typing import Any, Callable, Sequence
 
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 ParameterType, SetParametersResult)
+from rclpy.exceptions import ParameterUninitializedException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
@@ -44,8 +45,11 @@ def _descriptor(name: str, tp: Any, meta) -> ParameterDescriptor:
     doc = meta['doc']
     if meta.get('choices'):
         doc += f' One of: {", ".join(map(str, meta["choices"]))}.'
-    d = ParameterDescriptor(name=name, type=_PARAM_TYPES[tp], description=doc,
-                            read_only=bool(meta.get('read_only')))
+    if meta.get('read_only'):
+        # Not ROS read_only: a node whose configure failed (e.g. a wrong model path) must
+        # be fixable by setting the parameter and configuring again.
+        doc += ' Applied at the next configure (lifecycle cleanup + configure).'
+    d = ParameterDescriptor(name=name, type=_PARAM_TYPES[tp], description=doc)
     low, high = meta.get('low'), meta.get('high')
     if low is not None and high is not None:
         if tp is float:
@@ -75,10 +79,14 @@ class ConfigParameters:
         self._on_change = on_change
         for name, (tp, meta) in self._leaves.items():
             desc = _descriptor(name, tp, meta)
-            param = node.declare_parameter(name, self._defaults[name], desc)
-            if param.type_ == Parameter.Type.NOT_SET and desc.type in _EMPTY_ARRAY:
-                # A params file's `key: []` arrives as NOT_SET (rcl cannot type an empty
-                # YAML list); it means "empty list".
+            default = self._defaults[name]
+            if desc.type in _EMPTY_ARRAY and not default:
+                # rclpy types an empty list as BYTE_ARRAY: declare by type instead.
+                default = _EMPTY_ARRAY[desc.type]
+            node.declare_parameter(name, default, desc)
+            if desc.type in _EMPTY_ARRAY and not _initialized(node, name):
+                # Declared by type without a value, or a params file's `key: []` (rcl
+                # cannot type an empty YAML list, it arrives NOT_SET): an empty list.
                 node.set_parameters([Parameter(name, _EMPTY_ARRAY[desc.type], [])])
         node.add_on_set_parameters_callback(self._validate)
         # Post-set callbacks exist from Iron on; on Humble changes apply on the next
@@ -111,6 +119,13 @@ class ConfigParameters:
     def _applied(self, params: list[Parameter]) -> None:
         if self._on_change and any(p.name in self._leaves for p in params):
             self._on_change(self.config())
+
+
+def _initialized(node: Node, name: str) -> bool:
+    try:
+        return node.get_parameter(name).type_ != Parameter.Type.NOT_SET
+    except ParameterUninitializedException:
+        return False
 
 
 def _plain(value: Any) -> Any:

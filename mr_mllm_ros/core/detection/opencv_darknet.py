@@ -36,6 +36,7 @@ class OpenCvDarknetDetector:
                     f'darknet {what} not found: {p} (run `mr-mllm models prepare` for the '
                     f'offline default, or set detector.model / detector.darknet_cfg / '
                     f'detector.labels)')
+        _check_weights_size(cfg, weights)
         try:
             self._net = cv2.dnn.readNetFromDarknet(str(cfg), str(weights))
         except cv2.error as e:
@@ -108,3 +109,52 @@ class OpenCvDarknetDetector:
 
     def close(self) -> None:
         self._net = None
+
+
+def _darknet_parameter_count(cfg: Path) -> int:
+    """Number of float32 parameters a Darknet .cfg needs (convolutional layers; route,
+    shortcut, upsample, maxpool and yolo layers carry none but change channel counts)."""
+    sections: list[tuple[str, dict[str, str]]] = []
+    for raw in cfg.read_text(encoding='utf-8', errors='replace').splitlines():
+        line = raw.split('#', 1)[0].strip()
+        if line.startswith('[') and line.endswith(']'):
+            sections.append((line[1:-1].strip(), {}))
+        elif '=' in line and sections:
+            k, v = line.split('=', 1)
+            sections[-1][1][k.strip()] = v.strip()
+    if not sections or sections[0][0] not in ('net', 'network'):
+        raise ModelLoadError(f'{cfg} is not a Darknet network cfg (no [net] section)')
+    channels = int(sections[0][1].get('channels', 3))
+    outputs: list[int] = []  # output channels per layer, for route/shortcut lookups
+    params = 0
+    for kind, opts in sections[1:]:
+        if kind in ('convolutional', 'conv'):
+            filters, size = int(opts['filters']), int(opts.get('size', 1))
+            groups = int(opts.get('groups', 1))
+            bn = int(opts.get('batch_normalize', 0))
+            # bias (+ scale, mean, variance with batch norm) per filter, then the kernels
+            params += filters * (4 if bn else 1) + filters * (channels // groups) * size * size
+            channels = filters
+        elif kind == 'route':
+            idx = [int(x) for x in opts['layers'].split(',')]
+            chans = [outputs[i if i >= 0 else len(outputs) + i] for i in idx]
+            channels = sum(chans) // int(opts.get('groups', 1))
+        elif kind == 'connected':
+            raise ModelLoadError(f'{cfg}: connected layers are not supported')
+        outputs.append(channels)
+    return params
+
+
+def _check_weights_size(cfg: Path, weights: Path) -> None:
+    """OpenCV loads a truncated .weights file without complaint (and detects garbage):
+    compare the file size with what the cfg needs before loading."""
+    try:
+        needed = 4 * _darknet_parameter_count(cfg)
+    except (KeyError, ValueError, IndexError) as e:
+        raise ModelLoadError(f'cannot read Darknet cfg {cfg}: {e}') from e
+    size = weights.stat().st_size
+    # header: major, minor, revision (int32) + images seen (int64, or int32 before v0.2)
+    if not needed + 16 <= size <= needed + 20:
+        raise ModelLoadError(f'{weights} has {size} bytes but {cfg.name} needs '
+                             f'{needed + 20} (header + {needed // 4} float32 parameters): '
+                             'truncated, corrupt or for another network')

@@ -73,3 +73,37 @@ def yes_probability_from_logits(logits, yes_ids: list[int], no_ids: list[int]) -
     yes = torch.logsumexp(lp[:, yes_ids], dim=-1)
     no = torch.logsumexp(lp[:, no_ids], dim=-1)
     return torch.sigmoid(yes - no).tolist()
+
+
+def short_name(source: str) -> str:
+    """'…/models/smollm2-135m-instruct' -> 'smollm2-135m-instruct' (names in outputs)."""
+    return source.rstrip('/').split('/')[-1]
+
+
+def pad_id(tokenizer) -> int | None:
+    """The pad id, else the (first) EOS id: a pad id of 0 is a valid id, not 'missing'."""
+    if tokenizer.pad_token_id is not None:
+        return tokenizer.pad_token_id
+    eos = tokenizer.eos_token_id
+    return eos[0] if isinstance(eos, list) else eos
+
+
+def generation_kwargs(config: Config, tokenizer, max_new_tokens: int) -> dict:
+    """generate() arguments from mllm.*: greedy unless a temperature is set."""
+    cfg = config.mllm
+    kwargs = dict(max_new_tokens=max_new_tokens, do_sample=cfg.temperature > 0,
+                  repetition_penalty=cfg.repetition_penalty, pad_token_id=pad_id(tokenizer))
+    if cfg.temperature > 0:
+        kwargs['temperature'] = cfg.temperature
+    else:  # greedy: drop sampling defaults from the model's generation_config
+        kwargs.update(temperature=None, top_p=None, top_k=None)
+    return kwargs
+
+
+def release_cuda_memory() -> None:
+    try:
+        import torch
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass

@@ -50,7 +50,7 @@ class TransformersLlmBackend:
             raise ModelLoadError(f'{source} has no chat template: an instruct model is needed')
         self.config = config
         self.device = torch.device(cfg.device)
-        self.name = f'{_short(source)} (transformers_llm)'
+        self.name = f'{hf_common.short_name(source)} (transformers_llm)'
         self._lock = threading.Lock()
         self._prefix_cache: OrderedDict[str, tuple[list[int], object]] = OrderedDict()
         self._yes = hf_common.word_token_ids(self.tokenizer, hf_common.YES_WORDS)
@@ -111,16 +111,9 @@ class TransformersLlmBackend:
                 processors.append(ObjectReferenceLogitsProcessor(
                     self.tokenizer, request.allowed_indices, len(ids), request.answer_prefix))
             input_ids = torch.tensor([ids], device=self.device)
-            kwargs = dict(
-                input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-                max_new_tokens=request.max_new_tokens,
-                do_sample=self.config.mllm.temperature > 0,
-                repetition_penalty=self.config.mllm.repetition_penalty,
-                pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id)
-            if self.config.mllm.temperature > 0:
-                kwargs['temperature'] = self.config.mllm.temperature
-            else:  # greedy: drop sampling defaults from the model's generation_config
-                kwargs.update(temperature=None, top_p=None, top_k=None)
+            kwargs = hf_common.generation_kwargs(self.config, self.tokenizer,
+                                                 request.max_new_tokens)
+            kwargs.update(input_ids=input_ids, attention_mask=torch.ones_like(input_ids))
             if processors:
                 from transformers import LogitsProcessorList
                 kwargs['logits_processor'] = LogitsProcessorList(processors)
@@ -147,7 +140,7 @@ class TransformersLlmBackend:
         with self._lock:
             rows = [self._encode(self.prompt_text(r)) for r in requests]
             width = max(len(r) for r in rows)
-            pad = self.tokenizer.pad_token_id or self.tokenizer.eos_token_id or 0
+            pad = hf_common.pad_id(self.tokenizer) or 0
             ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=self.device)
             mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows],
                                 device=self.device)
@@ -162,15 +155,7 @@ class TransformersLlmBackend:
             return hf_common.yes_probability_from_logits(logits, self._yes, self._no)
 
     def close(self) -> None:
-        self._prefix_cache.clear()
-        self.model = None
-        try:
-            import torch
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except ImportError:
-            pass
-
-
-def _short(source: str) -> str:
-    return source.rstrip('/').split('/')[-1]
+        with self._lock:
+            self._prefix_cache.clear()
+            self.model = None
+        hf_common.release_cuda_memory()

@@ -1,0 +1,48 @@
+"""Test-wide environment: nothing leaves this machine, parallel runs never meet.
+
+Set before anything imports rclpy, ultralytics or transformers: ROS discovery stays on
+localhost, each session gets its own random ROS domain, and model libraries are offline.
+"""
+
+import json
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+# Always random (not setdefault): a developer's exported domain may be a live robot's.
+os.environ['ROS_DOMAIN_ID'] = str(random.SystemRandom().randint(1, 101))
+
+from mr_mllm_ros.app.launcher import ensure_local_ros_env  # noqa: E402
+from mr_mllm_ros.core.offline import apply_offline_env  # noqa: E402
+
+apply_offline_env()
+ensure_local_ros_env()  # + the shipped Fast DDS large-image profile for this process
+
+REPO = Path(__file__).resolve().parents[1]
+LABELS = REPO / 'data' / 'sample_photos' / 'instances.json'
+
+
+def hand_labels() -> dict[str, list[tuple[str, tuple[float, float, float, float]]]]:
+    """sample name -> [(COCO category, (x1, y1, x2, y2))] from the committed labels."""
+    coco = json.loads(LABELS.read_text())
+    cats = {c['id']: c['name'] for c in coco['categories']}
+    names = {im['id']: im['file_name'] for im in coco['images']}
+    out: dict[str, list] = {n: [] for n in names.values()}
+    for a in coco['annotations']:
+        x, y, w, h = a['bbox']
+        out[names[a['image_id']]].append((cats[a['category_id']], (x, y, x + w, y + h)))
+    return out
+
+
+@pytest.fixture(scope='session')
+def labels():
+    return hand_labels()
+
+
+@pytest.fixture(scope='session')
+def default_config():
+    from mr_mllm_ros.core.config import load_config
+    return load_config()

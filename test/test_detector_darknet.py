@@ -1,0 +1,75 @@
+"""The offline default detector (YOLOv3-tiny COCO-80 through OpenCV DNN) on real photos,
+checked against hand-labelled boxes (data/sample_photos)."""
+
+import numpy as np
+import pytest
+
+from mr_mllm_ros.core.config import load_config
+from mr_mllm_ros.core.detection import create_detector
+from mr_mllm_ros.core.errors import ModelLoadError
+from mr_mllm_ros.core.sample_images import load_sample
+from mr_mllm_ros.core.types import Box, Frame
+
+# Darknet's coco.names spells some COCO categories differently.
+DARKNET_NAME = {'motorcycle': 'motorbike'}
+
+
+@pytest.fixture(scope='module')
+def detector(default_config):
+    det = create_detector(default_config)
+    yield det
+    det.close()
+
+
+@pytest.mark.parametrize('sample, category', [('motorcycle', 'motorcycle'),
+                                              ('camera', 'person'),
+                                              ('grace_hopper', 'tie')])
+def test_finds_the_labelled_object(detector, labels, sample, category):
+    frame = Frame(load_sample(sample), 123, 'cam')
+    ds = detector.detect(frame)
+    truth = [Box(*b) for c, b in labels[sample] if c == category]
+    hits = [d for d in ds if d.class_name == DARKNET_NAME.get(category, category)]
+    assert hits, f'no {category} in {sample}: {[(d.class_name, d.score) for d in ds]}'
+    best = max(h.box.iou(t) for h in hits for t in truth)
+    assert best >= 0.5, f'best IoU {best:.2f}'
+    assert ds.stamp_ns == 123 and ds.frame_id == 'cam'
+    assert ds.image_width == frame.width and ds.image_height == frame.height
+    assert {'infer', 'postprocess'} <= set(ds.timings_ms)
+
+
+def test_output_is_sorted_clipped_and_filtered(default_config, labels):
+    from mr_mllm_ros.core.config import with_changes
+    det = create_detector(with_changes(default_config, {'detector.conf': 0.05,
+                                                        'detector.max_detections': 3,
+                                                        'detector.warmup': False}))
+    frame = Frame(load_sample('camera'), 0, '')
+    ds = det.detect(frame)
+    scores = [d.score for d in ds]
+    assert 0 < len(ds) <= 3 and scores == sorted(scores, reverse=True)
+    assert all(0 <= d.box.x1 <= d.box.x2 <= frame.width and
+               0 <= d.box.y1 <= d.box.y2 <= frame.height for d in ds)
+    det.settings = with_changes(default_config, {'detector.classes': ['tie']}).detector
+    assert all(d.class_name == 'tie' for d in det.detect(frame))
+
+
+def test_blank_image_gives_no_detections(detector):
+    ds = detector.detect(Frame(np.zeros((240, 320, 3), np.uint8), 0, ''))
+    assert len(ds) == 0
+
+
+def test_missing_weights_is_a_clear_error(tmp_path):
+    config = load_config(overrides={'models_dir': str(tmp_path)})
+    with pytest.raises(ModelLoadError) as e:
+        create_detector(config)
+    assert str(tmp_path) in str(e.value) and 'models prepare' in str(e.value)
+
+
+def test_corrupt_weights_is_a_clear_error(tmp_path, default_config):
+    folder = tmp_path / 'yolov3-tiny'
+    folder.mkdir()
+    src = default_config.resolve_model_path('yolov3-tiny')
+    (folder / 'yolov3-tiny.cfg').write_text((src / 'yolov3-tiny.cfg').read_text())
+    (folder / 'coco.names').write_text((src / 'coco.names').read_text())
+    (folder / 'yolov3-tiny.weights').write_bytes(b'\0' * 1000)
+    with pytest.raises(ModelLoadError):
+        create_detector(load_config(overrides={'models_dir': str(tmp_path)}))
