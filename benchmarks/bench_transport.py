@@ -12,17 +12,23 @@ clock when its callback starts, so latency = publish() call -> Python callback,
 everything in between included (Python->C conversion, CDR serialization, DDS,
 deserialization, executor wake-up).
 
-The "shared-memory floor" is what rclpy itself costs for the same message in
-this process: ``serialize_message`` + ``deserialize_message`` (medians). A
-zero-copy transport cannot beat it from Python, so latencies are also given as a
-ratio to it.
+Modes: ``default`` (no profile), ``profile`` (both sides use --profile),
+``pub-profile`` / ``sub-profile`` (one side only: interoperability), and
+``profile+malloc`` (profile plus glibc malloc thresholds that keep multi-MB
+message buffers on the heap instead of a fresh mmap() per message; see
+MALLOC_ENV). Default: ``default,profile``.
+
+The "shared-memory floor" is what rclpy itself costs for the same message:
+``serialize_message`` + ``deserialize_message`` (medians), measured in a fresh
+process with the same malloc settings as the children. A zero-copy transport
+cannot beat it from Python, so latencies are also given as a ratio to it.
 
 Every wait is bounded; children are always terminated (then killed); children
 also die with this process (PR_SET_PDEATHSIG) and after a hard deadline. If a
 child had to be killed, Fast DDS shared-memory files that appeared in /dev/shm
 during the run and that no live process maps or holds open are removed.
 
-Example (the default invocation takes about 1m45s on 2 cores)::
+Example (the default invocation takes about 1.5 minutes on 2 cores)::
 
     .venv/bin/python benchmarks/bench_transport.py --json output/bench_transport.json
 """
@@ -54,13 +60,19 @@ DEFAULT_PROFILE = ROOT / "config" / "fastdds_large_images.xml"
 SIZES = {"vga": (640, 480), "1080p": (1920, 1080), "tiny": (32, 32)}  # tiny: fixed-cost probe
 DEFAULT_SIZES = ["vga", "1080p"]
 QOS_KINDS = ("best_effort", "reliable")
-# mode -> (publisher uses the profile, subscriber uses the profile)
+# mode -> (publisher uses the profile, subscriber uses the profile, glibc malloc tuned)
 MODES = {
-    "default": (False, False),
-    "profile": (True, True),
-    "pub-profile": (True, False),
-    "sub-profile": (False, True),
+    "default": (False, False, False),
+    "profile": (True, True, False),
+    "pub-profile": (True, False, False),
+    "sub-profile": (False, True, False),
+    "profile+malloc": (True, True, True),
 }
+# glibc keeps multi-MB blocks on its heap instead of mmap()ing and unmapping one per
+# message (every new mapping is zero-filled page by page): same allocator for the
+# floor measurement and both children of a "+malloc" mode; stripped from the others.
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "134217728", "MALLOC_TRIM_THRESHOLD_": "268435456"}
+MALLOC_VARS = (*MALLOC_ENV, "MALLOC_TOP_PAD_", "MALLOC_ARENA_MAX", "GLIBC_TUNABLES")
 # Fast DDS 3 names its files fastdds_*, Fast DDS 2 fastrtps_*; boost named
 # mutexes get a sem. prefix; data-sharing segments are fast_datasharing_*.
 SHM_DIR = Path("/dev/shm")
@@ -467,11 +479,13 @@ def clean_shm(before: set[str]) -> list[str]:
     return removed
 
 
-def child_env(domain_id: int, profile: Path | None) -> dict:
+def child_env(domain_id: int, profile: Path | None, malloc_tuned: bool) -> dict:
     env = dict(os.environ)
     for k in ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE", "ROS_STATIC_PEERS",
-              "ROS_LOCALHOST_ONLY", "SKIP_DEFAULT_XML_FILE"):
+              "ROS_LOCALHOST_ONLY", "SKIP_DEFAULT_XML_FILE", *MALLOC_VARS):
         env.pop(k, None)
+    if malloc_tuned:
+        env.update(MALLOC_ENV)
     env["RMW_IMPLEMENTATION"] = "rmw_fastrtps_cpp"
     env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     env["ROS_DOMAIN_ID"] = str(domain_id)
@@ -484,7 +498,7 @@ def child_env(domain_id: int, profile: Path | None) -> dict:
 
 
 def run_mode(mode: str, domain_id: int, phases: list[dict], args, workdir: str) -> dict:
-    pub_prof, sub_prof = MODES[mode]
+    pub_prof, sub_prof, tuned = MODES[mode]
     token = uuid.uuid4().hex[:10]
     for p in phases:
         p["topic"] = f"/bench_transport_{token}/img_{p['name']}"
@@ -506,9 +520,11 @@ def run_mode(mode: str, domain_id: int, phases: list[dict], args, workdir: str) 
     out = {"mode": mode, "domain_id": domain_id, "error": None, "matched": False}
     kids: list[Child] = []
     try:
-        sub = Child("sub", spec, child_env(domain_id, args.profile if sub_prof else None), workdir)
+        sub = Child("sub", spec,
+                    child_env(domain_id, args.profile if sub_prof else None, tuned), workdir)
         kids.append(sub)
-        pub = Child("pub", spec, child_env(domain_id, args.profile if pub_prof else None), workdir)
+        pub = Child("pub", spec,
+                    child_env(domain_id, args.profile if pub_prof else None, tuned), workdir)
         kids.append(pub)
         startup = 30.0 + args.match_timeout
         a = pub.expect(("MATCHED", "MATCH_TIMEOUT"), startup)
@@ -534,6 +550,19 @@ def run_mode(mode: str, domain_id: int, phases: list[dict], args, workdir: str) 
         out["killed"] = [k.role for k in kids if k.killed]
         out["exit_codes"] = {k.role: k.proc.returncode for k in kids}
     return out
+
+
+def run_floor(args, tuned: bool) -> dict:
+    spec = {"iters": args.floor_iters, "sizes": args.sizes}
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--child", "floor",
+         "--spec", json.dumps(spec)],
+        env=child_env(0, None, tuned), capture_output=True, text=True, timeout=120,
+    )
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    raise RuntimeError(f"floor measurement failed (rc={proc.returncode}): {proc.stderr[-500:]}")
 
 
 def summarize(mode_out: dict, phases: list[dict], floor: dict) -> list[dict]:
@@ -576,21 +605,23 @@ def _line(cells, widths) -> str:
                      for i, (c, w) in enumerate(zip(cells, widths)))
 
 
-def print_table(rows: list[dict], floor: dict):
+def print_table(rows: list[dict], floors: dict):
     print()
-    print("shared-memory floor (rclpy serialize + deserialize, median):")
-    for name, f in floor.items():
-        print(f"  {name:6s} {f['bytes']:>9d} B  ser {f['ser_ms']:.2f} ms"
-              f" + deser {f['deser_ms']:.2f} ms"
-              f" = {f['floor_ms']:.2f} ms")
+    print("shared-memory floor (rclpy serialize + deserialize, median, fresh process):")
+    for tuned, floor in floors.items():
+        for name, f in floor.items():
+            label = "tuned malloc" if tuned else "default malloc"
+            print(f"  {label:14s}  {name:6s} {f['bytes']:>9d} B"
+                  f"  ser {f['ser_ms']:.2f} ms + deser {f['deser_ms']:.2f} ms"
+                  f" = {f['floor_ms']:.2f} ms")
     hdr = ("mode", "size", "qos", "sent", "recv", "loss%", "p50ms", "p95ms", "maxms",
            "p50/floor", "p95/floor", "pub()ms")
-    widths = (11, 5, 11, 5, 5, 6, 7, 7, 7, 9, 9, 7)
+    widths = (14, 5, 11, 5, 5, 6, 7, 7, 7, 9, 9, 7)
     print()
     print(_line(hdr, widths))
     for r in rows:
         if "sent" not in r:
-            print(f"{r['mode']:11s}  {r['size']:5s}  {r['qos']:11s}  FAILED: {r['error']}")
+            print(f"{r['mode']:14s}  {r['size']:5s}  {r['qos']:11s}  FAILED: {r['error']}")
             continue
         cells = (
             r["mode"], r["size"], r["qos"], str(r["sent"]), str(r["received"]),
@@ -645,7 +676,7 @@ def main(argv=None) -> int:
     ap.add_argument("--qos", type=csv_list(QOS_KINDS), default=list(QOS_KINDS), help="comma list")
     ap.add_argument("--modes", type=csv_list(MODES), default=["default", "profile"],
                     help="comma list: default (no profile), profile (both sides), "
-                    "pub-profile, sub-profile")
+                    "pub-profile, sub-profile, profile+malloc")
     ap.add_argument("--profile", type=Path, default=DEFAULT_PROFILE, help="Fast DDS XML profile")
     ap.add_argument("--depth", type=int, default=5, help="KEEP_LAST history depth of both QoS")
     ap.add_argument("--warmup", type=float, default=0.5, help="uncounted seconds before each phase")
@@ -657,12 +688,15 @@ def main(argv=None) -> int:
     ap.add_argument("--floor-iters", type=int, default=30, help="(de)serialization repetitions")
     ap.add_argument("--seed", type=int, default=None, help="seed for the random domain ids")
     ap.add_argument("--json", metavar="OUT", type=Path, help="also write the results as JSON")
-    ap.add_argument("--child", choices=("pub", "sub"), help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=("pub", "sub", "floor"), help=argparse.SUPPRESS)
     ap.add_argument("--spec", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
     if args.child:
         spec = json.loads(args.spec)
+        if args.child == "floor":
+            _say("RESULT " + json.dumps(measure_floor(spec["iters"], spec["sizes"])))
+            return 0
         return child_pub(spec) if args.child == "pub" else child_sub(spec)
 
     if any(MODES[m][0] or MODES[m][1] for m in args.modes) and not args.profile.is_file():
@@ -676,9 +710,11 @@ def main(argv=None) -> int:
     domain_ids = rng.sample(range(0, 102), len(args.modes))
     shm_before = shm_snapshot()
 
-    print(f"[bench] measuring the (de)serialization floor ({args.floor_iters} iterations)...",
-          file=sys.stderr)
-    floor = measure_floor(args.floor_iters, args.sizes)
+    floors = {}  # malloc tuned? -> floor, measured in a fresh process with the children's env
+    for tuned in sorted({MODES[m][2] for m in args.modes}):
+        print(f"[bench] measuring the (de)serialization floor ({args.floor_iters} iterations, "
+              f"{'tuned' if tuned else 'default'} malloc)...", file=sys.stderr)
+        floors[tuned] = run_floor(args, tuned)
 
     rows, raw, killed_any, interrupted = [], [], False, False
     with tempfile.TemporaryDirectory(prefix="bench_transport_") as workdir:
@@ -698,7 +734,7 @@ def main(argv=None) -> int:
                 if out["error"]:
                     print(f"[bench] mode {mode}: {out['error']}", file=sys.stderr)
                 raw.append({k: v for k, v in out.items() if k not in ("pub", "sub")})
-                rows.extend(summarize(out, phases, floor))
+                rows.extend(summarize(out, phases, floors[MODES[mode][2]]))
         except (KeyboardInterrupt, SystemExit):
             interrupted = True  # run_mode's finally has already stopped the children
         finally:
@@ -710,7 +746,7 @@ def main(argv=None) -> int:
         print("[bench] interrupted", file=sys.stderr)
         return 130
 
-    print_table(rows, floor)
+    print_table(rows, floors)
     total = time.monotonic() - t_start
     load_after = os.getloadavg()
     print(f"total {total:.0f} s; ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST, domain ids "
@@ -729,7 +765,8 @@ def main(argv=None) -> int:
                 "modes": args.modes, "sizes": args.sizes, "qos": args.qos,
                 "raw_sub": args.raw_sub,
             },
-            "floor": floor,
+            "floor": {("tuned_malloc" if k else "default_malloc"): v for k, v in floors.items()},
+            "malloc_env_of_tuned_modes": MALLOC_ENV,
             "rows": rows,
             "runs": raw,
             "shm_removed": removed,

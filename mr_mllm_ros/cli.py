@@ -44,6 +44,11 @@ def _cmd_publish_images(args) -> int:
     return run_publish_images(args)
 
 
+def _cmd_describe(args) -> int:
+    from .app.describe import run_describe
+    return run_describe(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='mr-mllm', description=__doc__.split('\n')[0])
     p.add_argument('-v', '--verbose', action='store_true', help='debug logging')
@@ -62,6 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument('--timeout', type=float, default=180.0,
                    help='give up after this many seconds (default 180)')
     d.set_defaults(func=_cmd_demo)
+
+    de = sub.add_parser('describe', help='detect + describe images (no ROS)')
+    de.add_argument('images', nargs='+',
+                    help='image files, folders, sample:<name> or samples (all photos)')
+    de.add_argument('--config', help='config YAML merged over the packaged defaults')
+    de.add_argument('--json', help='also write the results as JSON here')
+    de.add_argument('--out', help='folder for annotated images')
+    de.set_defaults(func=_cmd_describe)
 
     u = sub.add_parser('up', help='start the nodes from a YAML (for installs without '
                                   '`ros2 launch`)')

@@ -158,6 +158,10 @@ def render_grounded(text: str, phrases: Sequence[GroundedPhrase]) -> str:
 
 # ---------------------------------------------------------- constrained decoding
 
+def _open_ground_delta(text: str) -> int:
+    return text.count(GROUND_OPEN) - text.count(GROUND_CLOSE)
+
+
 class ReferenceAutomaton:
     """Character automaton over generated text that rejects any reference `<objN>` whose
     N is not allowed (no leading zeros; the digits must close with '>').
@@ -219,6 +223,11 @@ class _TokenTable:
         for i, s in enumerate(strings):
             if s:
                 self.by_first.setdefault(s[0], []).append(i)
+        # Tokens that would end a sentence or the reply: not allowed inside an open
+        # <ground> phrase (the phrase must be closed and cited first).
+        enders = {i for i, s in enumerate(strings) if '.' in s}
+        enders |= set(getattr(tokenizer, 'all_special_ids', []) or [])
+        self.enders = np.array(sorted(enders), dtype=np.int64)
 
 
 _TABLES: dict[int, _TokenTable] = {}
@@ -237,8 +246,9 @@ def token_table(tokenizer) -> _TokenTable:
 
 class ObjectReferenceLogitsProcessor:
     """transformers LogitsProcessor: at every step, tokens that would complete or extend an
-    invalid `<objN>` get -inf. Masks are cached per (automaton state, allowed set), so the
-    steady-state cost is one tensor index per step.
+    invalid `<objN>` get -inf; while a `<ground>` phrase is open, so do tokens that would
+    end the sentence or the reply ('.', EOS), so phrases get closed and cited. Masks are
+    cached per automaton state, so the steady-state cost is one tensor index per step.
 
     scores: (batch, vocab) float; input_ids: (batch, seq). `prompt_length` is where the
     generated text starts; `initial_text` is forced reply text already in the prompt (the
@@ -252,8 +262,11 @@ class ObjectReferenceLogitsProcessor:
         self.table = token_table(tokenizer)
         self.prompt_length = prompt_length
         self._initial = self.automaton.feed('', initial_text) or ''
+        self._initial_text = initial_text
         self._states: list[str] = []
         self._seen: list[int] = []
+        self._open: list[int] = []  # per row: open <ground> phrases (opened - closed)
+        self._tails: list[str] = []  # per row: last characters, to spot split tags
         self._cache: OrderedDict = OrderedDict()
         self._cache_size = cache_size
         self.steps = 0
@@ -292,16 +305,27 @@ class ObjectReferenceLogitsProcessor:
         if not self._states:
             self._states = [self._initial] * batch
             self._seen = [self.prompt_length] * batch
+            self._tails = [self._initial_text] * batch
+            self._open = [_open_ground_delta(self._initial_text)] * batch
         for b in range(batch):
             state = self._states[b]
+            new_text = ''
             for tok in input_ids[b, self._seen[b]:].tolist():
                 s = self.table.strings[tok] if tok < self.table.size else ''
+                new_text += s
                 state = self.automaton.feed(state, s)
                 if state is None:  # cannot happen when this processor chose every token
                     state = ''
             self._states[b] = state
             self._seen[b] = input_ids.shape[1]
+            # Count tags in the tail + new text, minus those already counted in the tail.
+            tail = self._tails[b]
+            self._open[b] += _open_ground_delta(tail + new_text) - _open_ground_delta(tail)
+            self._tails[b] = (tail + new_text)[-len(GROUND_CLOSE):]
             allowed = self._mask(state)
+            if self._open[b] > 0:
+                allowed = allowed.clone()
+                allowed[self.table.enders] = False
             if not bool(allowed.any()):
                 continue  # never leave a row without a choice
             n = min(self.table.size, scores.shape[1])

@@ -1,17 +1,21 @@
 """The one processing path shared by the nodes, replay and the CLI.
 
 perception: Frame -> DetectionSet (detector)
-Later stages (scene description, reinforcement, alerts) are added as further stages of
-the same objects, so a node, `mr-mllm replay` and `mr-mllm describe` cannot drift apart.
+scene:      Frame + DetectionSet -> SceneDescription (core.scene)
+A node, `mr-mllm replay` and `mr-mllm describe` call these same objects, so they cannot
+drift apart.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from .config import Config
 from .detection import Detector, create_detector
-from .types import DetectionSet, Frame
+from .mllm import MllmBackend
+from .scene import SceneReasoner
+from .types import DetectionSet, Frame, SceneDescription
 
 
 class PerceptionPipeline:
@@ -35,3 +39,43 @@ class PerceptionPipeline:
 
     def close(self) -> None:
         self.detector.close()
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """Everything the pipeline produced for one frame."""
+
+    frame: Frame
+    detections: DetectionSet
+    description: SceneDescription | None = None
+
+
+class Pipeline:
+    """Detection + scene reasoning in one process: `mr-mllm describe`, replay, the demo.
+    The nodes split the same stages across perception_node and scene_node."""
+
+    def __init__(self, config: Config, *, detector: Detector | None = None,
+                 backend: MllmBackend | None = None, with_mllm: bool = True):
+        self.config = config
+        self.perception = PerceptionPipeline(config, detector)
+        self.scene: SceneReasoner | None = None
+        if with_mllm and (backend is not None or config.mllm.backend != 'none'):
+            self.scene = SceneReasoner(config, backend)
+
+    @property
+    def model_names(self) -> dict[str, str]:
+        names = {'detector': self.perception.detector.name}
+        if self.scene is not None:
+            names['mllm'] = self.scene.model_name
+        return names
+
+    def process(self, frame: Frame, describe: bool = True) -> FrameResult:
+        detections = self.perception.detect(frame)
+        description = self.scene.describe(frame, detections) \
+            if describe and self.scene is not None else None
+        return FrameResult(frame, detections, description)
+
+    def close(self) -> None:
+        self.perception.close()
+        if self.scene is not None:
+            self.scene.close()

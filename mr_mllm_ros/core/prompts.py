@@ -34,6 +34,7 @@ class TaskTemplate:
     user: str
     answer_prefix: str
     answer_prefix_no_objects: str
+    stop: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,8 @@ def load_template(name_or_path: str) -> PromptTemplate:
                 examples=tuple((e['user'].strip(), e['assistant'].strip())
                                for e in t.get('examples') or ()),
                 user=t['user'].strip(), answer_prefix=t.get('answer_prefix', ''),
-                answer_prefix_no_objects=t.get('answer_prefix_no_objects', ''))
+                answer_prefix_no_objects=t.get('answer_prefix_no_objects', ''),
+                stop=tuple(t.get('stop') or ()))
         return PromptTemplate(version=str(data['version']),
                               vision_image=data['vision']['image'].strip(),
                               vision_text_only=data['vision']['text_only'].strip(),
@@ -169,7 +171,7 @@ class PromptBuilder:
         return MllmRequest(prefix=self.prefix(task), user=user,
                            image=image if self.sees_images else None, answer_prefix=prefix,
                            allowed_indices=allowed, max_new_tokens=max_new_tokens,
-                           task=task, extra={'object_indices': chosen})
+                           stop=t.stop, task=task, extra={'object_indices': chosen})
 
     def describe(self, ds: DetectionSet, image: np.ndarray | None = None) -> MllmRequest:
         return self._request('describe', ds, image, self.config.max_new_tokens)

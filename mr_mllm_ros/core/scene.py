@@ -11,7 +11,9 @@ from .config import Config
 from .grounding import parse_grounded
 from .mllm import MllmBackend, create_backend
 from .prompts import PromptBuilder, load_template
-from .types import Answer, DetectionSet, Frame, SceneDescription
+from .types import Answer, DetectionSet, Frame, GroundedText, SceneDescription
+
+NO_OBJECTS_TEXT = 'No objects detected.'
 
 
 class SceneReasoner:
@@ -31,6 +33,12 @@ class SceneReasoner:
     def describe(self, frame: Frame | None, detections: DetectionSet) -> SceneDescription:
         t0 = time.perf_counter()
         request = self.prompts.describe(detections, frame.image if frame is not None else None)
+        if not request.extra['object_indices'] and not self.backend.sees_images:
+            # A text-only model given no objects has nothing to describe: anything it
+            # wrote would be invented. Say so instead of calling it.
+            return SceneDescription(GroundedText(NO_OBJECTS_TEXT, NO_OBJECTS_TEXT),
+                                    detections, detections.model_name,
+                                    f'none ({self.model_name} not called: no detections)')
         gen = self.backend.generate(request)
         grounded = parse_grounded(gen.text, request.extra['object_indices'],
                                   [d.class_name for d in detections])

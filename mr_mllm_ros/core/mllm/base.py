@@ -32,6 +32,8 @@ class MllmRequest:
     #: Object indices the reply may cite as <objN>; None = no constraint (free text).
     allowed_indices: frozenset[int] | None = None
     max_new_tokens: int = 64
+    #: Generation ends after any of these strings (e.g. '.' for one sentence).
+    stop: tuple[str, ...] = ()
     #: Shared-query fusion soft tokens, (K, hidden) float tensor, inserted where the
     #: prompt holds the soft-token placeholder (core.fusion); None = prompt-only.
     soft_tokens: Any = None

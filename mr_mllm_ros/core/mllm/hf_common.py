@@ -100,6 +100,21 @@ def generation_kwargs(config: Config, tokenizer, max_new_tokens: int) -> dict:
     return kwargs
 
 
+def request_generation_kwargs(config: Config, tokenizer, request, prompt_length: int) -> dict:
+    """generate() arguments for one MllmRequest: decoding settings, stop strings, and the
+    constrained-decoding processor when the request restricts object references."""
+    kwargs = generation_kwargs(config, tokenizer, request.max_new_tokens)
+    if request.stop:
+        kwargs.update(stop_strings=list(request.stop), tokenizer=tokenizer)
+    if request.allowed_indices is not None:
+        from transformers import LogitsProcessorList
+
+        from ..grounding import ObjectReferenceLogitsProcessor
+        kwargs['logits_processor'] = LogitsProcessorList([ObjectReferenceLogitsProcessor(
+            tokenizer, request.allowed_indices, prompt_length, request.answer_prefix)])
+    return kwargs
+
+
 def release_cuda_memory() -> None:
     try:
         import torch

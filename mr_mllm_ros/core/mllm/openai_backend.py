@@ -279,6 +279,8 @@ class OpenAiBackend:
                                    'max_tokens': max_tokens,
                                    'temperature': self.config.mllm.temperature,
                                    'stream': False}
+        if request.stop:
+            payload['stop'] = list(request.stop)
         if self.continue_final_message and request.answer_prefix:
             messages.append({'role': 'assistant', 'content': request.answer_prefix})
             payload.update(continue_final_message=True, add_generation_prompt=False)

@@ -18,7 +18,6 @@ from typing import Sequence
 
 from ..config import Config
 from ..errors import BackendError, ModelLoadError
-from ..grounding import ObjectReferenceLogitsProcessor
 from ..types import Generation
 from . import hf_common
 from .base import ChatMessage, MllmRequest
@@ -106,17 +105,10 @@ class TransformersLlmBackend:
             ids = self._encode(text)
             cached, cache = self._cached_prefix(request, ids)
             t1 = time.perf_counter()
-            processors = []
-            if request.allowed_indices is not None:
-                processors.append(ObjectReferenceLogitsProcessor(
-                    self.tokenizer, request.allowed_indices, len(ids), request.answer_prefix))
             input_ids = torch.tensor([ids], device=self.device)
-            kwargs = hf_common.generation_kwargs(self.config, self.tokenizer,
-                                                 request.max_new_tokens)
+            kwargs = hf_common.request_generation_kwargs(self.config, self.tokenizer, request,
+                                                         len(ids))
             kwargs.update(input_ids=input_ids, attention_mask=torch.ones_like(input_ids))
-            if processors:
-                from transformers import LogitsProcessorList
-                kwargs['logits_processor'] = LogitsProcessorList(processors)
             if cache is not None:
                 kwargs['past_key_values'] = cache
             try:

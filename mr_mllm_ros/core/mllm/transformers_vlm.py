@@ -41,7 +41,6 @@ import numpy as np
 
 from ..config import Config
 from ..errors import BackendError, ModelLoadError
-from ..grounding import ObjectReferenceLogitsProcessor
 from ..types import Generation
 from . import hf_common
 from .base import MllmRequest
@@ -180,13 +179,8 @@ class TransformersVlmBackend:
                 raise BackendError(f'{self.name}: cannot build the model input: {e}') from e
             prompt_length = int(inputs['input_ids'].shape[1])
             t1 = time.perf_counter()
-            kwargs = hf_common.generation_kwargs(self.config, self.tokenizer,
-                                                request.max_new_tokens)
-            if request.allowed_indices is not None:
-                from transformers import LogitsProcessorList
-                kwargs['logits_processor'] = LogitsProcessorList([
-                    ObjectReferenceLogitsProcessor(self.tokenizer, request.allowed_indices,
-                                                   prompt_length, request.answer_prefix)])
+            kwargs = hf_common.request_generation_kwargs(self.config, self.tokenizer, request,
+                                                         prompt_length)
             try:
                 with torch.inference_mode():
                     out = self.model.generate(**inputs, **kwargs)

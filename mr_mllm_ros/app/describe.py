@@ -1,0 +1,75 @@
+"""`mr-mllm describe IMAGE`: detection + MLLM on one image, printed with its grounding."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+
+from ..core.annotate import draw_detections
+from ..core.config import load_config
+from ..core.pipeline import FrameResult, Pipeline
+from ..core.types import Frame
+from .image_sources import iter_images
+
+
+def format_result(name: str, result: FrameResult, model_names: dict[str, str]) -> str:
+    ds = result.detections
+    lines = [f'{name} ({result.frame.width}x{result.frame.height})',
+             f'  detector: {model_names["detector"]}']
+    for i, d in enumerate(ds):
+        lines.append(f'    <obj{i}> {d.class_name} {d.score:.2f} '
+                     f'[{d.box.x1:.0f},{d.box.y1:.0f},{d.box.x2:.0f},{d.box.y2:.0f}]')
+    if not len(ds):
+        lines.append('    (nothing detected)')
+    sd = result.description
+    if sd is not None:
+        gt = sd.grounded_text
+        lines.append(f'  description ({sd.mllm_model}'
+                     f'{", adapter " + sd.fusion_adapter if sd.fusion_adapter else ""}):')
+        lines.append(f'    {gt.text}')
+        for p in gt.phrases:
+            refs = ', '.join(f'<obj{i}> {ds[i].class_name}' for i in p.indices)
+            lines.append(f'      "{p.text}" -> {refs}')
+        if not gt.grounded:
+            lines.append(f'    (ungrounded: {"; ".join(gt.problems)})')
+    return '\n'.join(lines)
+
+
+def result_json(name: str, result: FrameResult, model_names: dict[str, str]) -> dict:
+    ds = result.detections
+    out = {'image': name, 'models': model_names,
+           'detections': [{'index': i, 'class': d.class_name, 'score': round(d.score, 4),
+                           'box_xyxy': [round(v, 1) for v in (d.box.x1, d.box.y1,
+                                                               d.box.x2, d.box.y2)]}
+                          for i, d in enumerate(ds)]}
+    if result.description is not None:
+        gt = result.description.grounded_text
+        out['description'] = {'text': gt.text, 'raw': gt.raw_text, 'grounded': gt.grounded,
+                              'problems': list(gt.problems),
+                              'phrases': [{'text': p.text, 'span': [p.start, p.end],
+                                           'objects': list(p.indices)} for p in gt.phrases],
+                              'model': result.description.mllm_model}
+    return out
+
+
+def run_describe(args) -> int:
+    config = load_config(args.config) if args.config else load_config()
+    pipeline = Pipeline(config)
+    results = []
+    try:
+        for name, rgb in iter_images(args.images):
+            result = pipeline.process(Frame(rgb, 0, name))
+            results.append(result_json(name, result, pipeline.model_names))
+            print(format_result(name, result, pipeline.model_names), flush=True)
+            if args.out:
+                out = Path(args.out)
+                out.mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(out / f'{name}.jpg'),
+                            draw_detections(rgb, result.detections)[..., ::-1])
+    finally:
+        pipeline.close()
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    return 0
