@@ -7,6 +7,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$(cd "${1:-$here/.venv}" && pwd)"
 src="$here/mr_mllm_interfaces"
 build="$here/build/mr_mllm_interfaces"
+mkdir -p "$build"
 
 # ament_index_get_resources reads only AMENT_PREFIX_PATH: without it the generators
 # find no typesupports ("No 'rosidl_typesupport_c' found").
