@@ -20,9 +20,9 @@ from mr_mllm_ros.ros import conversions as conv
 from mr_mllm_ros.ros.client import RosClient
 from mr_mllm_ros.ros.qos import RESULTS_QOS
 
+from graph_helpers import DISCOVERY_S, node_status, publish_and_wait
+
 pytestmark = pytest.mark.graph
-DISCOVERY_S = 20.0  # generous: late joiners need 2.6-3.3 s here, model load a few more
-RESULT_S = 30.0
 
 
 @pytest.fixture(scope='module')
@@ -34,29 +34,6 @@ def graph(tmp_path_factory):
         ros.logs = logs
         ros.group = group
         yield ros
-
-
-def _diag_values(ros, diag, ns, predicate, timeout=10.0):
-    """Newest diagnostics values of the node in namespace `ns` satisfying `predicate`."""
-    def match(msg):
-        for st in msg.status:
-            if f'/{ns}/perception_node' in st.name:
-                values = {kv.key: kv.value for kv in st.values}
-                if predicate(st, values):
-                    return True
-        return False
-    msg = diag.wait_for(match, timeout)
-    if msg is None:
-        return None
-    for st in msg.status:
-        if f'/{ns}/perception_node' in st.name:
-            return st, {kv.key: kv.value for kv in st.values}
-
-
-def _publish_and_wait(ros, pub, dets, msg):
-    stamp = conv.stamp_to_ns(msg.header.stamp)
-    return ros.request_reply(pub, msg, dets,
-                             lambda m: conv.stamp_to_ns(m.header.stamp) == stamp, RESULT_S)
 
 
 @pytest.mark.parametrize('sample, darknet_name, category', [
@@ -75,7 +52,7 @@ def test_real_photo_gives_detection_with_image_header(graph, labels, sample, dar
     stamp = 1_700_000_000_000_000_000 + hash((sample, transport)) % 10**9
     msg = conv.image_msg(rgb, 'rgb8', stamp, f'{sample}_frame') if transport == 'raw' \
         else conv.compressed_msg(rgb, 'jpeg', stamp, f'{sample}_frame')
-    out = _publish_and_wait(graph, pub, dets, msg)
+    out = publish_and_wait(graph, pub, dets, msg)
     assert out is not None, f'no DetectionArray for {sample} over {transport}'
     assert out.header.frame_id == f'{sample}_frame'
     assert conv.stamp_to_ns(out.header.stamp) == stamp
@@ -93,7 +70,7 @@ def test_malformed_images_are_counted_and_the_node_keeps_detecting(graph):
     dets = graph.collect(DetectionArray, f'/{ns}/detections', RESULTS_QOS)
     diag = graph.collect(DiagnosticArray, '/diagnostics', 10)
     assert graph.wait_for_subscribers(pub, 1, DISCOVERY_S)
-    base = _diag_values(graph, diag, ns, lambda st, v: True, 15.0)
+    base = node_status(diag, f'/{ns}/perception_node', lambda st, v: True)
     assert base is not None, 'no diagnostics from the node'
     before = int(base[1]['frames_malformed'])
     good = load_sample('motorcycle')
@@ -107,8 +84,8 @@ def test_malformed_images_are_counted_and_the_node_keeps_detecting(graph):
     for m in bad:
         pub.publish(m)
         time.sleep(0.3)  # the node keeps only the newest frame: give it time for each
-    got = _diag_values(graph, diag, ns,
-                       lambda st, v: int(v['frames_malformed']) >= before + len(bad), 15.0)
+    got = node_status(diag, f'/{ns}/perception_node',
+                      lambda st, v: int(v['frames_malformed']) >= before + len(bad))
     assert got is not None, 'malformed images not all counted in diagnostics'
     status, values = got
     reasons = ' '.join(k for k in values if k.startswith('malformed: '))
@@ -116,15 +93,15 @@ def test_malformed_images_are_counted_and_the_node_keeps_detecting(graph):
         assert word in reasons, f'{word!r} not among {reasons}'
     # still alive and detecting
     stamp = 1_700_000_001_000_000_000
-    out = _publish_and_wait(graph, pub, dets, conv.image_msg(good, 'rgb8', stamp, 'f'))
+    out = publish_and_wait(graph, pub, dets, conv.image_msg(good, 'rgb8', stamp, 'f'))
     assert out is not None and any(d.class_name == 'motorbike' for d in out.detections)
     assert graph.group.alive()
 
 
 def test_diagnostics_report_rate_latency_and_model(graph):
     diag = graph.collect(DiagnosticArray, '/diagnostics', 10)
-    got = _diag_values(graph, diag, 'raw_cam',
-                       lambda st, v: int(v['frames_processed']) > 0, 15.0)
+    got = node_status(diag, '/raw_cam/perception_node',
+                      lambda st, v: int(v['frames_processed']) > 0)
     assert got is not None
     status, values = got
     assert 'yolov3-tiny' in values['model']
@@ -141,8 +118,8 @@ def test_missing_weights_fail_configure_then_recover(tmp_path, default_config):
     with NodeGroup([spec], log_dir=tmp_path / 'logs') as group, \
             RosClient('lifecycle_test') as ros:
         diag = ros.collect(DiagnosticArray, '/diagnostics', 10)
-        got = _diag_values(ros, diag, 'late_cam', lambda st, v: st.level == st.ERROR,
-                           DISCOVERY_S)
+        got = node_status(diag, '/late_cam/perception_node',
+                          lambda st, v: st.level == st.ERROR, DISCOVERY_S)
         assert got is not None and 'not found' in got[0].message
         state = ros.call(GetState, '/late_cam/perception_node/get_state', GetState.Request())
         assert state is not None and state.current_state.label == 'unconfigured'
@@ -156,7 +133,7 @@ def test_missing_weights_fail_configure_then_recover(tmp_path, default_config):
         pub = ros.publisher(Image, '/late_cam/image', 10)
         dets = ros.collect(DetectionArray, '/late_cam/detections', RESULTS_QOS)
         assert ros.wait_for_subscribers(pub, 1, DISCOVERY_S)
-        out = _publish_and_wait(ros, pub, dets,
+        out = publish_and_wait(ros, pub, dets,
                                 conv.image_msg(load_sample('camera'), 'rgb8', 5, 'f'))
         assert out is not None and any(d.class_name == 'person' for d in out.detections)
         log = (tmp_path / 'logs').glob('*.log')

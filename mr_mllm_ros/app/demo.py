@@ -1,78 +1,130 @@
 """`mr-mllm demo`: the main job on the offline default models.
 
-Starts the graph as separate processes (the same command lines `mr-mllm up` uses), plays
-the real photos that installed packages ship as a camera, and prints and saves what the
-graph published: detections, and annotated images in --out.
+Starts perception_node and scene_node as separate processes (the same command lines
+`mr-mllm up` uses), plays the real photos that installed packages ship as a camera, and
+prints and saves what the graph published: detections, grounded descriptions (with the
+names of the models that wrote them), alerts, and one visual-question round trip.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
 import cv2
 from sensor_msgs.msg import Image
 
-from mr_mllm_interfaces.msg import DetectionArray
+from mr_mllm_interfaces.msg import CornerCaseAlert, DetectionArray, SceneDescription
+from mr_mllm_interfaces.srv import AskScene
 
 from ..core.annotate import draw_detections
-from ..core.config import load_config
+from ..core.config import load_config, share_dir
 from ..core.sample_images import SAMPLES, load_sample
 from ..ros import conversions as conv
 from ..ros.client import RosClient
-from ..ros.qos import RESULTS_QOS
+from ..ros.qos import ALERTS_QOS, RESULTS_QOS
 from .launcher import NodeGroup, NodeSpec, ensure_local_ros_env
 
 log = logging.getLogger(__name__)
 CAMERA_NS = 'demo_cam'
+QUESTION = ('grace_hopper', 'What is the person wearing?')
+SEVERITY = {0: 'INFO', 1: 'WARN', 2: 'CRITICAL'}
+
+
+def _stamp_is(stamp: int):
+    return lambda m: conv.stamp_to_ns(m.header.stamp) == stamp
+
+
+def describe_phrases(sd) -> list[str]:
+    return [f'"{p.text}" -> ' + ', '.join(
+        f'obj{i} {sd.detections[i].class_name}' for i in p.detection_indices)
+        for p in sd.phrases]
 
 
 def run_demo(args) -> int:
     ensure_local_ros_env()
-    config = load_config(args.config) if args.config else load_config()
+    params = [str(share_dir() / 'config' / 'demo.yaml')] + ([args.config] if args.config else [])
+    config = load_config(*params)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     names = args.images or list(SAMPLES)
-    params = [args.config] if args.config else []
     deadline = time.monotonic() + args.timeout
-    print(f'mr-mllm demo: detector {config.detector.backend} '
-          f'({config.detector.model}), ROS_DOMAIN_ID={__import__("os").environ["ROS_DOMAIN_ID"]}'
-          f', localhost discovery; results in {out}/')
-    results = []
-    with NodeGroup([NodeSpec('perception', CAMERA_NS, params)], log_dir=out / 'logs') as graph, \
-            RosClient('mr_mllm_demo') as ros:
+    left = lambda: max(0.0, deadline - time.monotonic())  # noqa: E731
+    print(f'mr-mllm demo: ROS_DOMAIN_ID={os.environ["ROS_DOMAIN_ID"]}, localhost discovery; '
+          f'detector {config.detector.backend} ({config.detector.model}), MLLM '
+          f'{config.mllm.backend} ({config.mllm.model}); results in {out}/', flush=True)
+    specs = [NodeSpec('perception', CAMERA_NS, params), NodeSpec('scene', CAMERA_NS, params)]
+    results, stamps = [], {}
+    with NodeGroup(specs, log_dir=out / 'logs') as graph, RosClient('mr_mllm_demo') as ros:
         pub = ros.publisher(Image, f'/{CAMERA_NS}/image', 10)
         detections = ros.collect(DetectionArray, f'/{CAMERA_NS}/detections', RESULTS_QOS)
-        if not ros.wait_for_subscribers(pub, 1, timeout=max(1.0, deadline - time.monotonic())):
-            print('error: perception_node did not subscribe in time; see '
-                  f'{out}/logs for its output')
+        descriptions = ros.collect(SceneDescription, f'/{CAMERA_NS}/scene_description',
+                                   RESULTS_QOS)
+        alerts = ros.collect(CornerCaseAlert, f'/{CAMERA_NS}/alerts', ALERTS_QOS)
+        if not ros.wait_for_subscribers(pub, 2, timeout=min(120.0, left())):
+            print(f'error: the nodes did not subscribe in time; see {out}/logs')
             return 1
         for name in names:
             rgb = load_sample(name)
-            stamp = ros.now_ns()
-            # The node keeps only the newest frame: publish one, wait for its result.
-            pub.publish(conv.image_msg(rgb, 'rgb8', stamp, 'demo_camera'))
-            msg = detections.wait_for(lambda m: conv.stamp_to_ns(m.header.stamp) == stamp,
-                                      timeout=max(0.0, min(60.0, deadline - time.monotonic())))
-            if msg is None:
-                print(f'{name}: no detections message within the timeout'
-                      f'{"" if graph.alive() else " (a node exited)"}')
+            stamp = stamps[name] = ros.now_ns()
+            msg = conv.image_msg(rgb, 'rgb8', stamp, 'demo_camera')
+            det = ros.request_reply(pub, msg, detections, _stamp_is(stamp), min(60.0, left()))
+            if det is None:
+                print(f'{name}: no detections within the timeout'
+                      f'{"" if graph.alive() else " (a node exited; see logs)"}')
                 return 1
-            ds = conv.detection_set_from_msg(msg)
-            path = out / f'{name}.jpg'
-            cv2.imwrite(str(path), draw_detections(rgb, ds)[..., ::-1])
-            found = ', '.join(f'obj{i} {d.class_name} {d.score:.2f}' for i, d in enumerate(ds)) \
-                or 'nothing'
-            print(f'{name:13s} {rgb.shape[1]}x{rgb.shape[0]}: {found}  '
-                  f'[{ds.timings_ms.get("total", 0):.0f} ms, {ds.model_name}] -> {path}')
-            results.append({'image': name, 'stamp_ns': stamp, 'model': ds.model_name,
-                            'detections': [
-                                {'index': i, 'class': d.class_name, 'score': round(d.score, 4),
-                                 'box_xyxy': [round(v, 1) for v in
-                                              (d.box.x1, d.box.y1, d.box.x2, d.box.y2)]}
-                                for i, d in enumerate(ds)]})
+            ds = conv.detection_set_from_msg(det)
+            sd = descriptions.wait_for(_stamp_is(stamp), min(120.0, left()))
+            cv2.imwrite(str(out / f'{name}.jpg'), draw_detections(rgb, ds)[..., ::-1])
+            found = ', '.join(f'obj{i} {d.class_name} {d.score:.2f}'
+                              for i, d in enumerate(ds)) or 'nothing'
+            print(f'\n{name} ({rgb.shape[1]}x{rgb.shape[0]}): {found}  '
+                  f'[{ds.timings_ms.get("total", 0):.0f} ms, {ds.model_name}]')
+            record = {'image': name, 'stamp_ns': stamp, 'detector': ds.model_name,
+                      'detections': [{'index': i, 'class': d.class_name,
+                                      'score': round(d.score, 4),
+                                      'box_xyxy': [round(v, 1) for v in (
+                                          d.box.x1, d.box.y1, d.box.x2, d.box.y2)]}
+                                     for i, d in enumerate(ds)]}
+            if sd is None:
+                print('  description: none within the timeout')
+            else:
+                print(f'  description by {sd.mllm_model}:\n    {sd.text}'
+                      + ('' if sd.grounded else '   (ungrounded)'))
+                for line in describe_phrases(sd):
+                    print(f'      {line}')
+                record['description'] = {'text': sd.text, 'raw': sd.raw_text,
+                                         'grounded': sd.grounded, 'model': sd.mllm_model,
+                                         'phrases': describe_phrases(sd)}
+            results.append(record)
+        ask_name, question = QUESTION
+        if ask_name in stamps:
+            request = AskScene.Request(question=question, timeout_s=min(120.0, left()),
+                                       stamp=conv.ns_to_stamp(stamps[ask_name]))
+            reply = ros.call(AskScene, f'/{CAMERA_NS}/ask_scene', request,
+                             timeout=min(130.0, left() + 1))
+            print(f'\nask_scene about {ask_name}: "{question}"')
+            if reply is None:
+                print('  no reply within the timeout')
+            elif not reply.success:
+                print(f'  refused: {reply.error}')
+            else:
+                print(f'  {reply.answer}  [{reply.mllm_model}, {reply.latency_s:.1f} s]')
+                for p in reply.grounding:
+                    print(f'      "{p.text}" -> ' + ', '.join(
+                        f'obj{i} {reply.detections[i].class_name}'
+                        for i in p.detection_indices))
+        time.sleep(0.5)  # alerts are published after each description
+        raised = alerts.snapshot()
+        print(f'\nalerts: {len(raised)}')
+        for a in raised:
+            print(f'  [{SEVERITY.get(a.severity, a.severity)}] {a.rule}: {a.message}')
+        if any(a.code == 'camera_stale' for a in raised):
+            print('  (expected here: the demo camera sends one photo, then waits for its '
+                  'description, so the stream looks stale in between)')
     (out / 'results.json').write_text(json.dumps(results, indent=1))
-    print(f'wrote {len(results)} annotated images and results.json to {out}/')
+    print(f'\nwrote {len(results)} annotated images and results.json to {out}/')
     return 0

@@ -20,6 +20,7 @@ import os
 import threading
 from collections import OrderedDict, deque
 from dataclasses import dataclass
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
@@ -70,7 +71,7 @@ _SCHEMA: dict[str, dict[str, _Field]] = {
     'sudden_close_appearance': {
         'min_area_share': _Field('float', 0.15, 0.0, 1.0),
         'memory_s': _Field('float', 2.0, 0.01, 3600.0), 'classes': _Field('str_list', []),
-        'min_score': _Field('float', 0.0, 0.0, 1.0)},
+        'min_score': _Field('float', 0.3, 0.0, 1.0)},
     'frame_black': {'max_mean': _Field('float', 15.0, 0.0, 255.0)},
     'frame_overexposed': {'max_saturated_share': _Field('float', 0.5, 0.0, 1.0)},
     'frame_blurred': {'min_laplacian_var': _Field('float', 25.0, 0.0, 1e9)},
@@ -94,8 +95,9 @@ class Rule:
 
 # ----------------------------------------------------------------------------- loading
 
-def default_rules_path() -> str:
-    return str(share_dir() / 'config' / RULES_FILE_NAME)
+def default_rules_path() -> Path:
+    """The packaged config/alert_rules.yaml (checkout or install share/, like mr_mllm.yaml)."""
+    return share_dir() / 'config' / RULES_FILE_NAME
 
 
 def load_rules(path: str | os.PathLike) -> list[Rule]:
@@ -373,7 +375,7 @@ class _Appearances:
         self.frame_index = 0
         self.last_frame_s: float | None = None
         self.tracks: dict[int, list] = {}  # track id -> [first frame index, last seen s]
-        self.recent: deque = deque(maxlen=512)  # (time, class name, box) of untracked ones
+        self.recent: deque = deque(maxlen=4096)  # (time, class name, box) of untracked ones
         self.pending: dict[str, list] = {}  # class -> [box, first frame index]
 
 
@@ -499,10 +501,14 @@ class AlertEngine:
         return [r for r in self.rules if r.enabled and r.type in types]
 
     def evaluate(self, frame: Frame | None, detections: DetectionSet, now_s: float,
-                 rejected: Sequence[Detection] = ()) -> list[Alert]:
+                 rejected: Sequence[Detection] = (),
+                 types: Iterable[str] | None = None) -> list[Alert]:
         """Alerts raised on this frame (rules in file order). `rejected`: detections the
-        MLLM verification removed; `frame` None skips the frame_* rules."""
-        rules = self._active(_FRAME_CONDITIONS)
+        MLLM verification removed; `frame` None skips the frame_* rules; `types` limits
+        the rule types evaluated (the scene node evaluates detector_mllm_disagreement
+        after the MLLM's feedback, the others on every frame: once each per frame)."""
+        rules = self._active(_FRAME_CONDITIONS if types is None
+                             else set(types) & set(_FRAME_CONDITIONS))
         width = detections.image_width or (frame.width if frame is not None else 0)
         height = detections.image_height or (frame.height if frame is not None else 0)
         ctx = _Context(frame, detections, rejected, now_s, width, height)
@@ -616,3 +622,9 @@ def _alert(rule: Rule, dets: list[Detection], message: str, stamp_ns: int, frame
     return Alert(severity=rule.severity, code=rule.type, rule=rule.name, raised_by=raised_by,
                  message=message, stamp_ns=stamp_ns, frame_id=frame_id,
                  detections=tuple(dets), phrases=phrases)
+
+
+#: Rule types that judge the MLLM's feedback on perception; evaluated after it runs.
+FEEDBACK_TYPES = ('detector_mllm_disagreement',)
+#: Rule types evaluated on every frame as it arrives.
+PER_FRAME_TYPES = tuple(t for t in _FRAME_CONDITIONS if t not in FEEDBACK_TYPES)

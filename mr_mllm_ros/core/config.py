@@ -140,6 +140,62 @@ class MllmConfig:
 
 
 @dataclass(frozen=True)
+class SceneConfig:
+    description_rate_hz: float = spec('Describe the latest frame this often (0 = only on '
+                                      'scene changes).', low=0.0, high=30.0)
+    describe_on_change: bool = spec('Also describe at once when the scene changes (a new '
+                                    'track id or a different set of classes).')
+    min_description_interval_s: float = spec('Never describe more often than this, scene '
+                                             'changes included (protects the MLLM).',
+                                             low=0.0, high=3600.0)
+    pair_buffer_size: int = spec('Frames (and detections) kept to pair them by stamp and '
+                                 'to answer questions about recent frames.', low=1, high=1000)
+    vqa_queue_size: int = spec('ask_scene requests waiting at most; more get an immediate '
+                               'busy answer.', low=1, high=100)
+    max_question_chars: int = spec('Longer questions are refused.', low=1, high=100000)
+    vqa_max_timeout_s: float = spec('Cap on a request\'s own timeout_s.', low=0.1,
+                                    high=3600.0)
+    diagnostics_period_s: float = spec('Period of /diagnostics updates.', low=0.1, high=60.0)
+
+
+@dataclass(frozen=True)
+class ReinforceConfig:
+    enabled: bool = spec('MLLM -> perception feedback: verify uncertain boxes, label unknown '
+                         'ones, publish detections_refined.')
+    verify_min_score: float = spec('Boxes with a score in [verify_min_score, '
+                                   'verify_max_score) get a yes/no check by the MLLM.',
+                                   low=0.0, high=1.0)
+    verify_max_score: float = spec('Upper end of the uncertain band (exclusive).', low=0.0,
+                                   high=1.0)
+    accept_probability: float = spec('P(yes) at or above which a checked box is marked '
+                                     'verified.', low=0.0, high=1.0)
+    reject_probability: float = spec('P(yes) below which a checked box is dropped.',
+                                     low=0.0, high=1.0)
+    mllm_weight: float = spec('Re-scored confidence = (1 - w) * detector score + w * P(yes).',
+                              low=0.0, high=1.0)
+    max_checks: int = spec('At most this many boxes are checked per frame (highest scores '
+                           'first).', low=0, high=100)
+    unknown_labels: list[str] = spec('Detector labels that mean "not sure what this is": '
+                                     'such boxes get an open-vocabulary label from the MLLM.')
+    label_max_score: float = spec('Boxes scoring below this also get an open-vocabulary '
+                                  'label (0 = only unknown labels).', low=0.0, high=1.0)
+    redetect_model: str = spec('Open-vocabulary ultralytics model (YOLO-World / YOLOE .pt) '
+                               'used to find objects the MLLM names without a box; empty = '
+                               'off.', read_only=True)
+
+
+@dataclass(frozen=True)
+class AlertsConfig:
+    enabled: bool = spec('Raise corner-case alerts.')
+    rules_file: str = spec('Alert rules YAML; empty = the packaged config/alert_rules.yaml.',
+                           read_only=True)
+    mllm_judgement: bool = spec('Also ask the MLLM "anything unusual or hazardous?" (yes/no '
+                                '+ one-line reason), configured by the mllm_judgement rule.')
+    judgement_rate_hz: float = spec('How often the MLLM judgement runs at most.', low=0.0,
+                                    high=30.0)
+
+
+@dataclass(frozen=True)
 class FusionConfig:
     adapter_path: str = spec('Trained shared-query fusion adapter (a folder with '
                              'adapter.safetensors + adapter.json); empty = prompt-only.',
@@ -161,6 +217,9 @@ class Config:
     detector: DetectorConfig = spec('Object detector.')
     perception: PerceptionConfig = spec('perception_node behaviour.')
     mllm: MllmConfig = spec('Multimodal LLM.')
+    scene: SceneConfig = spec('scene_node behaviour: descriptions and VQA.')
+    reinforce: ReinforceConfig = spec('MLLM -> perception feedback.')
+    alerts: AlertsConfig = spec('Corner-case alerts.')
     fusion: FusionConfig = spec('Shared-query fusion (MR-MLLM soft tokens).')
 
     def get(self, dotted: str) -> Any:
@@ -269,7 +328,19 @@ def load_config(*paths: str | os.PathLike, overrides: Mapping[str, Any] | None =
             merge_into(data, read_parameters_file(p, node))
     if overrides:
         merge_into(data, dict(overrides))
-    return build(Config, data, '')
+    return _cross_check(build(Config, data, ''))
+
+
+def _cross_check(config: Config) -> Config:
+    """Constraints between keys (each key alone is checked by its spec)."""
+    r = config.reinforce
+    for low, high in (('verify_min_score', 'verify_max_score'),
+                      ('reject_probability', 'accept_probability')):
+        if getattr(r, low) > getattr(r, high):
+            raise ConfigError(f'config keys reinforce.{low} = {getattr(r, low)} and '
+                              f'reinforce.{high} = {getattr(r, high)}: {low} must not be '
+                              f'greater than {high}')
+    return config
 
 
 def build(cls, data: Any, prefix: str):
@@ -363,4 +434,4 @@ def with_changes(config: Config, changes: Mapping[str, Any]) -> Config:
     """A copy of `config` with dotted keys changed, validated like a file."""
     data = config.as_dict()
     merge_into(data, dict(changes))
-    return build(Config, data, '')
+    return _cross_check(build(Config, data, ''))

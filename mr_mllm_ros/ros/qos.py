@@ -32,3 +32,9 @@ ALERTS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50,
 
 #: Debug images: best effort, newest only; viewers must never slow the pipeline down.
 DEBUG_IMAGE_QOS = qos_profile_sensor_data
+
+#: ask_scene requests: the default service depth (10) would silently drop requests beyond
+#: ten in flight; the node answers every one (queued, or `busy` at once), so keep them all.
+SERVICE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=200,
+                         reliability=QoSReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.VOLATILE)

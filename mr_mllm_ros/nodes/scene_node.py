@@ -1,0 +1,490 @@
+"""scene_node: grounded scene descriptions, visual question answering, MLLM -> perception
+feedback and corner-case alerts for one camera (thin glue over core.scene, core.reinforce
+and core.alerts).
+
+Lifecycle: configure loads the MLLM and the alert rules (FAILURE with the reason when
+something is missing; the node stays up), activate subscribes, cleanup frees the model.
+
+Concurrency (MultiThreadedExecutor + one thread of our own):
+- intake group: `image` and `detections` callbacks only store messages in the stamp
+  pairer and trigger the frame worker - O(1), never wait on the MLLM;
+- frame group: for the newest new pair, decode the image, evaluate the per-frame alert
+  rules and notice scene changes (new track, different class set);
+- mllm group: at description_rate_hz and on scene changes (never more often than
+  min_description_interval_s): MLLM verification/labelling -> detections_refined,
+  description -> scene_description, feedback alerts, MLLM judgement;
+- vqa: the service callback (own reentrant group) validates and queues the request
+  (bounded: full -> an immediate `busy`), then waits for its answer up to its timeout;
+  one worker thread answers queued requests in arrival order;
+- diag group: /diagnostics and the camera-stale check.
+The MLLM is shared by descriptions and VQA; its backend serialises inference.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from sensor_msgs.msg import CompressedImage, Image
+
+from mr_mllm_interfaces.msg import CornerCaseAlert, DetectionArray, SceneDescription
+from mr_mllm_interfaces.srv import AskScene
+
+from ..core.alerts import FEEDBACK_TYPES, PER_FRAME_TYPES, AlertEngine
+from ..core.config import Config
+from ..core.errors import ConfigError, MrMllmError
+from ..core.pairing import StampPairer
+from ..core.reinforce import Reinforcer
+from ..core.scene import SceneReasoner
+from ..core.stats import RollingStats
+from ..core.types import Answer, DetectionSet, Frame
+from ..ros import conversions as conv
+from ..ros.node_runtime import ErrorCounter, run_node
+from ..ros.params import ConfigParameters
+from ..ros.qos import ALERTS_QOS, RESULTS_QOS, SERVICE_QOS, image_qos
+
+NODE_NAME = 'scene_node'
+SECTIONS = ('camera', 'mllm', 'fusion', 'scene', 'reinforce', 'alerts')
+
+
+@dataclass
+class _VqaJob:
+    question: str
+    stamp_ns: int
+    deadline: float
+    received: float
+    done: threading.Event = field(default_factory=threading.Event)
+    answer: Answer | None = None
+    error: str = ''
+    cancelled: bool = False
+
+
+def validate_question(question: str, timeout_s: float, max_chars: int) -> str:
+    """'' when the request is acceptable, else the reason it is refused."""
+    if not isinstance(question, str) or any(0xD800 <= ord(c) <= 0xDFFF for c in question):
+        return 'question is not valid UTF-8 text'
+    if '\ufffd' in question:
+        # rclpy decodes invalid UTF-8 bytes in a string field to U+FFFD.
+        return 'question is not valid UTF-8 (it arrived with replacement characters)'
+    if not question.strip():
+        return 'empty question'
+    if len(question) > max_chars:
+        return f'question too long: {len(question)} characters (max {max_chars})'
+    if not (isinstance(timeout_s, float) and math.isfinite(timeout_s) and timeout_s > 0):
+        return f'timeout_s must be a positive number of seconds, got {timeout_s}'
+    return ''
+
+
+class SceneNode(LifecycleNode):
+    def __init__(self, **kwargs):
+        super().__init__(NODE_NAME, **kwargs)
+        self._params = ConfigParameters(self, SECTIONS, on_change=self._on_config_change)
+        self._intake_group = MutuallyExclusiveCallbackGroup()
+        self._frame_group = MutuallyExclusiveCallbackGroup()
+        self._mllm_group = MutuallyExclusiveCallbackGroup()
+        self._vqa_group = ReentrantCallbackGroup()
+        self._diag_group = MutuallyExclusiveCallbackGroup()
+        self._config: Config | None = None
+        self._configured = False
+        self._scene: SceneReasoner | None = None
+        self._reinforcer: Reinforcer | None = None
+        self._alerts: AlertEngine | None = None
+        self._pairer: StampPairer | None = None
+        self._errors = ErrorCounter(self.get_logger())
+        self._describe_stats = RollingStats()  # ms per description
+        self._vqa_stats = RollingStats()       # ms per answered question
+        self._paired_stats = RollingStats()    # one entry per frame paired and decoded
+        self._backend_errors = 0
+        self._last_error = ''
+        self._state_lock = threading.Lock()
+        self._latest: tuple[Frame, DetectionSet] | None = None  # newest decoded pair
+        self._latest_stamp = -1          # newest pair handled by the frame worker
+        self._described_stamp = -1       # newest pair described
+        self._last_describe_time = 0.0
+        self._scene_changed = False
+        self._last_signature: tuple = ()
+        self._last_judgement_time = 0.0
+        self._last_frame_time: float | None = None
+        self._started = time.monotonic()
+        self._subs = []
+        self._pubs: dict[str, object] = {}
+        self._frame_guard = None
+        self._mllm_guard = None
+        self._describe_timer = None
+        self._vqa_queue: queue.Queue[_VqaJob] | None = None
+        self._vqa_thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._service = None
+        self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self._diag_timer = self.create_timer(
+            self.get_parameter('scene.diagnostics_period_s').value, self._on_diag_timer,
+            self._diag_group)
+
+    # ----------------------------------------------------------------- lifecycle
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            config = self._params.config()
+            alerts = AlertEngine.from_file(config.alerts.rules_file or None)
+            # mllm.backend none: rule alerts only (no descriptions, VQA or feedback).
+            scene = SceneReasoner(config) if config.mllm.backend != 'none' else None
+        except (MrMllmError, ConfigError, ValueError) as e:
+            self.get_logger().error(f'configure failed: {e}')
+            self._last_error = str(e)
+            return TransitionCallbackReturn.FAILURE
+        self._config, self._scene, self._alerts = config, scene, alerts
+        self._reinforcer = Reinforcer(config, scene.backend, scene.prompts) \
+            if config.reinforce.enabled and scene is not None else None
+        self._configured = True
+        self._pairer = StampPairer(config.scene.pair_buffer_size)
+        self._pubs = {
+            'description': self.create_lifecycle_publisher(SceneDescription,
+                                                           'scene_description', RESULTS_QOS),
+            'alerts': self.create_lifecycle_publisher(CornerCaseAlert, 'alerts', ALERTS_QOS),
+            'refined': self.create_lifecycle_publisher(DetectionArray, 'detections_refined',
+                                                       RESULTS_QOS),
+        }
+        self._frame_guard = self.create_guard_condition(self._frame_work, self._frame_group)
+        self._mllm_guard = self.create_guard_condition(self._mllm_work, self._mllm_group)
+        rate = config.scene.description_rate_hz
+        if rate > 0:
+            self._describe_timer = self.create_timer(1.0 / rate, self._mllm_guard.trigger,
+                                                     self._mllm_group)
+        self._vqa_queue = queue.Queue(maxsize=config.scene.vqa_queue_size)
+        self._service = self.create_service(AskScene, 'ask_scene', self._on_ask,
+                                            qos_profile=SERVICE_QOS,
+                                            callback_group=self._vqa_group)
+        self._last_error = ''
+        self.get_logger().info(f'configured: {self._model_name()}, {len(alerts.rules)} alert '
+                               f'rules, reinforcement {"on" if self._reinforcer else "off"}')
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        cam = self._config.camera
+        image_type, image_topic = (CompressedImage, 'image/compressed') if cam.compressed \
+            else (Image, 'image')
+        # Frames are kept until their detections arrive: the subscription depth only needs
+        # to absorb bursts; the pairer holds pair_buffer_size frames.
+        self._subs = [
+            self.create_subscription(image_type, image_topic, self._on_image, image_qos(cam),
+                                     callback_group=self._intake_group),
+            self.create_subscription(DetectionArray, 'detections', self._on_detections,
+                                     RESULTS_QOS, callback_group=self._intake_group)]
+        self._stop.clear()
+        self._vqa_thread = threading.Thread(target=self._vqa_loop, name='vqa', daemon=True)
+        self._vqa_thread.start()
+        self._started = time.monotonic()
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._unsubscribe()
+        self._stop_vqa()
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _unsubscribe(self) -> None:
+        for s in self._subs:
+            self.destroy_subscription(s)
+        self._subs = []
+
+    def _stop_vqa(self) -> None:
+        self._stop.set()
+        if self._vqa_queue is not None:
+            while True:  # answer whoever is still waiting
+                try:
+                    job = self._vqa_queue.get_nowait()
+                except queue.Empty:
+                    break
+                job.error = 'node is shutting down'
+                job.done.set()
+        if self._vqa_thread is not None:
+            self._vqa_thread.join(timeout=5.0)
+            self._vqa_thread = None
+
+    def _release(self) -> None:
+        self._unsubscribe()
+        self._stop_vqa()
+        if self._service is not None:
+            self.destroy_service(self._service)
+            self._service = None
+        for pub in self._pubs.values():
+            self.destroy_lifecycle_publisher(pub)
+        self._pubs = {}
+        for g in (self._frame_guard, self._mllm_guard):
+            if g is not None:
+                self.destroy_guard_condition(g)
+        self._frame_guard = self._mllm_guard = None
+        if self._describe_timer is not None:
+            self.destroy_timer(self._describe_timer)
+            self._describe_timer = None
+        self._configured = False
+        scene, self._scene = self._scene, None
+        if scene is not None:
+            scene.close()  # waits for an inference in flight (the backend's lock)
+        self._reinforcer = None
+        with self._state_lock:
+            self._latest = None
+        if self._pairer is not None:
+            self._pairer.clear()
+
+    def _on_config_change(self, config: Config) -> None:
+        self._config = config
+
+    def _model_name(self) -> str:
+        return self._scene.model_name if self._scene is not None else 'no MLLM (rules only)'
+
+
+    # -------------------------------------------------------------------- intake
+    def _on_image(self, msg) -> None:
+        self._last_frame_time = time.monotonic()
+        pairer = self._pairer
+        if pairer is not None and pairer.add_frame(conv.stamp_to_ns(msg.header.stamp), msg):
+            self._frame_guard.trigger()
+
+    def _on_detections(self, msg: DetectionArray) -> None:
+        pairer = self._pairer
+        if pairer is not None and pairer.add_detections(conv.stamp_to_ns(msg.header.stamp),
+                                                        msg):
+            self._frame_guard.trigger()
+
+    def _decode(self, image_msg, det_msg) -> tuple[Frame, DetectionSet]:
+        limit = self._config.max_image_pixels
+        frame = conv.frame_from_compressed(image_msg, max_pixels=limit) \
+            if isinstance(image_msg, CompressedImage) \
+            else conv.frame_from_image(image_msg, max_pixels=limit)
+        return frame, conv.detection_set_from_msg(det_msg)
+
+    # -------------------------------------------------------------- frame worker
+    def _frame_work(self) -> None:
+        latest = self._pairer.latest() if self._pairer is not None else None
+        if latest is None or latest[0] <= self._latest_stamp:
+            return
+        stamp, image_msg, det_msg = latest
+        self._latest_stamp = stamp
+        try:
+            frame, ds = self._decode(image_msg, det_msg)
+        except MrMllmError as e:
+            self._errors.add('image', str(e))
+            return
+        with self._state_lock:
+            self._latest = (frame, ds)
+        self._paired_stats.add(0.0)
+        if self._alerts is not None and self._config.alerts.enabled:
+            self._publish_alerts(self._alerts.evaluate(frame, ds, time.monotonic(),
+                                                       types=PER_FRAME_TYPES))
+        signature = (frozenset(d.class_name for d in ds),
+                     frozenset(d.track_id for d in ds if d.track_id >= 0))
+        if signature != self._last_signature:
+            new_tracks = signature[1] - self._last_signature[1] if self._last_signature \
+                else signature[1]
+            changed = not self._last_signature or signature[0] != self._last_signature[0] \
+                or bool(new_tracks)
+            self._last_signature = signature
+            if changed and self._config.scene.describe_on_change and self._scene is not None:
+                self._scene_changed = True
+                self._mllm_guard.trigger()
+
+    # --------------------------------------------------------------- mllm worker
+    def _mllm_work(self) -> None:
+        config, scene = self._config, self._scene
+        if scene is None:
+            return
+        with self._state_lock:
+            latest = self._latest
+        if latest is None:
+            return
+        frame, ds = latest
+        now = time.monotonic()
+        if frame.stamp_ns <= self._described_stamp or \
+                now - self._last_describe_time < config.scene.min_description_interval_s:
+            return
+        self._described_stamp = frame.stamp_ns
+        self._last_describe_time = now
+        self._scene_changed = False
+        try:
+            t0 = time.perf_counter()
+            refined, rejected = ds, ()
+            if self._reinforcer is not None:
+                refinement = self._reinforcer.refine(frame, ds)
+                refined, rejected = refinement.refined, refinement.rejected
+            description = scene.describe(frame, refined)
+            if self._reinforcer is not None:
+                added = self._reinforcer.redetect(frame, refined, description.grounded_text)
+                if added:
+                    refined = refined.with_detections(refined.detections + tuple(added))
+                self._pubs['refined'].publish(conv.detection_array_msg(refined))
+            self._pubs['description'].publish(conv.scene_description_msg(description))
+            self._describe_stats.add((time.perf_counter() - t0) * 1e3)
+            if self._alerts is not None and config.alerts.enabled:
+                self._publish_alerts(self._alerts.evaluate(None, refined, time.monotonic(),
+                                                           rejected, types=FEEDBACK_TYPES))
+                self._judge(frame, refined)
+        except MrMllmError as e:
+            self._backend_errors += 1
+            self._last_error = str(e)
+            self.get_logger().error(f'scene reasoning failed, frame skipped: {e}')
+
+    def _judge(self, frame: Frame, ds: DetectionSet) -> None:
+        config = self._config
+        rate = config.alerts.judgement_rate_hz
+        now = time.monotonic()
+        if not config.alerts.mllm_judgement or rate <= 0 or \
+                now - self._last_judgement_time < 1.0 / rate:
+            return
+        self._last_judgement_time = now
+        scene = self._scene
+        image = frame.image if scene.backend.sees_images else None
+        request = scene.prompts.judge(ds, image)
+        p_yes = scene.backend.yes_probability([request])[0]
+        reason = ''
+        rule = next((r for r in self._alerts.rules if r.type == 'mllm_judgement'), None)
+        if rule is not None and p_yes >= rule.params.get('min_probability', 0.5):
+            # Only worth a generated reason when it can raise an alert.
+            reason = scene.backend.generate(request).text.strip()
+        self._publish_alerts(self._alerts.judgement(ds, p_yes, reason, frame.stamp_ns,
+                                                    frame.frame_id, scene.model_name))
+
+    def _publish_alerts(self, alerts) -> None:
+        pub = self._pubs.get('alerts')
+        for a in alerts:
+            self.get_logger().warning(f'alert [{a.severity.name}] {a.rule}: {a.message}')
+            if pub is not None:
+                pub.publish(conv.alert_msg(a))
+
+    # ----------------------------------------------------------------------- VQA
+    def _on_ask(self, request: AskScene.Request, response: AskScene.Response):
+        received = time.monotonic()
+        config = self._config
+        response.mllm_model = self._model_name()
+
+        def fail(reason: str):
+            response.success, response.error = False, reason
+            response.latency_s = time.monotonic() - received
+            return response
+
+        if not self._configured or self._vqa_queue is None or not self._subs:
+            return fail('scene_node is not active')
+        if self._scene is None:
+            return fail('no MLLM configured (mllm.backend is none)')
+        reason = validate_question(request.question, float(request.timeout_s),
+                                   config.scene.max_question_chars)
+        if reason:
+            return fail(reason)
+        timeout = min(float(request.timeout_s), config.scene.vqa_max_timeout_s)
+        job = _VqaJob(request.question, conv.stamp_to_ns(request.stamp),
+                      received + timeout, received)
+        try:
+            self._vqa_queue.put_nowait(job)
+        except queue.Full:
+            return fail('busy')
+        if not job.done.wait(timeout):
+            job.cancelled = True
+            return fail(f'timeout after {timeout:.1f} s')
+        if job.answer is None:
+            return fail(job.error or 'no answer')
+        a = job.answer
+        response.success = True
+        response.answer, response.raw_answer = a.grounded_text.text, a.grounded_text.raw_text
+        response.grounding = conv.phrases_to_msg(a.grounded_text.phrases)
+        response.detections = [conv.detection_to_msg(d) for d in a.detections]
+        response.image_stamp = conv.ns_to_stamp(a.detections.stamp_ns)
+        response.mllm_model = a.mllm_model
+        response.latency_s = time.monotonic() - received
+        self._vqa_stats.add(response.latency_s * 1e3)
+        return response
+
+    def _vqa_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                job = self._vqa_queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if job.cancelled or time.monotonic() >= job.deadline:
+                job.error = 'timeout before the question was reached'
+                job.done.set()
+                continue
+            try:
+                pair = self._frame_for(job.stamp_ns)
+                if isinstance(pair, str):
+                    job.error = pair
+                else:
+                    job.answer = self._scene.answer(pair[0], pair[1], job.question)
+            except MrMllmError as e:
+                job.error = f'answering failed: {e}'
+            except Exception as e:  # a bug must not kill the only VQA thread
+                self.get_logger().error(f'VQA worker: {e!r}')
+                job.error = 'internal error'
+            job.done.set()
+
+    def _frame_for(self, stamp_ns: int) -> tuple[Frame, DetectionSet] | str:
+        if stamp_ns == 0:
+            with self._state_lock:
+                latest = self._latest
+            return latest if latest is not None else 'no frame received yet'
+        pair = self._pairer.get(stamp_ns) if self._pairer is not None else None
+        if pair is None:
+            stamps = self._pairer.stamps() if self._pairer is not None else []
+            held = f' (held: {stamps[0]}..{stamps[-1]} ns)' if stamps else ''
+            return f'no frame with stamp {stamp_ns} ns{held}'
+        return self._decode(*pair)
+
+    # --------------------------------------------------------------- diagnostics
+    def _on_diag_timer(self) -> None:
+        config = self._config or self._params.config()
+        if self._alerts is not None and config.alerts.enabled and self._subs:
+            started = self._last_frame_time if self._last_frame_time is not None \
+                else self._started
+            self._publish_alerts(self._alerts.check_stale(time.monotonic(), started,
+                                                          self.get_namespace()))
+        status = DiagnosticStatus(name=f'{self.get_fully_qualified_name()}: scene',
+                                  hardware_id=self._model_name())
+        if not self._configured:
+            status.level = DiagnosticStatus.ERROR
+            status.message = f'model not loaded: {self._last_error}' if self._last_error \
+                else 'not configured'
+        elif self._last_error:
+            status.level, status.message = DiagnosticStatus.ERROR, self._last_error
+            self._last_error = ''
+        else:
+            status.level, status.message = DiagnosticStatus.OK, 'describing'
+        values = {
+            'intake_rate_hz': f'{self._paired_stats.rate_hz():.2f}',
+            'frames_paired': str(self._paired_stats.count),
+            'description_rate_hz': f'{self._describe_stats.rate_hz(horizon_s=60.0):.3f}',
+            'description_latency_ms_p50': f'{self._describe_stats.percentile(50):.0f}',
+            'descriptions': str(self._describe_stats.count),
+            'vqa_queue_depth': str(self._vqa_queue.qsize() if self._vqa_queue else 0),
+            'vqa_latency_ms_p50': f'{self._vqa_stats.percentile(50):.0f}',
+            'vqa_answered': str(self._vqa_stats.count),
+            'frames_malformed': str(self._errors.total),
+            'backend_errors': str(self._backend_errors),
+            'mllm_model': self._model_name(),
+        }
+        if self._alerts is not None:
+            for rule, count in self._alerts.stats().items():
+                values[f'alerts: {rule}'] = str(count)
+        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
+        self._diag_pub.publish(DiagnosticArray(header=conv.header_of(
+            self.get_clock().now().nanoseconds, ''), status=[status]))
+
+
+def main(args=None) -> int:
+    # Threads: intake, frame, mllm, diagnostics, plus one per queued VQA request waiting
+    # for its answer and one for immediate (busy/invalid) replies.
+    return run_node(SceneNode, args, threads=12)
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

@@ -1,0 +1,40 @@
+"""Helpers shared by the graph tests (separate node processes, localhost, random domain)."""
+
+from mr_mllm_ros.ros import conversions as conv
+
+DISCOVERY_S = 30.0  # generous: late joiners need 2.6-3.3 s here, model loads a few more
+RESULT_S = 60.0
+
+
+def stamp_is(stamp: int):
+    return lambda m: conv.stamp_to_ns(m.header.stamp) == stamp
+
+
+def publish_and_wait(ros, pub, replies, msg, timeout=RESULT_S):
+    """Publish `msg` (again every 2 s) until a reply with the same stamp arrives."""
+    return ros.request_reply(pub, msg, replies, stamp_is(conv.stamp_to_ns(msg.header.stamp)),
+                             timeout)
+
+
+def node_status(diag, node_path, predicate, timeout=15.0):
+    """(status, values) of the newest /diagnostics entry of `node_path` (e.g.
+    '/cam/perception_node') that satisfies predicate(status, values); None on timeout."""
+    def find(msg):
+        for st in msg.status:
+            if st.name.startswith(node_path + ':'):
+                values = {kv.key: kv.value for kv in st.values}
+                if predicate(st, values):
+                    return st, values
+        return None
+
+    msg = diag.wait_for(lambda m: find(m) is not None, timeout)
+    return None if msg is None else find(msg)
+
+
+def latest_status(diag, node_path):
+    """(status, values) of the newest /diagnostics entry of `node_path` received so far."""
+    for msg in reversed(diag.snapshot()):
+        for st in msg.status:
+            if st.name.startswith(node_path + ':'):
+                return st, {kv.key: kv.value for kv in st.values}
+    return None
