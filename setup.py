@@ -30,6 +30,7 @@ setup(
             'mr-mllm = mr_mllm_ros.cli:main',
             'perception_node = mr_mllm_ros.nodes.perception_node:main',
             'scene_node = mr_mllm_ros.nodes.scene_node:main',
+            'combined_nodes = mr_mllm_ros.nodes.combined:main',
         ],
     },
 )

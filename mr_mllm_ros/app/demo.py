@@ -44,7 +44,15 @@ def describe_phrases(sd) -> list[str]:
         for p in sd.phrases]
 
 
-def run_demo(args) -> int:
+def add_arguments(p) -> None:
+    p.add_argument('--config', help='config YAML merged over the packaged defaults')
+    p.add_argument('--out', default='output/demo', help='folder for annotated images')
+    p.add_argument('--images', nargs='*', help='sample names (default: all)')
+    p.add_argument('--timeout', type=float, default=600.0,
+                   help='give up after this many seconds (default 600)')
+
+
+def run(args) -> int:
     ensure_local_ros_env()
     params = [str(share_dir() / 'config' / 'demo.yaml')] + ([args.config] if args.config else [])
     config = load_config(*params)

@@ -54,7 +54,15 @@ def result_json(name: str, result: FrameResult, model_names: dict[str, str]) -> 
     return out
 
 
-def run_describe(args) -> int:
+def add_arguments(p) -> None:
+    p.add_argument('images', nargs='+',
+                   help='image files, folders, sample:<name> or samples (all photos)')
+    p.add_argument('--config', help='config YAML merged over the packaged defaults')
+    p.add_argument('--json', help='also write the results as JSON here')
+    p.add_argument('--out', help='folder for annotated images')
+
+
+def run(args) -> int:
     config = load_config(args.config) if args.config else load_config()
     pipeline = Pipeline(config)
     results = []

@@ -22,6 +22,7 @@ from ..core.config import share_dir
 NODE_MODULES = {
     'perception': 'mr_mllm_ros.nodes.perception_node',
     'scene': 'mr_mllm_ros.nodes.scene_node',
+    'combined': 'mr_mllm_ros.nodes.combined',  # perception + scene in one process
 }
 
 

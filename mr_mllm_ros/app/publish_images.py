@@ -22,7 +22,20 @@ def image_message(rgb, encoding: str, stamp_ns: int, frame_id: str):
     return conv.image_msg(rgb_as(rgb, encoding), encoding, stamp_ns, frame_id)
 
 
-def run_publish_images(args) -> int:
+def add_arguments(p) -> None:
+    p.add_argument('sources', nargs='+',
+                   help='image files, folders, sample:<name> (e.g. sample:camera) or samples')
+    p.add_argument('--topic', default='image')
+    p.add_argument('--rate', type=float, default=1.0, help='Hz')
+    p.add_argument('--frame-id', default='camera')
+    p.add_argument('--encoding', default='rgb8',
+                   help='rgb8, bgr8, rgba8, bgra8, mono8, mono16, 16UC1, or jpeg/png '
+                        '(CompressedImage)')
+    p.add_argument('--loop', action='store_true', help='repeat until stopped')
+    p.add_argument('--count', type=int, default=0, help='stop after N messages (0 = all)')
+
+
+def run(args) -> int:
     ensure_local_ros_env()
     images = list(iter_images(args.sources))
     compressed = args.encoding in COMPRESSED

@@ -10,11 +10,15 @@ log = logging.getLogger(__name__)
 
 
 def graph_specs(kinds: list[str], namespaces: list[str], params_file: str | None,
-                log_level: str = 'info', batched: bool = False) -> list[NodeSpec]:
+                log_level: str = 'info', batched: bool = False,
+                one_process: bool = False) -> list[NodeSpec]:
     """One perception (and/or scene) node per camera namespace, as launch/ does; with
-    `batched`, one perception_node serves every camera (perception.cameras)."""
+    `batched`, one perception_node serves every camera (perception.cameras); with
+    `one_process`, each camera's two nodes share a process."""
     files = [params_file] if params_file else []
     namespaces = namespaces or ['']
+    if one_process and set(kinds) == {'perception', 'scene'}:
+        return [NodeSpec('combined', ns, files, {}, log_level) for ns in namespaces]
     specs: list[NodeSpec] = []
     for kind in kinds:
         if kind == 'perception' and batched and len(namespaces) > 1:
@@ -25,10 +29,25 @@ def graph_specs(kinds: list[str], namespaces: list[str], params_file: str | None
     return specs
 
 
-def run_up(args) -> int:
+def add_arguments(p) -> None:
+    p.add_argument('--config', help='parameters file (default: the packaged one)')
+    p.add_argument('--namespace', action='append', default=[],
+                   help='camera namespace (repeat for several cameras; default: none)')
+    p.add_argument('--nodes', default='perception,scene',
+                   help='comma-separated: perception, scene (default: both)')
+    p.add_argument('--batched', action='store_true',
+                   help='one perception_node for all cameras (perception.cameras)')
+    p.add_argument('--one-process', action='store_true',
+                   help='perception_node and scene_node of a camera in one process')
+    p.add_argument('--log-level', default='info')
+    p.add_argument('--duration', type=float, default=0.0,
+                   help='stop after this many seconds (0 = until Ctrl-C)')
+
+
+def run(args) -> int:
     kinds = [k.strip() for k in args.nodes.split(',') if k.strip()]
-    specs = graph_specs(kinds, args.namespace, args.config, args.log_level,
-                        getattr(args, 'batched', False))
+    specs = graph_specs(kinds, args.namespace, args.config, args.log_level, args.batched,
+                        args.one_process)
     with NodeGroup(specs) as group:
         log.info('started %d node process(es) in ROS_DOMAIN_ID=%s; Ctrl-C stops them',
                  len(specs), group.env['ROS_DOMAIN_ID'])

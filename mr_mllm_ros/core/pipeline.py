@@ -1,21 +1,28 @@
 """The one processing path shared by the nodes, replay and the CLI.
 
-perception: Frame -> DetectionSet (detector)
-scene:      Frame + DetectionSet -> SceneDescription (core.scene)
-A node, `mr-mllm replay` and `mr-mllm describe` call these same objects, so they cannot
-drift apart.
+PerceptionPipeline: Frame -> DetectionSet                              (perception_node)
+ScenePipeline:      per frame:  rule alerts, scene-change detection     (scene_node)
+                    per reasoning step: MLLM verification/labels -> description ->
+                    re-detection -> feedback alerts -> MLLM judgement
+Pipeline:           both in one process with a reasoning step on every frame
+                    (`mr-mllm describe`, replay, the evaluation).
+The nodes call these same objects, so a node and an offline replay cannot drift apart.
+`now_s` is the caller's clock for alert debounce/cooldown: monotonic time in a node, the
+message time in a replay (so a bag debounces as it did live).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from .alerts import FEEDBACK_TYPES, PER_FRAME_TYPES, AlertEngine
 from .config import Config
 from .detection import Detector, create_detector
 from .mllm import MllmBackend
+from .reinforce import Reinforcer
 from .scene import SceneReasoner
-from .types import DetectionSet, Frame, SceneDescription
+from .types import Alert, Answer, Detection, DetectionSet, Frame, SceneDescription
 
 
 class PerceptionPipeline:
@@ -42,40 +49,163 @@ class PerceptionPipeline:
 
 
 @dataclass(frozen=True)
+class Reasoning:
+    """One MLLM reasoning step on a frame."""
+
+    refined: DetectionSet
+    rejected: tuple[Detection, ...] = ()
+    description: SceneDescription | None = None
+    alerts: tuple[Alert, ...] = ()
+
+
+class ScenePipeline:
+    """Everything scene_node does, without ROS. Thread-safety: `frame_alerts` and
+    `scene_changed` run on the frame thread, `reason`/`answer` on MLLM threads; the
+    backend serialises inference and the alert engine locks itself."""
+
+    def __init__(self, config: Config, *, backend: MllmBackend | None = None,
+                 redetector: Detector | None = None):
+        self.config = config
+        self.alerts = AlertEngine.from_file(config.alerts.rules_file or None) \
+            if config.alerts.enabled else None
+        # mllm.backend none: rule alerts only (no descriptions, VQA or feedback).
+        self.reasoner = SceneReasoner(config, backend) \
+            if backend is not None or config.mllm.backend != 'none' else None
+        self.reinforcer = Reinforcer(config, self.reasoner.backend, self.reasoner.prompts,
+                                     redetector) \
+            if self.reasoner is not None and config.reinforce.enabled else None
+        self._signature: tuple = ()
+        self._last_judgement_s: float | None = None
+
+    @property
+    def model_name(self) -> str:
+        return self.reasoner.model_name if self.reasoner is not None \
+            else 'no MLLM (rules only)'
+
+    def frame_alerts(self, frame: Frame, ds: DetectionSet, now_s: float) -> list[Alert]:
+        """Per-frame rule alerts (cheap; every frame)."""
+        if self.alerts is None:
+            return []
+        return self.alerts.evaluate(frame, ds, now_s, types=PER_FRAME_TYPES)
+
+    def scene_changed(self, ds: DetectionSet) -> bool:
+        """True on the first frame, when the set of classes changes, or when a new track
+        id appears: the moments worth an immediate description."""
+        classes = frozenset(d.class_name for d in ds)
+        tracks = frozenset(d.track_id for d in ds if d.track_id >= 0)
+        previous = self._signature
+        self._signature = (classes, tracks)
+        if not previous:
+            return True
+        return classes != previous[0] or bool(tracks - previous[1])
+
+    def reason(self, frame: Frame, ds: DetectionSet, now_s: float) -> Reasoning:
+        """MLLM feedback on perception, then the description (citing the refined set),
+        then re-detection of objects it named without a box, feedback alerts and the
+        MLLM judgement. Raises BackendError when the MLLM fails."""
+        if self.reasoner is None:
+            return Reasoning(ds)
+        refined, rejected = ds, ()
+        if self.reinforcer is not None:
+            refinement = self.reinforcer.refine(frame, ds)
+            refined, rejected = refinement.refined, refinement.rejected
+        description = self.reasoner.describe(frame, refined)
+        if self.reinforcer is not None:
+            added = self.reinforcer.redetect(frame, refined, description.grounded_text)
+            if added:
+                refined = refined.with_detections(refined.detections + tuple(added))
+        alerts: list[Alert] = []
+        if self.alerts is not None:
+            alerts += self.alerts.evaluate(None, refined, now_s, rejected, types=FEEDBACK_TYPES)
+            alerts += self._judge(frame, refined, now_s)
+        return Reasoning(refined, tuple(rejected), description, tuple(alerts))
+
+    def _judge(self, frame: Frame, ds: DetectionSet, now_s: float) -> list[Alert]:
+        """The MLLM's "anything unusual or hazardous?" (alerts.mllm_judgement), at most
+        alerts.judgement_rate_hz; a reason is generated only when it can raise an alert."""
+        cfg = self.config.alerts
+        if not cfg.mllm_judgement or cfg.judgement_rate_hz <= 0:
+            return []
+        if self._last_judgement_s is not None and \
+                now_s - self._last_judgement_s < 1.0 / cfg.judgement_rate_hz:
+            return []
+        self._last_judgement_s = now_s
+        rule = next((r for r in self.alerts.rules
+                     if r.type == 'mllm_judgement' and r.enabled), None)
+        if rule is None:
+            return []
+        backend = self.reasoner.backend
+        request = self.reasoner.prompts.judge(ds, frame.image if backend.sees_images else None)
+        p_yes = backend.yes_probability([request])[0]
+        reason = backend.generate(request).text.strip() \
+            if p_yes >= rule.params.get('min_probability', 0.5) else ''
+        return self.alerts.judgement(ds, p_yes, reason, frame.stamp_ns, frame.frame_id,
+                                     backend.name, now_s=now_s)
+
+    def stale_alerts(self, now_s: float, last_frame_s: float | None,
+                     camera: str) -> list[Alert]:
+        return self.alerts.check_stale(now_s, last_frame_s, camera) \
+            if self.alerts is not None else []
+
+    def answer(self, frame: Frame, ds: DetectionSet, question: str) -> Answer:
+        if self.reasoner is None:
+            raise ValueError('no MLLM configured (mllm.backend is none)')
+        return self.reasoner.answer(frame, ds, question)
+
+    def close(self) -> None:
+        if self.reasoner is not None:
+            self.reasoner.close()
+
+
+@dataclass(frozen=True)
 class FrameResult:
-    """Everything the pipeline produced for one frame."""
+    """Everything the in-process pipeline produced for one frame."""
 
     frame: Frame
     detections: DetectionSet
+    refined: DetectionSet | None = None
     description: SceneDescription | None = None
+    alerts: tuple[Alert, ...] = ()
+    timings_ms: dict = field(default_factory=dict)
 
 
 class Pipeline:
-    """Detection + scene reasoning in one process: `mr-mllm describe`, replay, the demo.
-    The nodes split the same stages across perception_node and scene_node."""
+    """Detection + scene pipeline in one process, reasoning on every frame:
+    `mr-mllm describe`, replay, evaluation."""
 
     def __init__(self, config: Config, *, detector: Detector | None = None,
                  backend: MllmBackend | None = None, with_mllm: bool = True):
         self.config = config
         self.perception = PerceptionPipeline(config, detector)
-        self.scene: SceneReasoner | None = None
-        if with_mllm and (backend is not None or config.mllm.backend != 'none'):
-            self.scene = SceneReasoner(config, backend)
+        self.scene = ScenePipeline(config if with_mllm else _without_mllm(config),
+                                   backend=backend if with_mllm else None)
 
     @property
     def model_names(self) -> dict[str, str]:
         names = {'detector': self.perception.detector.name}
-        if self.scene is not None:
+        if self.scene.reasoner is not None:
             names['mllm'] = self.scene.model_name
         return names
 
-    def process(self, frame: Frame, describe: bool = True) -> FrameResult:
-        detections = self.perception.detect(frame)
-        description = self.scene.describe(frame, detections) \
-            if describe and self.scene is not None else None
-        return FrameResult(frame, detections, description)
+    def process(self, frame: Frame, now_s: float | None = None,
+                describe: bool = True) -> FrameResult:
+        now_s = frame.stamp_ns / 1e9 if now_s is None else now_s
+        t0 = time.perf_counter()
+        ds = self.perception.detect(frame)
+        t1 = time.perf_counter()
+        alerts = list(self.scene.frame_alerts(frame, ds, now_s))
+        self.scene.scene_changed(ds)
+        reasoning = self.scene.reason(frame, ds, now_s) if describe else Reasoning(ds)
+        alerts += reasoning.alerts
+        t2 = time.perf_counter()
+        return FrameResult(frame, ds, reasoning.refined, reasoning.description, tuple(alerts),
+                           {'perception': (t1 - t0) * 1e3, 'scene': (t2 - t1) * 1e3})
 
     def close(self) -> None:
         self.perception.close()
-        if self.scene is not None:
-            self.scene.close()
+        self.scene.close()
+
+
+def _without_mllm(config: Config) -> Config:
+    from .config import with_changes
+    return with_changes(config, {'mllm.backend': 'none'})

@@ -36,12 +36,10 @@ from sensor_msgs.msg import CompressedImage, Image
 from mr_mllm_interfaces.msg import CornerCaseAlert, DetectionArray, SceneDescription
 from mr_mllm_interfaces.srv import AskScene
 
-from ..core.alerts import FEEDBACK_TYPES, PER_FRAME_TYPES, AlertEngine
 from ..core.config import Config
 from ..core.errors import ConfigError, MrMllmError
 from ..core.pairing import StampPairer
-from ..core.reinforce import Reinforcer
-from ..core.scene import SceneReasoner
+from ..core.pipeline import ScenePipeline
 from ..core.stats import RollingStats
 from ..core.types import Answer, DetectionSet, Frame
 from ..ros import conversions as conv
@@ -91,10 +89,7 @@ class SceneNode(LifecycleNode):
         self._vqa_group = ReentrantCallbackGroup()
         self._diag_group = MutuallyExclusiveCallbackGroup()
         self._config: Config | None = None
-        self._configured = False
-        self._scene: SceneReasoner | None = None
-        self._reinforcer: Reinforcer | None = None
-        self._alerts: AlertEngine | None = None
+        self._pipeline: ScenePipeline | None = None
         self._pairer: StampPairer | None = None
         self._errors = ErrorCounter(self.get_logger())
         self._describe_stats = RollingStats()  # ms per description
@@ -107,9 +102,6 @@ class SceneNode(LifecycleNode):
         self._latest_stamp = -1          # newest pair handled by the frame worker
         self._described_stamp = -1       # newest pair described
         self._last_describe_time = 0.0
-        self._scene_changed = False
-        self._last_signature: tuple = ()
-        self._last_judgement_time = 0.0
         self._last_frame_time: float | None = None
         self._started = time.monotonic()
         self._subs = []
@@ -130,17 +122,12 @@ class SceneNode(LifecycleNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
             config = self._params.config()
-            alerts = AlertEngine.from_file(config.alerts.rules_file or None)
-            # mllm.backend none: rule alerts only (no descriptions, VQA or feedback).
-            scene = SceneReasoner(config) if config.mllm.backend != 'none' else None
+            pipeline = ScenePipeline(config)
         except (MrMllmError, ConfigError, ValueError) as e:
             self.get_logger().error(f'configure failed: {e}')
             self._last_error = str(e)
             return TransitionCallbackReturn.FAILURE
-        self._config, self._scene, self._alerts = config, scene, alerts
-        self._reinforcer = Reinforcer(config, scene.backend, scene.prompts) \
-            if config.reinforce.enabled and scene is not None else None
-        self._configured = True
+        self._config, self._pipeline = config, pipeline
         self._pairer = StampPairer(config.scene.pair_buffer_size)
         self._pubs = {
             'description': self.create_lifecycle_publisher(SceneDescription,
@@ -160,8 +147,9 @@ class SceneNode(LifecycleNode):
                                             qos_profile=SERVICE_QOS,
                                             callback_group=self._vqa_group)
         self._last_error = ''
-        self.get_logger().info(f'configured: {self._model_name()}, {len(alerts.rules)} alert '
-                               f'rules, reinforcement {"on" if self._reinforcer else "off"}')
+        rules = len(pipeline.alerts.rules) if pipeline.alerts is not None else 0
+        self.get_logger().info(f'configured: {pipeline.model_name}, {rules} alert rules, '
+                               f'reinforcement {"on" if pipeline.reinforcer else "off"}')
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -229,11 +217,9 @@ class SceneNode(LifecycleNode):
         if self._describe_timer is not None:
             self.destroy_timer(self._describe_timer)
             self._describe_timer = None
-        self._configured = False
-        scene, self._scene = self._scene, None
-        if scene is not None:
-            scene.close()  # waits for an inference in flight (the backend's lock)
-        self._reinforcer = None
+        pipeline, self._pipeline = self._pipeline, None
+        if pipeline is not None:
+            pipeline.close()  # waits for an inference in flight (the backend's lock)
         with self._state_lock:
             self._latest = None
         if self._pairer is not None:
@@ -243,7 +229,7 @@ class SceneNode(LifecycleNode):
         self._config = config
 
     def _model_name(self) -> str:
-        return self._scene.model_name if self._scene is not None else 'no MLLM (rules only)'
+        return self._pipeline.model_name if self._pipeline is not None else ''
 
 
     # -------------------------------------------------------------------- intake
@@ -281,25 +267,18 @@ class SceneNode(LifecycleNode):
         with self._state_lock:
             self._latest = (frame, ds)
         self._paired_stats.add(0.0)
-        if self._alerts is not None and self._config.alerts.enabled:
-            self._publish_alerts(self._alerts.evaluate(frame, ds, time.monotonic(),
-                                                       types=PER_FRAME_TYPES))
-        signature = (frozenset(d.class_name for d in ds),
-                     frozenset(d.track_id for d in ds if d.track_id >= 0))
-        if signature != self._last_signature:
-            new_tracks = signature[1] - self._last_signature[1] if self._last_signature \
-                else signature[1]
-            changed = not self._last_signature or signature[0] != self._last_signature[0] \
-                or bool(new_tracks)
-            self._last_signature = signature
-            if changed and self._config.scene.describe_on_change and self._scene is not None:
-                self._scene_changed = True
-                self._mllm_guard.trigger()
+        pipeline = self._pipeline
+        if pipeline is None:
+            return
+        self._publish_alerts(pipeline.frame_alerts(frame, ds, time.monotonic()))
+        if pipeline.scene_changed(ds) and self._config.scene.describe_on_change \
+                and pipeline.reasoner is not None:
+            self._mllm_guard.trigger()
 
     # --------------------------------------------------------------- mllm worker
     def _mllm_work(self) -> None:
-        config, scene = self._config, self._scene
-        if scene is None:
+        config, pipeline = self._config, self._pipeline
+        if pipeline is None or pipeline.reasoner is None:
             return
         with self._state_lock:
             latest = self._latest
@@ -312,49 +291,19 @@ class SceneNode(LifecycleNode):
             return
         self._described_stamp = frame.stamp_ns
         self._last_describe_time = now
-        self._scene_changed = False
         try:
             t0 = time.perf_counter()
-            refined, rejected = ds, ()
-            if self._reinforcer is not None:
-                refinement = self._reinforcer.refine(frame, ds)
-                refined, rejected = refinement.refined, refinement.rejected
-            description = scene.describe(frame, refined)
-            if self._reinforcer is not None:
-                added = self._reinforcer.redetect(frame, refined, description.grounded_text)
-                if added:
-                    refined = refined.with_detections(refined.detections + tuple(added))
-                self._pubs['refined'].publish(conv.detection_array_msg(refined))
-            self._pubs['description'].publish(conv.scene_description_msg(description))
-            self._describe_stats.add((time.perf_counter() - t0) * 1e3)
-            if self._alerts is not None and config.alerts.enabled:
-                self._publish_alerts(self._alerts.evaluate(None, refined, time.monotonic(),
-                                                           rejected, types=FEEDBACK_TYPES))
-                self._judge(frame, refined)
+            result = pipeline.reason(frame, ds, now)
         except MrMllmError as e:
             self._backend_errors += 1
             self._last_error = str(e)
             self.get_logger().error(f'scene reasoning failed, frame skipped: {e}')
-
-    def _judge(self, frame: Frame, ds: DetectionSet) -> None:
-        config = self._config
-        rate = config.alerts.judgement_rate_hz
-        now = time.monotonic()
-        if not config.alerts.mllm_judgement or rate <= 0 or \
-                now - self._last_judgement_time < 1.0 / rate:
             return
-        self._last_judgement_time = now
-        scene = self._scene
-        image = frame.image if scene.backend.sees_images else None
-        request = scene.prompts.judge(ds, image)
-        p_yes = scene.backend.yes_probability([request])[0]
-        reason = ''
-        rule = next((r for r in self._alerts.rules if r.type == 'mllm_judgement'), None)
-        if rule is not None and p_yes >= rule.params.get('min_probability', 0.5):
-            # Only worth a generated reason when it can raise an alert.
-            reason = scene.backend.generate(request).text.strip()
-        self._publish_alerts(self._alerts.judgement(ds, p_yes, reason, frame.stamp_ns,
-                                                    frame.frame_id, scene.model_name))
+        if pipeline.reinforcer is not None:
+            self._pubs['refined'].publish(conv.detection_array_msg(result.refined))
+        self._pubs['description'].publish(conv.scene_description_msg(result.description))
+        self._describe_stats.add((time.perf_counter() - t0) * 1e3)
+        self._publish_alerts(result.alerts)
 
     def _publish_alerts(self, alerts) -> None:
         pub = self._pubs.get('alerts')
@@ -374,9 +323,9 @@ class SceneNode(LifecycleNode):
             response.latency_s = time.monotonic() - received
             return response
 
-        if not self._configured or self._vqa_queue is None or not self._subs:
+        if self._pipeline is None or self._vqa_queue is None or not self._subs:
             return fail('scene_node is not active')
-        if self._scene is None:
+        if self._pipeline.reasoner is None:
             return fail('no MLLM configured (mllm.backend is none)')
         reason = validate_question(request.question, float(request.timeout_s),
                                    config.scene.max_question_chars)
@@ -420,7 +369,7 @@ class SceneNode(LifecycleNode):
                 if isinstance(pair, str):
                     job.error = pair
                 else:
-                    job.answer = self._scene.answer(pair[0], pair[1], job.question)
+                    job.answer = self._pipeline.answer(pair[0], pair[1], job.question)
             except MrMllmError as e:
                 job.error = f'answering failed: {e}'
             except Exception as e:  # a bug must not kill the only VQA thread
@@ -443,14 +392,15 @@ class SceneNode(LifecycleNode):
     # --------------------------------------------------------------- diagnostics
     def _on_diag_timer(self) -> None:
         config = self._config or self._params.config()
-        if self._alerts is not None and config.alerts.enabled and self._subs:
+        pipeline = self._pipeline
+        if pipeline is not None and self._subs:
             started = self._last_frame_time if self._last_frame_time is not None \
                 else self._started
-            self._publish_alerts(self._alerts.check_stale(time.monotonic(), started,
-                                                          self.get_namespace()))
+            self._publish_alerts(pipeline.stale_alerts(time.monotonic(), started,
+                                                       self.get_namespace()))
         status = DiagnosticStatus(name=f'{self.get_fully_qualified_name()}: scene',
                                   hardware_id=self._model_name())
-        if not self._configured:
+        if pipeline is None:
             status.level = DiagnosticStatus.ERROR
             status.message = f'model not loaded: {self._last_error}' if self._last_error \
                 else 'not configured'
@@ -472,18 +422,21 @@ class SceneNode(LifecycleNode):
             'backend_errors': str(self._backend_errors),
             'mllm_model': self._model_name(),
         }
-        if self._alerts is not None:
-            for rule, count in self._alerts.stats().items():
+        if pipeline is not None and pipeline.alerts is not None:
+            for rule, count in pipeline.alerts.stats().items():
                 values[f'alerts: {rule}'] = str(count)
         status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
         self._diag_pub.publish(DiagnosticArray(header=conv.header_of(
             self.get_clock().now().nanoseconds, ''), status=[status]))
 
 
+#: Executor threads: intake, frame, mllm, diagnostics, one per queued VQA request waiting
+#: for its answer (vqa_queue_size) and a few for immediate (busy/invalid) replies.
+SCENE_THREADS = 12
+
+
 def main(args=None) -> int:
-    # Threads: intake, frame, mllm, diagnostics, plus one per queued VQA request waiting
-    # for its answer and one for immediate (busy/invalid) replies.
-    return run_node(SceneNode, args, threads=12)
+    return run_node(SceneNode, args, threads=SCENE_THREADS)
 
 
 if __name__ == '__main__':

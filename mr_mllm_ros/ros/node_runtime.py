@@ -7,7 +7,7 @@ import re
 import sys
 import threading
 import time
-from typing import Callable
+from typing import Callable, Sequence
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
@@ -61,24 +61,28 @@ def autostart(node: LifecycleNode) -> None:
         node.trigger_activate()
 
 
-def run_node(make_node: Callable[[], LifecycleNode], args=None, threads: int = 4) -> int:
-    """Create and spin a node until shutdown (Ctrl-C / SIGTERM); exit code 0."""
+def run_node(make_node: Callable[[], LifecycleNode] | Sequence[Callable[[], LifecycleNode]],
+             args=None, threads: int = 4) -> int:
+    """Create and spin node(s) in one process until shutdown (Ctrl-C / SIGTERM); exit 0.
+    Several factories = several nodes sharing one executor (and one model runtime)."""
     apply_offline_env()
     rclpy.init(args=args if args is not None else sys.argv)
-    node = None
+    factories = list(make_node) if isinstance(make_node, Sequence) else [make_node]
+    nodes: list[LifecycleNode] = []
     try:
-        node = make_node()
+        nodes = [f() for f in factories]
         executor = MultiThreadedExecutor(num_threads=threads)
-        executor.add_node(node)
-        if node.get_parameter('autostart').value:
-            # Transitions run inside the executor so their callbacks (timers, services
-            # created in configure) attach to a spinning node.
-            threading.Thread(target=autostart, args=(node,), daemon=True).start()
+        for node in nodes:
+            executor.add_node(node)
+            if node.get_parameter('autostart').value:
+                # Transitions run beside the spinning executor so the timers and services
+                # that configure creates attach to a live node.
+                threading.Thread(target=autostart, args=(node,), daemon=True).start()
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        if node is not None:
+        for node in nodes:
             node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()

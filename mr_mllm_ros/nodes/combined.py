@@ -1,0 +1,21 @@
+"""perception_node and scene_node of one camera in ONE process (one executor, one Python
+and torch runtime: less memory than two processes). Topics still go through the
+middleware - rclpy has no intra-process zero-copy - but on one host that is shared
+memory with the shipped Fast DDS profile.
+
+    ros2 run mr_mllm_ros combined_nodes --ros-args -r __ns:=/front_cam --params-file p.yaml
+"""
+
+from __future__ import annotations
+
+from ..ros.node_runtime import run_node
+from .perception_node import PerceptionNode
+from .scene_node import SCENE_THREADS, SceneNode
+
+
+def main(args=None) -> int:
+    return run_node([PerceptionNode, SceneNode], args, threads=SCENE_THREADS + 3)
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
