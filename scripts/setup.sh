@@ -16,6 +16,19 @@ hash_of() { cat "$@" 2>/dev/null | sha256sum | cut -d' ' -f1; }
 stamp_ok() { [ -f "$venv/.stamp-$1" ] && [ "$(cat "$venv/.stamp-$1")" = "$2" ]; }
 stamp_set() { echo "$2" >"$venv/.stamp-$1"; }
 
+# Headless Chromium renders replay reports in their tests (and for people); a system
+# package, so only where we may install one (root with apt-get, as in CI).
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    log "installing chromium (apt-get, ~20 s) for the report screenshot tests"
+    apt-get install -y -q chromium >/dev/null 2>&1 || \
+      { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; } || \
+      log "could not install chromium: report screenshot tests will be skipped"
+  else
+    log "chromium not found: report screenshot tests will be skipped (apt-get install chromium)"
+  fi
+fi
+
 if [ ! -x "$venv/bin/python" ]; then
   log "creating $venv"
   "$python" -m venv "$venv"
