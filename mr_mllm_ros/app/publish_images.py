@@ -33,6 +33,9 @@ def add_arguments(p) -> None:
                         '(CompressedImage)')
     p.add_argument('--loop', action='store_true', help='repeat until stopped')
     p.add_argument('--count', type=int, default=0, help='stop after N messages (0 = all)')
+    p.add_argument('--wait-subscribers', type=int, default=1, metavar='N',
+                   help='wait (up to --wait-timeout s) for N subscribers before publishing')
+    p.add_argument('--wait-timeout', type=float, default=10.0)
 
 
 def run(args) -> int:
@@ -43,8 +46,9 @@ def run(args) -> int:
                                       and not args.topic.endswith('compressed') else '')
     with RosClient('image_publisher') as ros:
         pub = ros.publisher(CompressedImage if compressed else Image, topic, 10)
-        if not ros.wait_for_subscribers(pub, 1, timeout=10.0):
-            log.warning('no subscriber on %s after 10 s; publishing anyway', topic)
+        if not ros.wait_for_subscribers(pub, args.wait_subscribers, timeout=args.wait_timeout):
+            log.warning('fewer than %d subscriber(s) on %s after %.0f s; publishing anyway',
+                        args.wait_subscribers, topic, args.wait_timeout)
         sent = 0
         period = 1.0 / args.rate if args.rate > 0 else 0.0
         next_t = time.monotonic()
