@@ -7,6 +7,7 @@ localhost, each session gets its own random ROS domain, and model libraries are 
 import json
 import os
 import random
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ apply_offline_env()
 ensure_local_ros_env()  # + the shipped Fast DDS large-image profile for this process
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent / 'fixtures'))  # make_tiny_models
 LABELS = REPO / 'data' / 'sample_photos' / 'instances.json'
 
 

@@ -16,9 +16,10 @@ def publish_and_wait(ros, pub, replies, msg, timeout=RESULT_S):
                              timeout)
 
 
-def node_status(diag, node_path, predicate, timeout=15.0):
-    """(status, values) of the newest /diagnostics entry of `node_path` (e.g.
-    '/cam/perception_node') that satisfies predicate(status, values); None on timeout."""
+def node_status(diag, node_path, predicate, timeout=15.0, start=0):
+    """(status, values) of the first /diagnostics entry of `node_path` (e.g.
+    '/cam/perception_node') that satisfies predicate(status, values), among those received
+    from index `start` on (len(diag) at some moment = only later ones); None on timeout."""
     def find(msg):
         for st in msg.status:
             if st.name.startswith(node_path + ':'):
@@ -27,7 +28,7 @@ def node_status(diag, node_path, predicate, timeout=15.0):
                     return st, values
         return None
 
-    msg = diag.wait_for(lambda m: find(m) is not None, timeout)
+    msg = diag.wait_for(lambda m: find(m) is not None, timeout, start=start)
     return None if msg is None else find(msg)
 
 

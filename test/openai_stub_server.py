@@ -244,7 +244,8 @@ class StubOpenAiServer:
     # ------------------------------------------------------------- lifecycle
     def start(self) -> 'StubOpenAiServer':
         self._stop.clear()
-        self._server = _Server(('127.0.0.1', 0), _Handler)
+        # port 0 the first time; a restart binds the same port (a server coming back)
+        self._server = _Server(('127.0.0.1', self.port), _Handler)
         self._server.stub = self
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever,

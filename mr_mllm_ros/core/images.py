@@ -160,25 +160,10 @@ def image_from_raw(
     ``data`` is); padded rows or big-endian samples cost one copy. The last row may omit
     its padding and bytes beyond the image are ignored.
     """
-    encoding, layout = _layout(encoding)
-    height = _as_int("height", height)
-    width = _as_int("width", width)
-    step = _as_int("step", step)
-    _check_size(height, width, max_pixels)  # before touching data: refuse bombs cheaply
-
-    row_bytes = width * layout.channels * layout.dtype.itemsize
-    if step < row_bytes:
-        raise ImageConversionError(
-            f"step {step} is smaller than width*channels*bytes = {row_bytes} "
-            f"(encoding {encoding}, width {width})"
-        )
+    encoding, layout, row_bytes = _check_raw(encoding, height, width, step, max_pixels)
+    height, width, step = int(height), int(width), int(step)
     buf = _as_uint8(data)
-    need = step * (height - 1) + row_bytes
-    if buf.size < need:
-        raise ImageConversionError(
-            f"data truncated: {buf.size} bytes, need step*height = {step * height} "
-            f"(at least {need} if the last row is unpadded)"
-        )
+    _check_length(buf.size, height, step, row_bytes)
 
     if step == row_bytes or height == 1:
         rows = buf[: height * row_bytes]
@@ -194,6 +179,65 @@ def image_from_raw(
         pixels = pixels.astype(layout.dtype)
     shape = (height, width) if layout.channels == 1 else (height, width, layout.channels)
     return pixels.reshape(shape)
+
+
+def _check_raw(encoding: Any, height: Any, width: Any, step: Any,
+               max_pixels: int | None) -> tuple[str, _Layout, int]:
+    encoding, layout = _layout(encoding)
+    height = _as_int("height", height)
+    width = _as_int("width", width)
+    step = _as_int("step", step)
+    _check_size(height, width, max_pixels)  # before touching data: refuse bombs cheaply
+    row_bytes = width * layout.channels * layout.dtype.itemsize
+    if step < row_bytes:
+        raise ImageConversionError(
+            f"step {step} is smaller than width*channels*bytes = {row_bytes} "
+            f"(encoding {encoding}, width {width})"
+        )
+    return encoding, layout, row_bytes
+
+
+def _check_length(size: int, height: int, step: int, row_bytes: int) -> None:
+    need = step * (height - 1) + row_bytes
+    if size < need:
+        raise ImageConversionError(
+            f"data truncated: {size} bytes, need step*height = {step * height} "
+            f"(at least {need} if the last row is unpadded)"
+        )
+
+
+def check_raw(encoding: str, height: int, width: int, step: int, data_length: int, *,
+              max_pixels: int | None = None) -> None:
+    """The structural checks of image_from_raw without touching the pixels (O(1)): a
+    node's intake callback rejects a malformed message before it can displace a valid
+    frame in the latest-frame slot. Raises ImageConversionError."""
+    _, _, row_bytes = _check_raw(encoding, height, width, step, max_pixels)
+    _check_length(int(data_length), int(height), int(step), row_bytes)
+
+
+def check_compressed(format: str, data: Any, *, max_pixels: int | None = None) -> None:
+    """Cheap header checks of CompressedImage data (no decode): not empty, JPEG or PNG
+    magic, and header dimensions within max_pixels when they are in the first 64 KB.
+    A truncated or corrupt payload behind a valid header is only found by decoding."""
+    view = _as_uint8(data)
+    if view.size == 0:
+        raise ImageConversionError(f"empty compressed image data (format {format!r})")
+    head = view[: 1 << 16].tobytes()
+    if "compresseddepth" in str(format).lower() and not head.startswith(_PNG_MAGIC):
+        head = head[_DEPTH_HEADER.size :]
+    if head.startswith(_PNG_MAGIC):
+        width, height = _png_size(head)
+    elif head.startswith(_JPEG_MAGIC):
+        try:
+            width, height = _jpeg_size(head)
+        except ImageConversionError:
+            return  # frame header beyond the first 64 KB (big EXIF): decoding will tell
+    else:
+        raise ImageConversionError(
+            f"undecodable JPEG/PNG data (format {format!r}: {view.size} bytes starting "
+            f"{head[:8].hex()} are neither JPEG nor PNG)"
+        )
+    _check_size(height, width, max_pixels)
 
 
 def image_to_raw(

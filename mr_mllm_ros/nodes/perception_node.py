@@ -32,7 +32,7 @@ from ..core.latest_slot import LatestSlots
 from ..core.pipeline import PerceptionPipeline
 from ..core.stats import RollingStats
 from ..ros import conversions as conv
-from ..ros.node_runtime import ErrorCounter, run_node
+from ..ros.node_runtime import ErrorCounter, release_memory, run_node
 from ..ros.params import ConfigParameters
 from ..ros.qos import DEBUG_IMAGE_QOS, RESULTS_QOS, image_qos
 
@@ -112,6 +112,7 @@ class PerceptionNode(LifecycleNode):
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._release()
+        release_memory()
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -146,6 +147,12 @@ class PerceptionNode(LifecycleNode):
     # ---------------------------------------------------------------- data path
     def _on_image(self, camera: str, msg) -> None:
         self._last_image_time = time.monotonic()
+        try:
+            # Structure only (O(1)): garbage never displaces a valid frame in the slot.
+            conv.check_image_msg(msg, self._config.max_image_pixels)
+        except MrMllmError as e:
+            self._errors.add('image', str(e))
+            return
         self._slots.put(camera, (msg, self._last_image_time))
         guard = self._guard
         if guard is not None:

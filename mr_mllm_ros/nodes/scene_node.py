@@ -43,7 +43,7 @@ from ..core.pipeline import ScenePipeline
 from ..core.stats import RollingStats
 from ..core.types import Answer, DetectionSet, Frame
 from ..ros import conversions as conv
-from ..ros.node_runtime import ErrorCounter, run_node
+from ..ros.node_runtime import ErrorCounter, release_memory, run_node
 from ..ros.params import ConfigParameters
 from ..ros.qos import ALERTS_QOS, RESULTS_QOS, SERVICE_QOS, image_qos
 
@@ -104,6 +104,8 @@ class SceneNode(LifecycleNode):
         self._last_describe_time = 0.0
         self._last_frame_time: float | None = None
         self._started = time.monotonic()
+        self._failures = 0          # consecutive reasoning failures (back-off)
+        self._retry_at = 0.0
         self._subs = []
         self._pubs: dict[str, object] = {}
         self._frame_guard = None
@@ -176,6 +178,7 @@ class SceneNode(LifecycleNode):
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._release()
+        release_memory()
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -235,6 +238,11 @@ class SceneNode(LifecycleNode):
     # -------------------------------------------------------------------- intake
     def _on_image(self, msg) -> None:
         self._last_frame_time = time.monotonic()
+        try:
+            conv.check_image_msg(msg, self._config.max_image_pixels)
+        except MrMllmError as e:
+            self._errors.add('image', str(e))
+            return
         pairer = self._pairer
         if pairer is not None and pairer.add_frame(conv.stamp_to_ns(msg.header.stamp), msg):
             self._frame_guard.trigger()
@@ -286,7 +294,7 @@ class SceneNode(LifecycleNode):
             return
         frame, ds = latest
         now = time.monotonic()
-        if frame.stamp_ns <= self._described_stamp or \
+        if frame.stamp_ns <= self._described_stamp or now < self._retry_at or \
                 now - self._last_describe_time < config.scene.min_description_interval_s:
             return
         self._described_stamp = frame.stamp_ns
@@ -295,10 +303,17 @@ class SceneNode(LifecycleNode):
             t0 = time.perf_counter()
             result = pipeline.reason(frame, ds, now)
         except MrMllmError as e:
+            # Back off (1, 2, 4 ... 30 s) so a dead server is not hammered every frame;
+            # the first success resets it.
+            self._failures += 1
+            delay = min(30.0, 2.0 ** (self._failures - 1))
+            self._retry_at = time.monotonic() + delay
             self._backend_errors += 1
             self._last_error = str(e)
-            self.get_logger().error(f'scene reasoning failed, frame skipped: {e}')
+            self.get_logger().error(f'scene reasoning failed, frame skipped; next try in '
+                                    f'{delay:.0f} s: {e}')
             return
+        self._failures, self._retry_at = 0, 0.0
         if pipeline.reinforcer is not None:
             self._pubs['refined'].publish(conv.detection_array_msg(result.refined))
         self._pubs['description'].publish(conv.scene_description_msg(result.description))

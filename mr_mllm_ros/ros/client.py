@@ -27,10 +27,12 @@ class Collector(Generic[M]):
             self.messages.append(msg)
             self._cond.notify_all()
 
-    def wait_for(self, predicate: Callable[[M], bool], timeout: float) -> M | None:
-        """First message (received before or after the call) satisfying `predicate`."""
+    def wait_for(self, predicate: Callable[[M], bool], timeout: float,
+                 start: int = 0) -> M | None:
+        """First message satisfying `predicate` among those received from index `start`
+        on (0: including messages received before the call; len(self) for only new ones)."""
         deadline = time.monotonic() + timeout
-        seen = 0
+        seen = start
         with self._cond:
             while True:
                 for msg in self.messages[seen:]:
@@ -41,6 +43,10 @@ class Collector(Generic[M]):
                 if left <= 0:
                     return None
                 self._cond.wait(left)
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self.messages)
 
     def snapshot(self) -> list[M]:
         with self._cond:

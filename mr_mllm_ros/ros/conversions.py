@@ -38,6 +38,16 @@ def header_of(stamp_ns: int, frame_id: str) -> Header:
 
 # ---------------------------------------------------------------------------- images
 
+def check_image_msg(msg: Image | CompressedImage, max_pixels: int | None = None) -> None:
+    """O(1) structural validation for intake callbacks (no pixel copies); raises
+    ImageConversionError naming the problem."""
+    if isinstance(msg, CompressedImage):
+        images.check_compressed(msg.format, msg.data, max_pixels=max_pixels)
+    else:
+        images.check_raw(msg.encoding, msg.height, msg.width, msg.step, len(msg.data),
+                         max_pixels=max_pixels)
+
+
 def frame_from_image(msg: Image, *, camera: str = '', max_pixels: int | None = None) -> Frame:
     """sensor_msgs/Image -> Frame (RGB8). Raises ImageConversionError on a malformed image.
     msg.data is an array.array in rclpy; core.images reads it without copying."""

@@ -3,6 +3,8 @@ malformed-input bookkeeping, and a bounded, signal-safe spin."""
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import re
 import sys
 import threading
@@ -31,8 +33,10 @@ class ErrorCounter:
 
     @staticmethod
     def reason_key(message: str) -> str:
-        """'step 1919 is smaller than ...' -> 'step N is smaller than ...' (a stable key)."""
-        return re.sub(r'\d+', 'N', message.split('\n', 1)[0])[:120]
+        """'step 1919 is smaller than ...' -> 'step N is smaller than ...' (a stable key;
+        digits inside words such as rgb8 or mono16 stay)."""
+        first = message.split('\n', 1)[0]
+        return re.sub(r'\b\d+\b', 'N', re.sub(r'\b\d+x\d+\b', 'NxN', first))[:120]
 
     def add(self, what: str, message: str) -> None:
         key = self.reason_key(message)
@@ -52,6 +56,17 @@ class ErrorCounter:
     def total(self) -> int:
         with self._lock:
             return sum(self.by_reason.values())
+
+
+def release_memory() -> None:
+    """After a model is freed (lifecycle cleanup): collect reference cycles and hand freed
+    heap pages back to the OS. glibc keeps freed memory in per-thread arenas, so with a
+    multi-threaded executor repeated load/free cycles otherwise ratchet RSS upwards."""
+    gc.collect()
+    try:
+        ctypes.CDLL('libc.so.6').malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to trim
 
 
 def autostart(node: LifecycleNode) -> None:
