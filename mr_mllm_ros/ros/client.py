@@ -48,6 +48,10 @@ class Collector(Generic[M]):
         with self._cond:
             return len(self.messages)
 
+    def clear(self) -> None:
+        with self._cond:
+            self.messages.clear()
+
     def snapshot(self) -> list[M]:
         with self._cond:
             return list(self.messages)
