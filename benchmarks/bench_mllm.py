@@ -36,7 +36,6 @@ apply_offline_env()
 import torch  # noqa: E402
 
 from mr_mllm_ros.core.config import load_config, with_changes  # noqa: E402
-from mr_mllm_ros.core.mllm import create_backend  # noqa: E402
 from mr_mllm_ros.core.pipeline import PerceptionPipeline  # noqa: E402
 from mr_mllm_ros.core.sample_images import load_sample  # noqa: E402
 from mr_mllm_ros.core.scene import SceneReasoner  # noqa: E402

@@ -5,7 +5,6 @@ counted in /diagnostics, and the node keeps detecting; configure failure and rec
 import shutil
 import time
 
-import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import Transition

@@ -6,7 +6,6 @@ detections_refined (with a scripted OpenAI-compatible server as the MLLM)."""
 import re
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import yaml

@@ -20,7 +20,7 @@ from mr_mllm_ros.ros import conversions as conv
 from mr_mllm_ros.ros.client import RosClient
 from mr_mllm_ros.ros.qos import RESULTS_QOS
 
-from graph_helpers import DISCOVERY_S, latest_status, node_status, publish_and_wait, stamp_is
+from graph_helpers import DISCOVERY_S, latest_status, node_status, publish_and_wait
 from openai_stub_server import StubOpenAiServer, fail, reply
 
 pytestmark = pytest.mark.graph

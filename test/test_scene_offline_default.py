@@ -8,7 +8,6 @@ how good the prose is: a 135M model hallucinates relations and positions."""
 
 import pytest
 
-from mr_mllm_ros.core.config import load_config
 from mr_mllm_ros.core.pipeline import Pipeline
 from mr_mllm_ros.core.sample_images import load_sample
 from mr_mllm_ros.core.scene import NO_OBJECTS_TEXT

@@ -18,9 +18,8 @@ from __future__ import annotations
 import threading
 import time
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import CompressedImage, Image
 
 from mr_mllm_interfaces.msg import DetectionArray
@@ -32,37 +31,26 @@ from ..core.latest_slot import LatestSlots
 from ..core.pipeline import PerceptionPipeline
 from ..core.stats import RollingStats
 from ..ros import conversions as conv
-from ..ros.node_runtime import ErrorCounter, release_memory, run_node
-from ..ros.params import ConfigParameters
+from ..ros.base_node import ModelLifecycleNode
+from ..ros.node_runtime import run_node
 from ..ros.qos import DEBUG_IMAGE_QOS, RESULTS_QOS, image_qos
 
 NODE_NAME = 'perception_node'
 SECTIONS = ('camera', 'detector', 'perception')
 
 
-class PerceptionNode(LifecycleNode):
+class PerceptionNode(ModelLifecycleNode):
     def __init__(self, **kwargs):
-        super().__init__(NODE_NAME, **kwargs)
-        self._params = ConfigParameters(self, SECTIONS, on_change=self._on_config_change)
+        super().__init__(NODE_NAME, SECTIONS, 'perception.diagnostics_period_s', **kwargs)
         self._intake_group = MutuallyExclusiveCallbackGroup()
         self._worker_group = MutuallyExclusiveCallbackGroup()
-        self._diag_group = MutuallyExclusiveCallbackGroup()
         self._pipeline: PerceptionPipeline | None = None
-        self._config: Config | None = None
         self._slots: LatestSlots = LatestSlots()
-        self._errors = ErrorCounter(self.get_logger())
         self._latency = RollingStats()  # ms from receipt to publish
         self._backend_errors = 0
-        self._last_error = ''
         self._last_image_time: float | None = None
-        self._cameras: list[tuple[str, object, object, object]] = []  # (key, sub, det, dbg)
-        self._subs = []
+        self._cameras: list[tuple[str, str, object, object]] = []  # key, prefix, det, dbg
         self._guard = None
-        # Diagnostics run in every lifecycle state: an unconfigured node reports why.
-        self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        self._diag_timer = self.create_timer(
-            self.get_parameter('perception.diagnostics_period_s').value,
-            self._publish_diagnostics, self._diag_group)
         self._lock = threading.Lock()  # model swap (cleanup) vs. worker
 
     # ----------------------------------------------------------------- lifecycle
@@ -71,9 +59,7 @@ class PerceptionNode(LifecycleNode):
             self._config = self._params.config()
             pipeline = PerceptionPipeline(self._config)
         except (MrMllmError, ConfigError) as e:
-            self.get_logger().error(f'configure failed: {e}')
-            self._last_error = str(e)
-            return TransitionCallbackReturn.FAILURE
+            return self._configure_failed(e)
         with self._lock:
             self._pipeline = pipeline
         keys = self._config.perception.cameras or ['']
@@ -104,25 +90,12 @@ class PerceptionNode(LifecycleNode):
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        for s in self._subs:
-            self.destroy_subscription(s)
-        self._subs = []
+        self._unsubscribe()
         self._slots.clear()
         return super().on_deactivate(state)
 
-    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._release()
-        release_memory()
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._release()
-        return TransitionCallbackReturn.SUCCESS
-
     def _release(self) -> None:
-        for s in self._subs:
-            self.destroy_subscription(s)
-        self._subs = []
+        self._unsubscribe()
         for _, _, det, dbg in self._cameras:
             self.destroy_lifecycle_publisher(det)
             if dbg is not None:
@@ -138,8 +111,7 @@ class PerceptionNode(LifecycleNode):
         self._slots.clear()
 
     def _on_config_change(self, config: Config) -> None:
-        # Only non-read-only keys can change at run time (thresholds, debug image, ...).
-        self._config = config
+        super()._on_config_change(config)
         with self._lock:
             if self._pipeline is not None:
                 self._pipeline.update_config(config)
@@ -195,41 +167,27 @@ class PerceptionNode(LifecycleNode):
         self._latency.add((time.monotonic() - received) * 1e3)
 
     # -------------------------------------------------------------- diagnostics
-    def _publish_diagnostics(self) -> None:
+    def _on_diagnostics_timer(self) -> None:
         config = self._config or self._params.config()
         pipeline = self._pipeline
-        status = DiagnosticStatus(name=f'{self.get_fully_qualified_name()}: perception',
-                                  hardware_id=pipeline.detector.name if pipeline else '')
         since = (time.monotonic() - self._last_image_time) if self._last_image_time else None
-        if pipeline is None:
-            status.level, status.message = DiagnosticStatus.ERROR, \
-                f'model not loaded: {self._last_error}' if self._last_error else 'not configured'
-        elif self._last_error:
-            status.level, status.message = DiagnosticStatus.ERROR, self._last_error
-            self._last_error = ''
-        elif since is None or since > config.perception.stale_after_s:
-            status.level = DiagnosticStatus.WARN
-            status.message = 'no image received yet' if since is None \
-                else f'camera stream stale: no image for {since:.1f} s'
-        else:
-            status.level, status.message = DiagnosticStatus.OK, 'detecting'
-        values = {
+        warning = ''
+        if since is None:
+            warning = 'no image received yet'
+        elif since > config.perception.stale_after_s:
+            warning = f'camera stream stale: no image for {since:.1f} s'
+        model = pipeline.detector.name if pipeline else ''
+        self._publish_status('perception', pipeline is not None, 'detecting', model, {
             'rate_hz': f'{self._latency.rate_hz():.2f}',
             'latency_ms_p50': f'{self._latency.percentile(50):.1f}',
             'latency_ms_p95': f'{self._latency.percentile(95):.1f}',
             'frames_received': str(self._slots.received),
             'frames_processed': str(self._latency.count),
             'frames_dropped': str(self._slots.dropped),
-            'frames_malformed': str(self._errors.total),
             'backend_errors': str(self._backend_errors),
-            'model': pipeline.detector.name if pipeline else '',
-            'device': config.detector.device if config else '',
-        }
-        for reason, count in sorted(self._errors.by_reason.items()):
-            values[f'malformed: {reason}'] = str(count)
-        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
-        self._diag_pub.publish(DiagnosticArray(header=conv.header_of(
-            self.get_clock().now().nanoseconds, ''), status=[status]))
+            'model': model,
+            'device': config.detector.device,
+        }, warning)
 
 
 def main(args=None) -> int:

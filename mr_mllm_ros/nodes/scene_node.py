@@ -28,23 +28,21 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import CompressedImage, Image
 
 from mr_mllm_interfaces.msg import CornerCaseAlert, DetectionArray, SceneDescription
 from mr_mllm_interfaces.srv import AskScene
 
-from ..core.config import Config
 from ..core.errors import ConfigError, MrMllmError
 from ..core.pairing import StampPairer
 from ..core.pipeline import ScenePipeline
 from ..core.stats import RollingStats
 from ..core.types import Answer, DetectionSet, Frame
 from ..ros import conversions as conv
-from ..ros.node_runtime import ErrorCounter, release_memory, run_node
-from ..ros.params import ConfigParameters
+from ..ros.base_node import ModelLifecycleNode
+from ..ros.node_runtime import run_node
 from ..ros.qos import ALERTS_QOS, RESULTS_QOS, SERVICE_QOS, image_qos
 
 NODE_NAME = 'scene_node'
@@ -79,24 +77,19 @@ def validate_question(question: str, timeout_s: float, max_chars: int) -> str:
     return ''
 
 
-class SceneNode(LifecycleNode):
+class SceneNode(ModelLifecycleNode):
     def __init__(self, **kwargs):
-        super().__init__(NODE_NAME, **kwargs)
-        self._params = ConfigParameters(self, SECTIONS, on_change=self._on_config_change)
+        super().__init__(NODE_NAME, SECTIONS, 'scene.diagnostics_period_s', **kwargs)
         self._intake_group = MutuallyExclusiveCallbackGroup()
         self._frame_group = MutuallyExclusiveCallbackGroup()
         self._mllm_group = MutuallyExclusiveCallbackGroup()
         self._vqa_group = ReentrantCallbackGroup()
-        self._diag_group = MutuallyExclusiveCallbackGroup()
-        self._config: Config | None = None
         self._pipeline: ScenePipeline | None = None
         self._pairer: StampPairer | None = None
-        self._errors = ErrorCounter(self.get_logger())
         self._describe_stats = RollingStats()  # ms per description
         self._vqa_stats = RollingStats()       # ms per answered question
         self._paired_stats = RollingStats()    # one entry per frame paired and decoded
         self._backend_errors = 0
-        self._last_error = ''
         self._state_lock = threading.Lock()
         self._latest: tuple[Frame, DetectionSet] | None = None  # newest decoded pair
         self._latest_stamp = -1          # newest pair handled by the frame worker
@@ -106,7 +99,6 @@ class SceneNode(LifecycleNode):
         self._started = time.monotonic()
         self._failures = 0          # consecutive reasoning failures (back-off)
         self._retry_at = 0.0
-        self._subs = []
         self._pubs: dict[str, object] = {}
         self._frame_guard = None
         self._mllm_guard = None
@@ -115,10 +107,6 @@ class SceneNode(LifecycleNode):
         self._vqa_thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._service = None
-        self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        self._diag_timer = self.create_timer(
-            self.get_parameter('scene.diagnostics_period_s').value, self._on_diag_timer,
-            self._diag_group)
 
     # ----------------------------------------------------------------- lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -126,9 +114,7 @@ class SceneNode(LifecycleNode):
             config = self._params.config()
             pipeline = ScenePipeline(config)
         except (MrMllmError, ConfigError, ValueError) as e:
-            self.get_logger().error(f'configure failed: {e}')
-            self._last_error = str(e)
-            return TransitionCallbackReturn.FAILURE
+            return self._configure_failed(e)
         self._config, self._pipeline = config, pipeline
         self._pairer = StampPairer(config.scene.pair_buffer_size)
         self._pubs = {
@@ -176,20 +162,6 @@ class SceneNode(LifecycleNode):
         self._stop_vqa()
         return super().on_deactivate(state)
 
-    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._release()
-        release_memory()
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._release()
-        return TransitionCallbackReturn.SUCCESS
-
-    def _unsubscribe(self) -> None:
-        for s in self._subs:
-            self.destroy_subscription(s)
-        self._subs = []
-
     def _stop_vqa(self) -> None:
         self._stop.set()
         if self._vqa_queue is not None:
@@ -227,9 +199,6 @@ class SceneNode(LifecycleNode):
             self._latest = None
         if self._pairer is not None:
             self._pairer.clear()
-
-    def _on_config_change(self, config: Config) -> None:
-        self._config = config
 
     def _model_name(self) -> str:
         return self._pipeline.model_name if self._pipeline is not None else ''
@@ -405,25 +374,13 @@ class SceneNode(LifecycleNode):
         return self._decode(*pair)
 
     # --------------------------------------------------------------- diagnostics
-    def _on_diag_timer(self) -> None:
-        config = self._config or self._params.config()
+    def _on_diagnostics_timer(self) -> None:
         pipeline = self._pipeline
         if pipeline is not None and self._subs:
             started = self._last_frame_time if self._last_frame_time is not None \
                 else self._started
             self._publish_alerts(pipeline.stale_alerts(time.monotonic(), started,
                                                        self.get_namespace()))
-        status = DiagnosticStatus(name=f'{self.get_fully_qualified_name()}: scene',
-                                  hardware_id=self._model_name())
-        if pipeline is None:
-            status.level = DiagnosticStatus.ERROR
-            status.message = f'model not loaded: {self._last_error}' if self._last_error \
-                else 'not configured'
-        elif self._last_error:
-            status.level, status.message = DiagnosticStatus.ERROR, self._last_error
-            self._last_error = ''
-        else:
-            status.level, status.message = DiagnosticStatus.OK, 'describing'
         values = {
             'intake_rate_hz': f'{self._paired_stats.rate_hz():.2f}',
             'frames_paired': str(self._paired_stats.count),
@@ -433,16 +390,14 @@ class SceneNode(LifecycleNode):
             'vqa_queue_depth': str(self._vqa_queue.qsize() if self._vqa_queue else 0),
             'vqa_latency_ms_p50': f'{self._vqa_stats.percentile(50):.0f}',
             'vqa_answered': str(self._vqa_stats.count),
-            'frames_malformed': str(self._errors.total),
             'backend_errors': str(self._backend_errors),
             'mllm_model': self._model_name(),
         }
         if pipeline is not None and pipeline.alerts is not None:
             for rule, count in pipeline.alerts.stats().items():
                 values[f'alerts: {rule}'] = str(count)
-        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
-        self._diag_pub.publish(DiagnosticArray(header=conv.header_of(
-            self.get_clock().now().nanoseconds, ''), status=[status]))
+        self._publish_status('scene', pipeline is not None, 'describing', self._model_name(),
+                             values)
 
 
 #: Executor threads: intake, frame, mllm, diagnostics, one per queued VQA request waiting

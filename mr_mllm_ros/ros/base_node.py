@@ -1,0 +1,90 @@
+"""What perception_node and scene_node share as lifecycle nodes: parameters declared
+from the config schema, /diagnostics on a timer that runs in every lifecycle state (an
+unconfigured node reports why), rejected-input bookkeeping, and freeing the model on
+cleanup."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+
+from ..core.config import Config
+from . import conversions as conv
+from .node_runtime import ErrorCounter, release_memory
+from .params import ConfigParameters
+
+
+class ModelLifecycleNode(LifecycleNode):
+    def __init__(self, name: str, sections: Sequence[str], diagnostics_period_param: str,
+                 **kwargs):
+        super().__init__(name, **kwargs)
+        self._params = ConfigParameters(self, sections, on_change=self._on_config_change)
+        self._config: Config | None = None
+        self._errors = ErrorCounter(self.get_logger())
+        self._subs: list = []
+        self._last_error = ''
+        self._diag_group = MutuallyExclusiveCallbackGroup()
+        self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self._diag_timer = self.create_timer(
+            self.get_parameter(diagnostics_period_param).value, self._on_diagnostics_timer,
+            self._diag_group)
+
+    # subclasses: free everything configure created (called on cleanup and shutdown)
+    def _release(self) -> None:
+        raise NotImplementedError
+
+    # subclasses: publish their status with self._publish_status(...)
+    def _on_diagnostics_timer(self) -> None:
+        raise NotImplementedError
+
+    def _on_config_change(self, config: Config) -> None:
+        # Keys marked "applied at the next configure" are read again in on_configure;
+        # the rest take effect on the next frame through self._config.
+        self._config = config
+
+    def _configure_failed(self, error: Exception) -> TransitionCallbackReturn:
+        self.get_logger().error(f'configure failed: {error}')
+        self._last_error = str(error)
+        return TransitionCallbackReturn.FAILURE
+
+    def _unsubscribe(self) -> None:
+        for s in self._subs:
+            self.destroy_subscription(s)
+        self._subs = []
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        release_memory()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _publish_status(self, kind: str, configured: bool, ok_message: str, hardware_id: str,
+                        values: dict[str, str], warning: str = '') -> None:
+        """One DiagnosticStatus '<node>: <kind>': ERROR while not configured or after an
+        error (reported once), WARN with `warning`, else OK. Rejected inputs are listed
+        per reason."""
+        status = DiagnosticStatus(name=f'{self.get_fully_qualified_name()}: {kind}',
+                                  hardware_id=hardware_id)
+        if not configured:
+            status.level = DiagnosticStatus.ERROR
+            status.message = f'model not loaded: {self._last_error}' if self._last_error \
+                else 'not configured'
+        elif self._last_error:
+            status.level, status.message = DiagnosticStatus.ERROR, self._last_error
+            self._last_error = ''
+        elif warning:
+            status.level, status.message = DiagnosticStatus.WARN, warning
+        else:
+            status.level, status.message = DiagnosticStatus.OK, ok_message
+        values = dict(values, frames_malformed=str(self._errors.total))
+        for reason, count in sorted(self._errors.by_reason.items()):
+            values[f'malformed: {reason}'] = str(count)
+        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
+        self._diag_pub.publish(DiagnosticArray(
+            header=conv.header_of(self.get_clock().now().nanoseconds, ''), status=[status]))
