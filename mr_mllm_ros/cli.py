@@ -23,6 +23,7 @@ COMMANDS = (
     ('up', 'up', 'start the nodes from a params file (installs without `ros2 launch`)'),
     ('ask', 'ask', 'ask a running scene_node a question (ask_scene service)'),
     ('publish-images', 'publish_images', 'publish image files or sample photos as a camera'),
+    ('eval', 'eval', 'measure detections, grounding and alerts against labelled data'),
     ('models', 'models', 'prepare or list the offline default models'),
 )
 

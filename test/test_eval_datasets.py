@@ -1,0 +1,162 @@
+"""Evaluation inputs: the committed labelled set is self-consistent, loaders reject bad
+files with the line and reason, and images come back from samples, files and bags.
+
+What this does not check: whether the hand labels are right (that was done by looking
+at the photos; see data/sample_photos/README.md)."""
+
+import json
+import pickle
+
+import cv2
+import numpy as np
+import pytest
+
+from mr_mllm_ros.core.alerts import default_rules_path, load_rules
+from mr_mllm_ros.core.errors import BagError, ConfigError
+from mr_mllm_ros.core.sample_images import SAMPLES, load_sample
+from mr_mllm_ros.eval import datasets
+
+from conftest import LABELS, REPO
+
+SET = REPO / 'data' / 'sample_photos'
+
+
+def test_committed_coco_set_loads_with_canonical_names():
+    data = datasets.load_coco(LABELS)
+    assert [im.file_name for im in data.images] == list(SAMPLES)
+    real = [o for o in data.objects if not o.ignore]
+    assert len(real) == 9 and sum(o.ignore for o in data.objects) == 1
+    assert {o.class_name for o in real} == {'person', 'cup', 'spoon', 'cat', 'motorcycle',
+                                            'bench', 'tie'}
+    for im in data.images:
+        rgb = datasets.load_image(im.file_name, SET)  # sample names resolve
+        assert rgb.shape == (im.height, im.width, 3)
+        for o in data.objects:
+            if o.image == im.id:
+                x1, y1, x2, y2 = o.box
+                assert 0 <= x1 < x2 <= im.width and 0 <= y1 < y2 <= im.height
+    agnostic = datasets.load_coco(LABELS, {'*': 'object'})
+    assert agnostic.categories == ('object',)
+    assert len(datasets.load_coco(LABELS, limit=2).images) == 2
+
+
+def test_referring_expressions_point_at_labelled_boxes():
+    samples = datasets.load_referring_jsonl(SET / 'referring.jsonl')
+    coco = json.loads(LABELS.read_text())
+    anns = {a['id']: a for a in coco['annotations']}
+    files = {im['id']: im['file_name'] for im in coco['images']}
+    lines = [json.loads(line) for line in (SET / 'referring.jsonl').read_text().splitlines()
+             if line.startswith('{')]
+    assert len(samples) == len(lines) >= 2 * len(SAMPLES)
+    for s, line in zip(samples, lines):
+        ann = anns[line['ann_id']]
+        x, y, w, h = ann['bbox']
+        assert s.box == (x, y, x + w, y + h), s
+        assert s.image == f'sample:{files[ann["image_id"]]}'
+    assert {s.image for s in samples} == {f'sample:{n}' for n in SAMPLES}
+
+
+def test_alert_labels_name_packaged_rules():
+    frames = datasets.load_alert_sequence(SET / 'alerts.jsonl')
+    rules = {r.name for r in load_rules(default_rules_path())}
+    assert all(f.expected <= rules for f in frames)
+    assert len(frames) == 91 and len({f.clip for f in frames}) == 10
+    for f in {(f.image, f.transform) for f in frames}:
+        datasets.apply_transform(datasets.load_image(f[0]), f[1])
+
+
+def test_image_references(tmp_path):
+    assert datasets.load_image('sample:coffee').shape == (400, 600, 3)
+    grey = datasets.load_image('solid:7:32x16')
+    assert grey.shape == (16, 32, 3) and (grey == 7).all()
+    rgb = np.zeros((10, 20, 3), np.uint8)
+    rgb[..., 0] = 200  # red
+    cv2.imwrite(str(tmp_path / 'red.png'), rgb[..., ::-1])
+    assert (datasets.load_image('red.png', tmp_path) == rgb).all()
+    for bad in ('solid:300', 'solid:x', 'missing.png', 'sample:nope'):
+        with pytest.raises((ConfigError, KeyError)):
+            datasets.load_image(bad, tmp_path)
+
+
+def test_transforms():
+    img = load_sample('coffee')
+    assert datasets.apply_transform(img, '') is img
+    assert datasets.apply_transform(img, 'scale:0').max() == 0
+    assert (datasets.apply_transform(img, 'scale:100') == 255).mean() > 0.9
+    blurred = datasets.apply_transform(img, 'blur:31')
+    assert blurred.shape == img.shape and blurred.dtype == np.uint8
+    assert cv2.Laplacian(blurred, cv2.CV_32F).var() < cv2.Laplacian(img, cv2.CV_32F).var()
+    for bad in ('blur:4', 'blur:x', 'scale:-1', 'sharpen:3'):
+        with pytest.raises(ConfigError, match='transform'):
+            datasets.apply_transform(img, bad)
+
+
+def test_bad_files_name_the_line(tmp_path):
+    p = tmp_path / 'r.jsonl'
+    p.write_text('# comment\n{"image": "sample:coffee", "expression": "x", "bbox": [1, 2]}\n')
+    with pytest.raises(ConfigError, match=r'r.jsonl:2: bad box'):
+        datasets.load_referring_jsonl(p)
+    p.write_text('{"image": "sample:coffee", "bbox": [1, 2, 3, 4]}\n')
+    with pytest.raises(ConfigError, match='expression'):
+        datasets.load_referring_jsonl(p)
+    p.write_text('{"image": "sample:coffee", "repeat": 0}\n')
+    with pytest.raises(ConfigError, match='repeat'):
+        datasets.load_alert_sequence(p)
+    p.write_text('not json\n')
+    with pytest.raises(ConfigError, match=':1: not valid JSON'):
+        datasets.load_alert_sequence(p)
+    p.write_text('{"frames": [5, 2], "alerts": ["x"]}\n')
+    with pytest.raises(ConfigError, match='frames'):
+        datasets.load_bag_alert_labels(p)
+    with pytest.raises(ConfigError, match='cannot read ground truth'):
+        datasets.load_coco(tmp_path / 'none.json')
+    (tmp_path / 'bad.json').write_text('{"images": []}')
+    with pytest.raises(ConfigError, match='not a COCO instances file'):
+        datasets.load_coco(tmp_path / 'bad.json')
+
+
+def test_bag_labels_expand_ranges(tmp_path):
+    p = tmp_path / 'l.jsonl'
+    p.write_text('{"frames": [2, 4], "alerts": ["a"]}\n{"frame": 4, "alerts": ["b"]}\n')
+    assert datasets.load_bag_alert_labels(p) == {
+        2: {'a'}, 3: {'a'}, 4: {'a', 'b'}}
+
+
+@pytest.mark.parametrize('compressed', [False, True])
+def test_bag_round_trip(tmp_path, compressed):
+    images = [load_sample('camera'), load_sample('coffee')]
+    topic = '/cam/image/compressed' if compressed else '/cam/image'
+    datasets.write_bag(tmp_path / 'bag', topic, images, rate_hz=5.0)
+    out = list(datasets.iter_bag_images(tmp_path / 'bag'))
+    assert [im.index for im in out] == [0, 1]
+    assert [im.stamp_ns for im in out] == [1_000_000_000, 1_200_000_000]
+    for im, ref in zip(out, images):
+        assert im.rgb.shape == ref.shape and im.frame_id == 'camera'
+        err = np.abs(im.rgb.astype(int) - ref).mean()
+        assert err < 4 if compressed else err == 0
+    with pytest.raises(BagError, match='no image topic'):
+        list(datasets.iter_bag_images(tmp_path / 'bag', '/other'))
+
+
+def test_refer_toolkit_files(tmp_path):
+    refs = [{'ref_id': 1, 'ann_id': 11, 'image_id': 5, 'split': 'val', 'category_id': 4,
+             'sentences': [{'sent_id': 100, 'raw': 'the red motorbike', 'sent': 'red bike'},
+                           {'sent_id': 101, 'sent': 'left bike'}]},
+            {'ref_id': 2, 'ann_id': 11, 'image_id': 5, 'split': 'train', 'category_id': 4,
+             'sentences': [{'sent_id': 102, 'raw': 'x'}]}]
+    coco = {'images': [{'id': 5, 'file_name': 'COCO_train2014_000000000005.jpg'}],
+            'annotations': [{'id': 11, 'image_id': 5, 'category_id': 4,
+                             'bbox': [10, 20, 30, 40]}],
+            'categories': [{'id': 4, 'name': 'motorcycle'}]}
+    (tmp_path / 'refs(umd).p').write_bytes(pickle.dumps(refs))
+    (tmp_path / 'instances.json').write_text(json.dumps(coco))
+    samples = datasets.load_refer_pickle(tmp_path / 'refs(umd).p',
+                                         tmp_path / 'instances.json', 'val')
+    assert [(s.id, s.expression, s.box, s.category, s.image) for s in samples] == [
+        ('100', 'the red motorbike', (10, 20, 40, 60), 'motorcycle',
+         'COCO_train2014_000000000005.jpg'),
+        ('101', 'left bike', (10, 20, 40, 60), 'motorcycle',
+         'COCO_train2014_000000000005.jpg')]
+    with pytest.raises(ConfigError, match='split'):
+        datasets.load_refer_pickle(tmp_path / 'refs(umd).p', tmp_path / 'instances.json',
+                                   'testB')
