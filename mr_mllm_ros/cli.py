@@ -24,6 +24,8 @@ COMMANDS = (
     ('ask', 'ask', 'ask a running scene_node a question (ask_scene service)'),
     ('publish-images', 'publish_images', 'publish image files or sample photos as a camera'),
     ('eval', 'eval', 'measure detections, grounding and alerts against labelled data'),
+    ('replay', 'replay', 'analyse recorded bags offline: results, result bag, report.html'),
+    ('record', 'record', 'record topics into a bag (installs without `ros2 bag`)'),
     ('models', 'models', 'prepare or list the offline default models'),
 )
 

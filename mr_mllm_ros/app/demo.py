@@ -3,7 +3,8 @@
 Starts perception_node and scene_node as separate processes (the same command lines
 `mr-mllm up` uses), plays the real photos that installed packages ship as a camera, and
 prints and saves what the graph published: detections, grounded descriptions (with the
-names of the models that wrote them), alerts, and one visual-question round trip.
+names of the models that wrote them), alerts, and one visual-question round trip; the
+result topics are recorded into a bag (OUT/graph_bag) as they come.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from ..ros import conversions as conv
 from ..ros.client import RosClient
 from ..ros.qos import ALERTS_QOS, RESULTS_QOS
 from .launcher import NodeGroup, NodeSpec, ensure_local_ros_env
+from .record import demo_recording
 
 log = logging.getLogger(__name__)
 CAMERA_NS = 'demo_cam'
@@ -48,6 +51,10 @@ def add_arguments(p) -> None:
     p.add_argument('--config', help='config YAML merged over the packaged defaults')
     p.add_argument('--out', default='output/demo', help='folder for annotated images')
     p.add_argument('--images', nargs='*', help='sample names (default: all)')
+    p.add_argument('--record', metavar='BAG',
+                   help='bag folder for the result topics the graph publishes (sqlite3; '
+                        'read it with rosbags or ROS 2 tools); default OUT/graph_bag')
+    p.add_argument('--no-record', action='store_true', help='do not record a bag')
     p.add_argument('--timeout', type=float, default=600.0,
                    help='give up after this many seconds (default 600)')
 
@@ -66,7 +73,11 @@ def run(args) -> int:
           f'{config.mllm.backend} ({config.mllm.model}); results in {out}/', flush=True)
     specs = [NodeSpec('perception', CAMERA_NS, params), NodeSpec('scene', CAMERA_NS, params)]
     results, stamps = [], {}
-    with NodeGroup(specs, log_dir=out / 'logs') as graph, RosClient('mr_mllm_demo') as ros:
+    bag = None if args.no_record else Path(args.record or out / 'graph_bag')
+    if bag is not None and args.record is None and bag.exists():
+        shutil.rmtree(bag)  # the demo's own output from an earlier run
+    with NodeGroup(specs, log_dir=out / 'logs') as graph, RosClient('mr_mllm_demo') as ros, \
+            demo_recording(ros.node, str(bag) if bag else None, CAMERA_NS):
         pub = ros.publisher(Image, f'/{CAMERA_NS}/image', 10)
         detections = ros.collect(DetectionArray, f'/{CAMERA_NS}/detections', RESULTS_QOS)
         descriptions = ros.collect(SceneDescription, f'/{CAMERA_NS}/scene_description',

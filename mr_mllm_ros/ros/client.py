@@ -3,16 +3,18 @@ publish, collect what topics carry, call services - every wait bounded by a time
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Any, Callable, Generic, TypeVar
 
 import rclpy
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
 
 M = TypeVar('M')
+log = logging.getLogger(__name__)
 
 
 class Collector(Generic[M]):
@@ -65,16 +67,23 @@ class RosClient:
         if self._own_context:
             rclpy.init(args=[])
         self.node: Node = rclpy.create_node(name, namespace=namespace)
+        self._closing = False
         self._executor = MultiThreadedExecutor(num_threads=2)
         self._executor.add_node(self.node)
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
 
     def _spin(self) -> None:
-        try:
-            self._executor.spin()
-        except Exception:  # shutdown races while closing are not errors
-            pass
+        # A callback that raises would end spin(): log it and keep serving the others.
+        while not self._closing:
+            try:
+                self._executor.spin()
+            except ExternalShutdownException:
+                return
+            except Exception:
+                if self._closing:
+                    return  # shutdown races while closing are not errors
+                log.exception('a callback of %s failed', self.node.get_name())
 
     def __enter__(self) -> 'RosClient':
         return self
@@ -83,6 +92,7 @@ class RosClient:
         self.close()
 
     def close(self) -> None:
+        self._closing = True
         self._executor.shutdown(timeout_sec=2.0)
         self.node.destroy_node()
         if self._own_context and rclpy.ok():

@@ -83,7 +83,9 @@ def detection_to_msg(d: Detection) -> DetectionMsg:
     cx, cy = d.box.center
     return DetectionMsg(
         class_id=int(d.class_id), class_name=d.class_name, score=float(d.score),
-        bbox=BoundingBox2D(center_x=cx, center_y=cy, size_x=d.box.width, size_y=d.box.height),
+        # float(): rclpy fills float64 fields from Python ints incorrectly (garbage bits)
+        bbox=BoundingBox2D(center_x=float(cx), center_y=float(cy), size_x=float(d.box.width),
+                           size_y=float(d.box.height)),
         track_id=int(d.track_id), source=_SOURCE_TO_MSG[d.source], verified=bool(d.verified),
         original_class_name=d.class_name if d.original_class_name is None
         else d.original_class_name,
