@@ -10,7 +10,7 @@ import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode
 
@@ -57,5 +57,13 @@ def generate_launch_description():
                               description='Use /clock (bag replay, simulation)'),
         DeclareLaunchArgument('log_level', default_value='info',
                               description='debug, info, warn, error'),
+        DeclareLaunchArgument('fastdds_profile',
+                              default_value=os.path.join(share, 'config',
+                                                         'fastdds_large_images.xml'),
+                              description='Fast DDS XML profile for large images (16 MiB '
+                                          'shared-memory segment); point it at your own '
+                                          'profile to replace it'),
+        SetEnvironmentVariable('FASTDDS_DEFAULT_PROFILES_FILE',
+                               LaunchConfiguration('fastdds_profile')),
         OpaqueFunction(function=_nodes),
     ])

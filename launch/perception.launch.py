@@ -12,7 +12,7 @@ import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
+from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode
@@ -36,6 +36,12 @@ def generate_launch_description():
                               description='debug, info, warn, error'),
         DeclareLaunchArgument('scene', default_value='false',
                               description='Also start scene_node (descriptions, VQA, alerts)'),
+        DeclareLaunchArgument('fastdds_profile',
+                              default_value=os.path.join(share, 'config',
+                                                         'fastdds_large_images.xml'),
+                              description='Fast DDS XML profile for large images (16 MiB '
+                                          'shared-memory segment); point it at your own '
+                                          'profile to replace it'),
     ]
     ns = LaunchConfiguration('namespace')
     common = dict(package='mr_mllm_ros', namespace=ns, output='screen',
@@ -51,4 +57,7 @@ def generate_launch_description():
                           condition=IfCondition(LaunchConfiguration('scene')),
                           remappings=[('image', LaunchConfiguration('image_topic'))],
                           **common)
-    return LaunchDescription(args + [perception, scene])
+    return LaunchDescription(args + [
+        SetEnvironmentVariable('FASTDDS_DEFAULT_PROFILES_FILE',
+                               LaunchConfiguration('fastdds_profile')),
+        perception, scene])

@@ -50,7 +50,7 @@ def fake_launch(monkeypatch):
     mods['ament_index_python.packages'].get_package_share_directory = \
         lambda pkg: str(REPO) if pkg == 'mr_mllm_ros' else pytest.fail(pkg)
     mods['launch'].LaunchDescription = lambda entities: list(entities)
-    for name in ('DeclareLaunchArgument', 'OpaqueFunction'):
+    for name in ('DeclareLaunchArgument', 'OpaqueFunction', 'SetEnvironmentVariable'):
         setattr(mods['launch.actions'], name, type(name, (_Recorder,), {}))
     mods['launch.conditions'].IfCondition = type('IfCondition', (_Recorder,), {})
     mods['launch.substitutions'].LaunchConfiguration = _LaunchConfiguration
@@ -82,7 +82,10 @@ def _arguments(entities):
 def test_every_launch_file_declares_the_documented_arguments(fake_launch, name):
     entities = _load(REPO / 'launch' / name)
     args = _arguments(entities)
-    assert {'params_file', 'use_sim_time', 'log_level'} <= set(args)
+    assert {'params_file', 'use_sim_time', 'log_level', 'fastdds_profile'} <= set(args)
+    assert args['fastdds_profile']['default_value'].endswith('fastdds_large_images.xml')
+    env = [e for e in entities if type(e).__name__ == 'SetEnvironmentVariable']
+    assert [e.args[0] for e in env] == ['FASTDDS_DEFAULT_PROFILES_FILE']
     assert all(kw.get('description') for kw in args.values())
     assert args['params_file']['default_value'] == str(REPO / 'config' / 'mr_mllm.yaml')
 

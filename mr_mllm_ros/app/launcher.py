@@ -26,6 +26,10 @@ NODE_MODULES = {
 }
 
 
+LARGE_MESSAGE_MALLOC_ENV = {'MALLOC_MMAP_THRESHOLD_': '134217728',
+                            'MALLOC_TRIM_THRESHOLD_': '268435456'}
+
+
 def ensure_local_ros_env(env: dict[str, str] | None = None) -> dict[str, str]:
     """Discovery on this host only and a random domain unless the caller chose one (two
     demos or test runs on one machine then never see each other). Also points Fast DDS
@@ -36,6 +40,11 @@ def ensure_local_ros_env(env: dict[str, str] | None = None) -> dict[str, str]:
     profile = share_dir() / 'config' / 'fastdds_large_images.xml'
     if profile.is_file():
         env.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', str(profile))
+    # glibc would mmap()/munmap() a fresh block for every multi-MB image message; these
+    # keep such buffers on the heap (1080p cross-process p50 ~9 ms -> ~2.6 ms, see
+    # docs/BENCHMARKS.md, transport). Only effective for processes started with this env.
+    for key, value in LARGE_MESSAGE_MALLOC_ENV.items():
+        env.setdefault(key, value)
     return env
 
 
