@@ -33,7 +33,7 @@ from ..core.stats import RollingStats
 from ..ros import conversions as conv
 from ..ros.base_node import ModelLifecycleNode
 from ..ros.node_runtime import run_node
-from ..ros.qos import DEBUG_IMAGE_QOS, RESULTS_QOS, image_qos
+from ..ros.qos import DEBUG_IMAGE_QOS, RESULTS_QOS, image_input, image_qos
 
 NODE_NAME = 'perception_node'
 SECTIONS = ('camera', 'detector', 'perception')
@@ -80,8 +80,7 @@ class PerceptionNode(ModelLifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         cam = self._config.camera
-        msg_type, topic = (CompressedImage, 'image/compressed') if cam.compressed \
-            else (Image, 'image')
+        msg_type, topic = image_input(cam)
         for key, prefix, _, _ in self._cameras:
             self._subs.append(self.create_subscription(
                 msg_type, f'{prefix}{topic}', lambda m, k=key: self._on_image(k, m),

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CompressedImage
 
 from mr_mllm_interfaces.msg import CornerCaseAlert, DetectionArray, SceneDescription
 from mr_mllm_interfaces.srv import AskScene
@@ -43,7 +43,7 @@ from ..core.types import Answer, DetectionSet, Frame
 from ..ros import conversions as conv
 from ..ros.base_node import ModelLifecycleNode
 from ..ros.node_runtime import run_node
-from ..ros.qos import ALERTS_QOS, RESULTS_QOS, SERVICE_QOS, image_qos
+from ..ros.qos import ALERTS_QOS, RESULTS_QOS, SERVICE_QOS, image_input, image_qos
 
 NODE_NAME = 'scene_node'
 SECTIONS = ('camera', 'mllm', 'fusion', 'scene', 'reinforce', 'alerts')
@@ -142,8 +142,7 @@ class SceneNode(ModelLifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         cam = self._config.camera
-        image_type, image_topic = (CompressedImage, 'image/compressed') if cam.compressed \
-            else (Image, 'image')
+        image_type, image_topic = image_input(cam)
         # Frames are kept until their detections arrive: the subscription depth only needs
         # to absorb bursts; the pairer holds pair_buffer_size frames.
         self._subs = [

@@ -9,6 +9,13 @@ from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, QoSReliabili
 from ..core.config import CameraConfig
 
 
+def image_input(camera: CameraConfig) -> tuple[type, str]:
+    """(message type, relative topic) of the camera input: `image` (sensor_msgs/Image) or
+    `image/compressed` (CompressedImage, image_transport's naming)."""
+    from sensor_msgs.msg import CompressedImage, Image
+    return (CompressedImage, 'image/compressed') if camera.compressed else (Image, 'image')
+
+
 def image_qos(camera: CameraConfig) -> QoSProfile:
     """Camera input: sensor-data semantics (best effort, keep last N small) by default, so
     a slow consumer never back-pressures the driver; `reliable` matches drivers and bag
