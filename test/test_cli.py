@@ -49,9 +49,9 @@ def test_describe_prints_and_writes_json(tmp_path):
     out = _run(['describe', 'sample:motorcycle', '--config', str(cfg), '--json',
                 str(tmp_path / 'r.json'), '--out', str(tmp_path / 'img')])
     assert out.returncode == 0, out.stderr
-    assert '<obj0> motorbike' in out.stdout
+    assert '<obj0> motorcycle' in out.stdout
     data = json.loads((tmp_path / 'r.json').read_text())
-    assert data[0]['detections'][0]['class'] == 'motorbike'
+    assert data[0]['detections'][0]['class'] == 'motorcycle'
     assert (tmp_path / 'img' / 'motorcycle.jpg').stat().st_size > 1000
 
 

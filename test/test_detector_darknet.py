@@ -10,8 +10,6 @@ from mr_mllm_ros.core.errors import ModelLoadError
 from mr_mllm_ros.core.sample_images import load_sample
 from mr_mllm_ros.core.types import Box, Frame
 
-# Darknet's coco.names spells some COCO categories differently.
-DARKNET_NAME = {'motorcycle': 'motorbike'}
 
 
 @pytest.fixture(scope='module')
@@ -28,7 +26,7 @@ def test_finds_the_labelled_object(detector, labels, sample, category):
     frame = Frame(load_sample(sample), 123, 'cam')
     ds = detector.detect(frame)
     truth = [Box(*b) for c, b in labels[sample] if c == category]
-    hits = [d for d in ds if d.class_name == DARKNET_NAME.get(category, category)]
+    hits = [d for d in ds if d.class_name == category]  # COCO names (core.labels)
     assert hits, f'no {category} in {sample}: {[(d.class_name, d.score) for d in ds]}'
     best = max(h.box.iou(t) for h in hits for t in truth)
     assert best >= 0.5, f'best IoU {best:.2f}'
@@ -73,3 +71,10 @@ def test_corrupt_weights_is_a_clear_error(tmp_path, default_config):
     (folder / 'yolov3-tiny.weights').write_bytes(b'\0' * 1000)
     with pytest.raises(ModelLoadError):
         create_detector(load_config(overrides={'models_dir': str(tmp_path)}))
+
+
+def test_darknet_voc_spellings_are_reported_as_coco_names(detector):
+    names = set(detector.class_names)
+    assert {'motorcycle', 'airplane', 'couch', 'potted plant', 'dining table', 'tv'} <= names
+    assert not names & {'motorbike', 'aeroplane', 'sofa', 'pottedplant', 'diningtable',
+                        'tvmonitor'}

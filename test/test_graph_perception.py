@@ -36,7 +36,7 @@ def graph(tmp_path_factory):
 
 
 @pytest.mark.parametrize('sample, darknet_name, category', [
-    ('motorcycle', 'motorbike', 'motorcycle'), ('camera', 'person', 'person')])
+    ('motorcycle', 'motorcycle', 'motorcycle'), ('camera', 'person', 'person')])
 @pytest.mark.parametrize('transport', ['raw', 'jpeg'])
 def test_real_photo_gives_detection_with_image_header(graph, labels, sample, darknet_name,
                                                       category, transport):
@@ -93,7 +93,7 @@ def test_malformed_images_are_counted_and_the_node_keeps_detecting(graph):
     # still alive and detecting
     stamp = 1_700_000_001_000_000_000
     out = publish_and_wait(graph, pub, dets, conv.image_msg(good, 'rgb8', stamp, 'f'))
-    assert out is not None and any(d.class_name == 'motorbike' for d in out.detections)
+    assert out is not None and any(d.class_name == 'motorcycle' for d in out.detections)
     assert graph.group.alive()
 
 

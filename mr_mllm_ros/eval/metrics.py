@@ -33,19 +33,11 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Hashable, Iterable, Mapping, Sequence
 
+from ..core.labels import DARKNET_TO_COCO
+
 IOU_THRESHOLD = 0.5
 
 Box = tuple[float, float, float, float]
-
-#: The offline detector's Darknet coco.names spellings -> COCO category names.
-DARKNET_TO_COCO = {
-    'motorbike': 'motorcycle',
-    'aeroplane': 'airplane',
-    'sofa': 'couch',
-    'pottedplant': 'potted plant',
-    'diningtable': 'dining table',
-    'tvmonitor': 'tv',
-}
 
 #: Words a grounded phrase may use for a COCO class besides its name (and plurals of
 #: all of them); deliberately short: only unambiguous everyday words.

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..config import Config
 from ..errors import BackendError, ModelLoadError
+from ..labels import coco_name
 from ..types import DetectionSet, Frame
 from .base import StageTimer, finalize_detections, make_detection_set
 
@@ -43,8 +44,10 @@ class OpenCvDarknetDetector:
             raise ModelLoadError(f'OpenCV cannot load darknet model {weights} with {cfg}: '
                                  f'{str(e).strip().splitlines()[-1]}') from e
         self._configure_device(det.device, det.half)
+        # COCO spellings for Darknet's VOC-style names (motorbike -> motorcycle, ...)
         self.class_names: Sequence[str] = [
-            n.strip() for n in labels.read_text(encoding='utf-8').splitlines() if n.strip()]
+            coco_name(n.strip()) for n in labels.read_text(encoding='utf-8').splitlines()
+            if n.strip()]
         self._out_names = self._net.getUnconnectedOutLayersNames()
         self.settings = det
         self.name = f'{weights.stem} (opencv_darknet)'
