@@ -26,6 +26,7 @@ COMMANDS = (
     ('eval', 'eval', 'measure detections, grounding and alerts against labelled data'),
     ('replay', 'replay', 'analyse recorded bags offline: results, result bag, report.html'),
     ('record', 'record', 'record topics into a bag (installs without `ros2 bag`)'),
+    ('train-fusion', 'train_fusion', 'train the shared-query fusion adapter (or make its data)'),
     ('models', 'models', 'prepare or list the offline default models'),
 )
 

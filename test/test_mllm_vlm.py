@@ -12,9 +12,8 @@ replies are random text.
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
+import shutil
 import threading
 from pathlib import Path
 
@@ -26,7 +25,6 @@ pytest.importorskip('transformers')
 
 from mr_mllm_ros.core.config import load_config  # noqa: E402
 from mr_mllm_ros.core.errors import BackendError, ModelLoadError  # noqa: E402
-from mr_mllm_ros.core.grounding import parse_grounded  # noqa: E402
 from mr_mllm_ros.core.mllm import create_backend  # noqa: E402
 from mr_mllm_ros.core.mllm import transformers_vlm as tvlm  # noqa: E402
 from mr_mllm_ros.core.mllm.base import ChatMessage, MllmRequest  # noqa: E402
@@ -48,16 +46,7 @@ IMAGE_TOKENS_64 = {'idefics3': 20, 'qwen2_vl': 4, 'qwen2_5_vl': 4, 'llava': 16}
 REF_RE = re.compile(r'<obj(\d+)>')
 
 
-def _load_maker():
-    spec = importlib.util.spec_from_file_location('make_tiny_models',
-                                                  FIXTURES / 'make_tiny_models.py')
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault('make_tiny_models', module)
-    spec.loader.exec_module(module)
-    return module
-
-
-maker = _load_maker()
+import make_tiny_models as maker  # noqa: E402  (test/fixtures is on sys.path: conftest)
 
 
 @pytest.fixture(scope='session')
@@ -359,3 +348,31 @@ def test_tokenizer_fixture_is_committed_and_loads():
     ids = tok('<ground>a dog</ground><objects><obj12></objects>',
               add_special_tokens=False)['input_ids']
     assert tok.decode(ids) == '<ground>a dog</ground><objects><obj12></objects>'
+
+
+def _pickled_copy(src: Path, dst: Path, model_cls) -> Path:
+    """The same tiny model saved the old way: pytorch_model.bin (a pickle)."""
+    import torch
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns('*.safetensors'))
+    # transformers 5 always saves safetensors: write the legacy file by hand
+    torch.save(model_cls.from_pretrained(str(src)).state_dict(), dst / 'pytorch_model.bin')
+    assert not list(dst.glob('*.safetensors')) and list(dst.glob('*.bin'))
+    return dst
+
+
+@pytest.mark.parametrize('family', ['llm', 'idefics3'])
+def test_pickled_weights_are_refused_unless_allowed(family, tiny_models, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+    cls = AutoModelForCausalLM if family == 'llm' else AutoModelForImageTextToText
+    folder = _pickled_copy(tiny_models[family], tmp_path / family, cls)
+    backend = 'transformers_llm' if family == 'llm' else 'transformers_vlm'
+
+    def config(allow: bool):
+        return vlm_config(folder, backend=backend, allow_pickle_weights=allow)
+    with pytest.raises(ModelLoadError, match='allow_pickle_weights'):
+        create_backend(config(False))
+    loaded = create_backend(config(True))   # the user's explicit choice
+    try:
+        assert loaded.count_tokens('a red car') > 0
+    finally:
+        loaded.close()

@@ -107,6 +107,9 @@ class MllmConfig:
     trust_remote_code: bool = spec('Allow model repositories to run their own Python code. '
                                    'Off: only architectures built into transformers load.',
                                    read_only=True)
+    allow_pickle_weights: bool = spec('Allow pickled .bin/.pt transformers checkpoints (a '
+                                      'pickle can run code when loaded). Off: safetensors '
+                                      'only.', read_only=True)
     max_new_tokens: int = spec('Token limit of a description or answer.', low=1, high=4096)
     temperature: float = spec('0 = greedy (deterministic, the default for robots).',
                               low=0.0, high=2.0)

@@ -20,10 +20,12 @@ import yaml
 
 from .config import MllmConfig
 from .errors import ConfigError
-from .mllm.base import ChatMessage, MllmRequest
+from .mllm.base import SOFT_TOKENS_MARKER, ChatMessage, MllmRequest
 from .types import DetectionSet
 
 PROMPTS_DIR = Path(__file__).resolve().parents[1] / 'prompts'
+# A template line holding the {soft_tokens} field is dropped when a request has none.
+_NO_SOFT_TOKENS = '\x00no-soft-tokens\x00'
 TASKS = ('describe', 'answer', 'verify', 'judge', 'label')
 
 
@@ -160,26 +162,39 @@ class PromptBuilder:
 
     # ---------------------------------------------------------------- requests
     def _request(self, task: str, ds: DetectionSet, image: np.ndarray | None,
-                 max_new_tokens: int, constrain: bool = True, **fields) -> MllmRequest:
+                 max_new_tokens: int, constrain: bool = True, soft_tokens=None,
+                 **fields) -> MllmRequest:
         t = self.template.tasks[task]
         block, chosen = self.object_block(ds)
-        user = t.user.format(objects=block, tags=self.tags(ds, chosen), **fields)
-        user = '\n'.join(line for line in user.split('\n') if line.strip())
+        soft_field = _NO_SOFT_TOKENS if soft_tokens is None else SOFT_TOKENS_MARKER
+        user = t.user.format(objects=block, tags=self.tags(ds, chosen),
+                             soft_tokens=soft_field, **fields)
+        user = '\n'.join(line for line in user.split('\n')
+                         if line.strip() and _NO_SOFT_TOKENS not in line)
+        if soft_tokens is not None and SOFT_TOKENS_MARKER not in user:
+            raise ConfigError(f'prompt template {self.template.version} has no {{soft_tokens}} '
+                              f'field in its {task!r} task, so the fusion adapter\'s soft '
+                              'tokens have no place (use scene_fusion_v1)')
         prefix = t.answer_prefix if chosen else t.answer_prefix_no_objects
         allowed = frozenset(chosen) if constrain and self.config.constrained_decoding \
             else None
         return MllmRequest(prefix=self.prefix(task), user=user,
                            image=image if self.sees_images else None, answer_prefix=prefix,
                            allowed_indices=allowed, max_new_tokens=max_new_tokens,
-                           stop=t.stop, task=task, extra={'object_indices': chosen})
+                           stop=t.stop, soft_tokens=soft_tokens, task=task,
+                           extra={'object_indices': chosen})
 
-    def describe(self, ds: DetectionSet, image: np.ndarray | None = None) -> MllmRequest:
-        return self._request('describe', ds, image, self.config.max_new_tokens)
+    # `soft_tokens`: (K, hidden) shared-query fusion soft tokens for this frame (core.fusion),
+    # placed at the template's {soft_tokens} field; None = prompt-only.
+    def describe(self, ds: DetectionSet, image: np.ndarray | None = None,
+                 soft_tokens=None) -> MllmRequest:
+        return self._request('describe', ds, image, self.config.max_new_tokens,
+                             soft_tokens=soft_tokens)
 
     def answer(self, ds: DetectionSet, question: str,
-               image: np.ndarray | None = None) -> MllmRequest:
+               image: np.ndarray | None = None, soft_tokens=None) -> MllmRequest:
         return self._request('answer', ds, image, self.config.max_new_tokens,
-                             question=sanitize_user_text(question))
+                             soft_tokens=soft_tokens, question=sanitize_user_text(question))
 
     def verify(self, ds: DetectionSet, index: int,
                image: np.ndarray | None = None) -> MllmRequest:

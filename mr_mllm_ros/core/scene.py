@@ -1,19 +1,44 @@
 """Scene reasoning on one frame: grounded description and visual question answering.
 
 The same object serves scene_node, `mr-mllm describe`, the demo and replay: prompt from
-detections (core.prompts) -> backend -> grounding parser (core.grounding)."""
+detections (core.prompts) -> backend -> grounding parser (core.grounding).
+
+With `fusion.adapter_path` set, a trained shared-query fusion adapter (core.fusion) turns
+the frame and the prompt's detections into K soft tokens for every description and
+answer; outputs then name the adapter (SceneDescription.fusion_adapter, Answer.mllm_model).
+The adapter's prompt template (one with a {soft_tokens} field, recorded in adapter.json)
+is used unless mllm.prompt_template has that field itself. Unset = prompt-only, exactly
+as without fusion."""
 
 from __future__ import annotations
 
+import logging
+import os
 import time
+from pathlib import Path
 
 from .config import Config
 from .grounding import parse_grounded
 from .mllm import MllmBackend, create_backend
-from .prompts import PromptBuilder, load_template
+from .prompts import PromptBuilder, PromptTemplate, load_template
 from .types import Answer, DetectionSet, Frame, GroundedText, SceneDescription
 
+log = logging.getLogger(__name__)
+
 NO_OBJECTS_TEXT = 'No objects detected.'
+
+
+def takes_soft_tokens(template: PromptTemplate) -> bool:
+    """True when the describe and answer tasks have a {soft_tokens} field."""
+    return all('{soft_tokens}' in template.tasks[t].user for t in ('describe', 'answer'))
+
+
+def resolve_adapter_path(config: Config) -> Path:
+    """fusion.adapter_path as given (absolute, or relative to the working directory) when
+    it exists, else relative to models_dir."""
+    given = Path(os.path.expanduser(config.fusion.adapter_path))
+    return given if given.is_absolute() or given.exists() \
+        else config.resolve_model_path(config.fusion.adapter_path)
 
 
 class SceneReasoner:
@@ -22,17 +47,55 @@ class SceneReasoner:
         self.backend = backend if backend is not None else create_backend(config)
         if self.backend is None:
             raise ValueError('SceneReasoner needs an MLLM backend (mllm.backend is none)')
-        self.prompts = PromptBuilder(load_template(config.mllm.prompt_template), config.mllm,
-                                     self.backend.count_tokens, self.backend.sees_images)
-        self.fusion_adapter = ''
+        template = load_template(config.mllm.prompt_template)
+        #: the loaded adapter (core.fusion.FusionRuntime) or None: prompt-only
+        self.fusion = None
+        if config.fusion.adapter_path:
+            from .fusion import FusionRuntime
+            self.fusion = FusionRuntime(resolve_adapter_path(config), self.backend)
+            if not takes_soft_tokens(template):
+                log.info('fusion adapter %s: prompt template %s (the one it was trained with; '
+                         '%s has no {soft_tokens} field)', config.fusion.adapter_path,
+                         self.fusion.config.prompt_template, config.mllm.prompt_template)
+                template = load_template(self.fusion.config.prompt_template)
+        self.prompts = PromptBuilder(template, config.mllm, self.backend.count_tokens,
+                                     self.backend.sees_images)
+        #: what outputs say about the adapter ('' = prompt-only)
+        self.fusion_adapter = config.fusion.adapter_path if self.fusion is not None else ''
 
     @property
     def model_name(self) -> str:
         return self.backend.name
 
+    def soft_tokens(self, frame: Frame | None, detections: DetectionSet,
+                    question: str = ''):
+        """(tokens, hidden) fusion soft tokens for the frame, the detections the prompt lists
+        and the objects the question names; None (no adapter, or no image to look at)."""
+        if self.fusion is None or frame is None:
+            return None
+        from .fusion import mentioned_objects
+        return self.fusion.soft_tokens(frame.image, detections,
+                                       self.prompts.select_objects(detections),
+                                       mentioned_objects(question))
+
+    def rescore(self, frame: Frame, detections: DetectionSet) -> dict[int, float]:
+        """Detection index -> P(right) from the adapter's re-scoring head (the perception
+        side of the mutual reinforcement); {} without an adapter."""
+        if self.fusion is None:
+            return {}
+        return self.fusion.rescore(frame.image, detections,
+                                   self.prompts.select_objects(detections))
+
     def describe(self, frame: Frame | None, detections: DetectionSet) -> SceneDescription:
         t0 = time.perf_counter()
-        request = self.prompts.describe(detections, frame.image if frame is not None else None)
+        image = frame.image if frame is not None else None
+        if self.fusion is not None and frame is not None and (
+                self.backend.sees_images or self.prompts.select_objects(detections)):
+            soft = self.soft_tokens(frame, detections)
+        else:
+            soft = None
+        t_fusion = time.perf_counter()
+        request = self.prompts.describe(detections, image, soft_tokens=soft)
         if not request.extra['object_indices'] and not self.backend.sees_images:
             # A text-only model given no objects has nothing to describe: anything it
             # wrote would be invented. Say so instead of calling it.
@@ -43,20 +106,25 @@ class SceneReasoner:
         grounded = parse_grounded(gen.text, request.extra['object_indices'],
                                   [d.class_name for d in detections])
         timings = dict(gen.timings_ms)
+        if soft is not None:
+            timings['fusion'] = (t_fusion - t0) * 1e3
         timings['describe_total'] = (time.perf_counter() - t0) * 1e3
         return SceneDescription(grounded, detections, detections.model_name, self.model_name,
-                                self.fusion_adapter, gen.prompt_tokens, gen.generated_tokens,
-                                timings)
+                                self.fusion_adapter if soft is not None else '',
+                                gen.prompt_tokens, gen.generated_tokens, timings)
 
     def answer(self, frame: Frame | None, detections: DetectionSet, question: str) -> Answer:
         t0 = time.perf_counter()
+        soft = self.soft_tokens(frame, detections, question)
         request = self.prompts.answer(detections, question,
-                                      frame.image if frame is not None else None)
+                                      frame.image if frame is not None else None,
+                                      soft_tokens=soft)
         gen = self.backend.generate(request)
         grounded = parse_grounded(gen.text, request.extra['object_indices'],
                                   [d.class_name for d in detections])
-        return Answer(question, grounded, detections, self.model_name,
-                      time.perf_counter() - t0)
+        model = self.model_name if soft is None \
+            else f'{self.model_name} + fusion adapter {self.fusion_adapter}'
+        return Answer(question, grounded, detections, model, time.perf_counter() - t0)
 
     def close(self) -> None:
         self.backend.close()

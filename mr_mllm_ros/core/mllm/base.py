@@ -4,6 +4,14 @@ A request is split the way the KV cache wants it: `prefix` (system prompt + few-
 examples) is identical across frames and can be cached; `user` carries this frame's
 perception block and task; `answer_prefix` is forced at the start of the reply (e.g.
 `<ground>`, which puts small models into the grounding grammar).
+
+Soft tokens (shared-query fusion, core.fusion): a prompt that takes them holds the text
+marker `SOFT_TOKENS_MARKER` once, in the user turn (never in the KV-cached prefix). A
+backend replaces the marker by K copies of one placeholder token id (hf_common.
+soft_placeholder_id), embeds the prompt, and overwrites the K placeholder embeddings with
+`MllmRequest.soft_tokens` (in `inputs_embeds`, or by an embedding hook for models whose
+generate() does not take them). A request with soft tokens but no marker, or the marker
+but no soft tokens, is an error.
 """
 
 from __future__ import annotations
@@ -14,6 +22,10 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from ..types import Generation
+
+#: Where a prompt takes the fusion adapter's soft tokens (prompt templates write it through
+#: their `{soft_tokens}` field). User text cannot forge it: questions are sanitised of '<'.
+SOFT_TOKENS_MARKER = '<soft_tokens>'
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,23 @@ def torch_dtype(config: Config):
     return getattr(torch, name)
 
 
+def load_kwargs(config: Config) -> dict:
+    """from_pretrained arguments every transformers backend shares: safetensors only
+    unless mllm.allow_pickle_weights (a pickled checkpoint can execute code as it loads)."""
+    cfg = config.mllm
+    return {'trust_remote_code': cfg.trust_remote_code,
+            'use_safetensors': None if cfg.allow_pickle_weights else True}
+
+
+def load_error_hint(error: Exception, config: Config) -> str:
+    """Why a from_pretrained failed, in the user's terms, where we can tell."""
+    text = str(error)
+    if not config.mllm.allow_pickle_weights and 'safetensors' in text.lower():
+        return (' (only safetensors weights load by default; a pickled .bin checkpoint '
+                'needs mllm.allow_pickle_weights: true, if you trust its source)')
+    return ''
+
+
 def check_device(device: str) -> None:
     import torch
     if device.startswith('cuda') and not torch.cuda.is_available():
@@ -122,3 +139,119 @@ def release_cuda_memory() -> None:
             torch.cuda.empty_cache()
     except ImportError:
         pass
+
+
+# ----------------------------------------------------------------- soft tokens
+# Shared-query fusion soft tokens (core.fusion) enter a prompt at SOFT_TOKENS_MARKER: the
+# marker becomes K copies of one placeholder token, and the K placeholder embeddings are
+# overwritten with the soft tokens, in `inputs_embeds` (decoder-only families whose
+# generate() takes them) or by a one-shot hook on the input embedding (the others).
+
+def soft_placeholder_id(tokenizer, avoid_ids=()) -> int:
+    """The token id that stands for one soft token in input_ids: the pad token, else the
+    unk token, else another special token; never EOS/BOS or an id in `avoid_ids` (image
+    tokens). Special tokens are matched whole by the tokenizer, so K copies of its string
+    give exactly K ids wherever they stand."""
+    from ..errors import ModelLoadError
+    avoid = {i for i in avoid_ids if i is not None}
+    for special in (tokenizer.eos_token_id, tokenizer.bos_token_id):
+        avoid.update(special if isinstance(special, list) else [special])
+    candidates = [tokenizer.pad_token_id, getattr(tokenizer, 'unk_token_id', None)]
+    candidates += list(getattr(tokenizer, 'all_special_ids', []) or [])
+    for token_id in candidates:
+        if token_id is not None and token_id not in avoid:
+            return int(token_id)
+    raise ModelLoadError('the tokenizer has no special token free to stand for soft tokens '
+                         f'(special ids {sorted(getattr(tokenizer, "all_special_ids", []))}, '
+                         f'reserved {sorted(avoid)})')
+
+
+def expand_soft_marker(text: str, tokenizer, placeholder_id: int, count: int) -> str:
+    """`text` with its one SOFT_TOKENS_MARKER replaced by `count` placeholder tokens."""
+    from ..errors import BackendError
+    from .base import SOFT_TOKENS_MARKER
+    found = text.count(SOFT_TOKENS_MARKER)
+    if found != 1:
+        raise BackendError(f'a request with soft tokens needs the prompt marker '
+                           f'{SOFT_TOKENS_MARKER} exactly once; the prompt has it {found} times '
+                           '(use a prompt template with a {soft_tokens} field, e.g. '
+                           'scene_fusion_v1)')
+    token = tokenizer.convert_ids_to_tokens(placeholder_id)
+    return text.replace(SOFT_TOKENS_MARKER, token * count)
+
+
+def check_no_marker(text: str) -> None:
+    from ..errors import BackendError
+    from .base import SOFT_TOKENS_MARKER
+    if SOFT_TOKENS_MARKER in text:
+        raise BackendError(f'the prompt holds the soft-token marker {SOFT_TOKENS_MARKER} but '
+                           'the request carries no soft tokens (MllmRequest.soft_tokens)')
+
+
+def soft_tokens_tensor(soft_tokens, hidden: int, device, dtype, name: str):
+    """MllmRequest.soft_tokens as a (K, hidden) tensor on the model's device and dtype;
+    BackendError naming both widths when the adapter was built for another model."""
+    import torch
+
+    from ..errors import BackendError
+    t = torch.as_tensor(soft_tokens)
+    if t.ndim != 2 or t.shape[0] < 1 or t.shape[1] != hidden:
+        raise BackendError(f'{name}: soft tokens of shape {tuple(t.shape)} do not fit this '
+                           f'model: expected (K, {hidden}) with K >= 1 (the LLM embedding '
+                           f'width is {hidden})')
+    return t.to(device=device, dtype=dtype)
+
+
+def soft_token_mask(input_ids, placeholder_id: int, counts, attention_mask=None):
+    """(B, L) bool mask of the placeholder positions (outside padding, where the pad id may
+    be the placeholder id); checks that row b holds counts[b] of them."""
+    from ..errors import BackendError
+    mask = input_ids == placeholder_id
+    if attention_mask is not None:
+        mask &= attention_mask.bool()
+    found = mask.sum(dim=1).tolist()
+    if list(found) != [int(c) for c in counts]:
+        raise BackendError(f'soft-token placeholders per prompt: expected {list(counts)}, '
+                           f'found {found} (the placeholder token id {placeholder_id} also '
+                           'occurs in the prompt text?)')
+    return mask
+
+
+def insert_soft_tokens(embeds, mask, soft_rows):
+    """embeds (B, L, D) with the True positions of mask (B, L) replaced, in order, by the
+    rows of soft_rows (total True, D). Out of place, so gradients reach soft_rows."""
+    out = embeds.clone()
+    out[mask] = soft_rows.to(out.dtype)
+    return out
+
+
+class SoftTokenHook:
+    """One-shot forward hook on an input-embedding module: the first call whose input ids
+    hold exactly `expected` placeholder ids gets those embeddings replaced by `soft_rows`
+    (expected, D); later calls (decoding steps) are untouched. For models whose
+    generate() does not take inputs_embeds (PaliGemma, Florence-2). `applied` tells
+    whether it fired."""
+
+    def __init__(self, embedding, placeholder_id: int, soft_rows):
+        self.embedding = embedding
+        self.placeholder_id = placeholder_id
+        self.soft_rows = soft_rows
+        self.applied = False
+        self._handle = None
+
+    def _hook(self, module, args, output):
+        if self.applied or not args:
+            return None
+        mask = args[0] == self.placeholder_id
+        if int(mask.sum()) != self.soft_rows.shape[0]:
+            return None
+        self.applied = True
+        return insert_soft_tokens(output, mask, self.soft_rows)
+
+    def __enter__(self):
+        self._handle = self.embedding.register_forward_hook(self._hook)
+        return self
+
+    def __exit__(self, *exc):
+        self._handle.remove()
+        return False

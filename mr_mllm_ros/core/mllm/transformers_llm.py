@@ -5,6 +5,13 @@ Prefix KV reuse: the system prompt and few-shot examples are the same for every 
 so their keys/values are computed once per prefix and copied into each generation; only
 the frame's own tokens are prefilled. Used when the prefix tokenizes identically alone
 and inside the full prompt (checked), else the full prompt is prefilled.
+
+Soft tokens (shared-query fusion): the marker in the user turn becomes K placeholder ids;
+the prompt is embedded and the placeholders' embeddings are replaced by the request's soft
+tokens, passed to generate() as `inputs_embeds` beside `input_ids` (generate prefills
+from the embeddings, slicing off the cached prefix, and keeps the ids for the output and
+the logits processors). The soft tokens always come after the cached prefix, so prefix
+KV reuse stays valid and gives the same output as a full prefill.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ log = logging.getLogger(__name__)
 
 class TransformersLlmBackend:
     sees_images = False
+    supports_soft_tokens = True
 
     def __init__(self, config: Config):
         import torch
@@ -41,9 +49,10 @@ class TransformersLlmBackend:
             self.model = AutoModelForCausalLM.from_pretrained(
                 source, dtype=hf_common.torch_dtype(config),
                 attn_implementation=cfg.attn_implementation,
-                trust_remote_code=cfg.trust_remote_code, use_safetensors=None)
+                **hf_common.load_kwargs(config))
         except (OSError, ValueError) as e:
-            raise ModelLoadError(f'cannot load LLM from {source}: {e}') from e
+            raise ModelLoadError(f'cannot load LLM from {source}'
+                                 f'{hf_common.load_error_hint(e, config)}: {e}') from e
         self.model.to(cfg.device).eval()
         if self.tokenizer.chat_template is None:
             raise ModelLoadError(f'{source} has no chat template: an instruct model is needed')
@@ -54,6 +63,7 @@ class TransformersLlmBackend:
         self._prefix_cache: OrderedDict[str, tuple[list[int], object]] = OrderedDict()
         self._yes = hf_common.word_token_ids(self.tokenizer, hf_common.YES_WORDS)
         self._no = hf_common.word_token_ids(self.tokenizer, hf_common.NO_WORDS)
+        self.soft_placeholder_id = hf_common.soft_placeholder_id(self.tokenizer)
         self.kv_hits = 0
 
     # ------------------------------------------------------------------- prompts
@@ -70,6 +80,39 @@ class TransformersLlmBackend:
 
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)['input_ids']
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.get_input_embeddings().weight.shape[1])
+
+    def _soft(self, request: MllmRequest):
+        """(K, hidden) soft tokens on the model's device/dtype, or None (prompt-only)."""
+        if request.soft_tokens is None:
+            return None
+        emb = self.model.get_input_embeddings().weight
+        return hf_common.soft_tokens_tensor(request.soft_tokens, emb.shape[1], emb.device,
+                                            emb.dtype, self.name)
+
+    def _prompt_ids(self, request: MllmRequest, soft) -> list[int]:
+        """Token ids of the prompt; the soft-token marker becomes K placeholder ids."""
+        text = self.prompt_text(request)
+        if soft is None:
+            hf_common.check_no_marker(text)
+        else:
+            text = hf_common.expand_soft_marker(text, self.tokenizer, self.soft_placeholder_id,
+                                                soft.shape[0])
+        return self._encode(text)
+
+    def _embeds(self, input_ids, softs, attention_mask=None):
+        """inputs_embeds (B, L, D) of input_ids (B, L) with row b's placeholders replaced by
+        softs[b] (K_b, D); rows whose soft tokens are None must hold no placeholder."""
+        import torch
+        counts = [0 if s is None else s.shape[0] for s in softs]
+        mask = hf_common.soft_token_mask(input_ids, self.soft_placeholder_id, counts,
+                                         attention_mask)
+        embeds = self.model.get_input_embeddings()(input_ids)
+        rows = torch.cat([s for s in softs if s is not None])
+        return hf_common.insert_soft_tokens(embeds, mask, rows)
 
     def _cached_prefix(self, request: MllmRequest, full_ids: list[int]):
         """(number of cached tokens, a private copy of their KV cache) or (0, None)."""
@@ -101,9 +144,11 @@ class TransformersLlmBackend:
         import torch
         t0 = time.perf_counter()
         with self._lock:
-            text = self.prompt_text(request)
-            ids = self._encode(text)
+            soft = self._soft(request)
+            ids = self._prompt_ids(request, soft)
             cached, cache = self._cached_prefix(request, ids)
+            if soft is not None and self.soft_placeholder_id in ids[:cached]:
+                cached, cache = 0, None  # never: the marker is in the user turn
             t1 = time.perf_counter()
             input_ids = torch.tensor([ids], device=self.device)
             kwargs = hf_common.request_generation_kwargs(self.config, self.tokenizer, request,
@@ -113,6 +158,9 @@ class TransformersLlmBackend:
                 kwargs['past_key_values'] = cache
             try:
                 with torch.inference_mode():
+                    if soft is not None:
+                        # Full-length embeddings: generate() slices off the cached prefix.
+                        kwargs['inputs_embeds'] = self._embeds(input_ids, [soft])
                     out = self.model.generate(**kwargs)
             except (RuntimeError, ValueError, IndexError) as e:
                 raise BackendError(f'{self.name}: generation failed: {e}') from e
@@ -130,7 +178,8 @@ class TransformersLlmBackend:
         if not requests:
             return []
         with self._lock:
-            rows = [self._encode(self.prompt_text(r)) for r in requests]
+            softs = [self._soft(r) for r in requests]
+            rows = [self._prompt_ids(r, soft) for r, soft in zip(requests, softs)]
             width = max(len(r) for r in rows)
             pad = hf_common.pad_id(self.tokenizer) or 0
             ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=self.device)
@@ -140,8 +189,12 @@ class TransformersLlmBackend:
                 with torch.inference_mode():
                     # Positions count real tokens only, so padding does not shift them.
                     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-                    logits = self.model(input_ids=ids, attention_mask=mask,
-                                        position_ids=positions).logits[:, -1, :]
+                    if any(s is not None for s in softs):
+                        inputs = dict(inputs_embeds=self._embeds(ids, softs, mask))
+                    else:
+                        inputs = dict(input_ids=ids)
+                    logits = self.model(attention_mask=mask, position_ids=positions,
+                                        **inputs).logits[:, -1, :]
             except RuntimeError as e:
                 raise BackendError(f'{self.name}: yes/no scoring failed: {e}') from e
             return hf_common.yes_probability_from_logits(logits, self._yes, self._no)

@@ -23,6 +23,15 @@ Qwen2-VL's M-RoPE gives text after an image positions computed from the image gr
 the vision encoder and the multimodal merge are not cache-aware in `generate`; the cached
 prefix would save only the (short) system prompt while risking wrong positions.
 
+Soft tokens (shared-query fusion, core.fusion): the marker in the user turn becomes K
+placeholder tokens before the processor runs; the K placeholder embeddings are replaced
+by the request's soft tokens in `inputs_embeds`, which generate() takes beside the
+processor outputs (SmolVLM/Idefics3, Qwen2-VL, Qwen2.5-VL, LLaVA: the model then finds
+its image positions by comparing embeddings with the image token's, which soft tokens
+never equal). PaliGemma and Florence-2 get them through a one-shot hook on the input
+embedding instead (`SOFT_HOOK_FAMILIES`). Florence-2 is an encoder-decoder: the prompt
+(answer prefix included) is the encoder input and the reply is the whole decoder output.
+
 Yes/no scoring (`yes_probability`) runs the requests as one left-padded batch through
 `generate(max_new_tokens=1)`, which derives position ids from the attention mask
 (1-D for Llama-style models, M-RoPE for Qwen2-VL), so padding does not shift positions;
@@ -48,6 +57,8 @@ from .base import MllmRequest
 log = logging.getLogger(__name__)
 
 _RUNTIME_ERRORS = (RuntimeError, ValueError, IndexError, TypeError, KeyError)
+#: Families whose soft tokens go in through an embedding hook, not `inputs_embeds`.
+SOFT_HOOK_FAMILIES = ('paligemma', 'florence2')
 
 
 def downscale(image: np.ndarray, max_side: int):
@@ -74,6 +85,7 @@ def downscale(image: np.ndarray, max_side: int):
 
 class TransformersVlmBackend:
     sees_images = True
+    supports_soft_tokens = True
 
     def __init__(self, config: Config):
         import torch
@@ -88,10 +100,11 @@ class TransformersVlmBackend:
                 source, trust_remote_code=cfg.trust_remote_code)
             self.model = AutoModelForImageTextToText.from_pretrained(
                 source, dtype=dtype, attn_implementation=cfg.attn_implementation,
-                trust_remote_code=cfg.trust_remote_code, use_safetensors=None)
+                **hf_common.load_kwargs(config))
         except (OSError, ValueError, KeyError, TypeError, ImportError) as e:
             hint = (' (a text-only model? use mllm.backend transformers_llm)'
-                    if 'Unrecognized configuration class' in str(e) else '')
+                    if 'Unrecognized configuration class' in str(e)
+                    else hf_common.load_error_hint(e, config))
             raise ModelLoadError(f'cannot load VLM from {source}{hint}: {e}') from e
         self.tokenizer = getattr(self.processor, 'tokenizer', None)
         if self.tokenizer is None or getattr(self.processor, 'image_processor', None) is None:
@@ -121,6 +134,12 @@ class TransformersVlmBackend:
         self._yes = hf_common.word_token_ids(self.tokenizer, hf_common.YES_WORDS)
         self._no = hf_common.word_token_ids(self.tokenizer, hf_common.NO_WORDS)
         self.kv_hits = 0  # prefix KV reuse is never done here (see the module docstring)
+        mconf = self.model.config
+        self.encoder_decoder = bool(getattr(mconf, 'is_encoder_decoder', False))
+        self.soft_mode = 'hook' if mconf.model_type in SOFT_HOOK_FAMILIES \
+            or self.encoder_decoder else 'inputs_embeds'
+        self.soft_placeholder_id = hf_common.soft_placeholder_id(
+            self.tokenizer, _special_token_ids(mconf, self.processor))
 
     # ------------------------------------------------------------------- prompts
     def _conversation(self, request: MllmRequest) -> list[dict]:
@@ -144,9 +163,31 @@ class TransformersVlmBackend:
         with self._tok_lock:
             return len(self.tokenizer(text, add_special_tokens=False)['input_ids'])
 
-    def _inputs(self, requests: Sequence[MllmRequest], padding: bool = False):
-        """Processor outputs (BatchFeature on the model's device) for the requests."""
-        texts = [self.prompt_text(r) for r in requests]
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.get_input_embeddings().weight.shape[1])
+
+    def _soft(self, request: MllmRequest):
+        """(K, hidden) soft tokens on the model's device/dtype, or None (prompt-only)."""
+        if request.soft_tokens is None:
+            return None
+        emb = self.model.get_input_embeddings().weight
+        return hf_common.soft_tokens_tensor(request.soft_tokens, emb.shape[1], emb.device,
+                                            emb.dtype, self.name)
+
+    def _prompt_with_placeholders(self, request: MllmRequest, soft) -> str:
+        text = self.prompt_text(request)
+        if soft is None:
+            hf_common.check_no_marker(text)
+            return text
+        return hf_common.expand_soft_marker(text, self.tokenizer, self.soft_placeholder_id,
+                                            soft.shape[0])
+
+    def _inputs(self, requests: Sequence[MllmRequest], padding: bool = False, softs=None):
+        """Processor outputs (BatchFeature on the model's device) for the requests; the
+        soft-token marker of request i becomes softs[i].shape[0] placeholder tokens."""
+        softs = softs or [None] * len(requests)
+        texts = [self._prompt_with_placeholders(r, s) for r, s in zip(requests, softs)]
         max_side = self.config.mllm.image_max_side
         images = [downscale(r.image, max_side) for r in requests if r.image is not None]
         bos = self.tokenizer.bos_token
@@ -171,28 +212,51 @@ class TransformersVlmBackend:
         with self._lock:
             if self.model is None:
                 raise BackendError(f'{self.name}: backend is closed')
+            soft = self._soft(request)
             try:
-                inputs = self._inputs([request])
+                inputs = self._inputs([request], softs=[soft])
             except BackendError:
                 raise
             except _RUNTIME_ERRORS as e:
                 raise BackendError(f'{self.name}: cannot build the model input: {e}') from e
             prompt_length = int(inputs['input_ids'].shape[1])
+            # An encoder-decoder's output is the decoder's: its start token, then the reply.
+            reply_start = 1 if self.encoder_decoder else prompt_length
             t1 = time.perf_counter()
             kwargs = hf_common.request_generation_kwargs(self.config, self.tokenizer, request,
-                                                         prompt_length)
+                                                         reply_start)
             try:
                 with torch.inference_mode():
-                    out = self.model.generate(**inputs, **kwargs)
+                    out = self._generate(inputs, [soft], kwargs)
             except _RUNTIME_ERRORS as e:
                 raise BackendError(f'{self.name}: generation failed: {e}') from e
-            new = out[0, prompt_length:].tolist()
+            new = out[0, reply_start:].tolist()
             with self._tok_lock:
                 reply = self.tokenizer.decode(new, skip_special_tokens=True)
         t2 = time.perf_counter()
         return Generation(text=request.answer_prefix + reply, prompt_tokens=prompt_length,
                           generated_tokens=len(new),
                           timings_ms={'prompt': (t1 - t0) * 1e3, 'generate': (t2 - t1) * 1e3})
+
+    def _generate(self, inputs, softs, kwargs):
+        """model.generate on processor outputs, soft tokens inserted where given."""
+        if all(s is None for s in softs):
+            return self.model.generate(**inputs, **kwargs)
+        import torch
+        counts = [0 if s is None else s.shape[0] for s in softs]
+        mask = hf_common.soft_token_mask(inputs['input_ids'], self.soft_placeholder_id, counts,
+                                         inputs.get('attention_mask'))
+        rows = torch.cat([s for s in softs if s is not None])
+        embedding = self.model.get_input_embeddings()
+        if self.soft_mode == 'inputs_embeds':
+            embeds = hf_common.insert_soft_tokens(embedding(inputs['input_ids']), mask, rows)
+            return self.model.generate(**inputs, inputs_embeds=embeds, **kwargs)
+        with hf_common.SoftTokenHook(embedding, self.soft_placeholder_id, rows) as hook:
+            out = self.model.generate(**inputs, **kwargs)
+        if not hook.applied:
+            raise BackendError(f'{self.name}: the soft tokens were not inserted (the model never '
+                               f'embedded the {int(mask.sum())} placeholder tokens in one call)')
+        return out
 
     def yes_probability(self, requests: Sequence[MllmRequest]) -> list[float]:
         """P(yes) from the next-token logits: one left-padded batch where the processor
@@ -202,34 +266,36 @@ class TransformersVlmBackend:
         with self._lock:
             if self.model is None:
                 raise BackendError(f'{self.name}: backend is closed')
+            softs = [self._soft(r) for r in requests]
             if len(requests) > 1 and self.tokenizer.pad_token is not None:
                 try:
-                    inputs = self._inputs(requests, padding=True)
+                    inputs = self._inputs(requests, padding=True, softs=softs)
                 except BackendError:
                     raise
                 except _RUNTIME_ERRORS as e:
                     log.debug('%s: batched yes/no input failed (%s); one by one', self.name, e)
                 else:
-                    return self._yes_from(inputs)
+                    return self._yes_from(inputs, softs)
             probs: list[float] = []
-            for r in requests:
+            for r, soft in zip(requests, softs):
                 try:
-                    inputs = self._inputs([r])
+                    inputs = self._inputs([r], softs=[soft])
                 except BackendError:
                     raise
                 except _RUNTIME_ERRORS as e:
                     raise BackendError(f'{self.name}: cannot build the model input: {e}') from e
-                probs += self._yes_from(inputs)
+                probs += self._yes_from(inputs, [soft])
             return probs
 
-    def _yes_from(self, inputs) -> list[float]:
+    def _yes_from(self, inputs, softs) -> list[float]:
         import torch
         try:
             with torch.inference_mode():
                 # generate() derives position ids from the attention mask (M-RoPE included),
                 # so left padding does not shift positions; output_logits = raw logits.
-                out = self.model.generate(**inputs, **hf_common.generation_kwargs(self.config, self.tokenizer, 1),
-                                          output_logits=True, return_dict_in_generate=True)
+                kwargs = hf_common.generation_kwargs(self.config, self.tokenizer, 1)
+                out = self._generate(inputs, softs, dict(kwargs, output_logits=True,
+                                                         return_dict_in_generate=True))
         except _RUNTIME_ERRORS as e:
             raise BackendError(f'{self.name}: yes/no scoring failed: {e}') from e
         return hf_common.yes_probability_from_logits(out.logits[0], self._yes, self._no)
@@ -238,6 +304,20 @@ class TransformersVlmBackend:
         with self._lock:
             self.model = None
         hf_common.release_cuda_memory()
+
+
+def _special_token_ids(model_config, processor) -> set[int]:
+    """Ids the model or processor gives a meaning (image, video, vision start/end...):
+    never used as the soft-token placeholder."""
+    ids: set[int] = set()
+    configs = [model_config, getattr(model_config, 'text_config', None)]
+    for obj in configs + [processor]:
+        for key, value in (vars(obj).items() if obj is not None else ()):
+            if isinstance(value, int) and not isinstance(value, bool) and \
+                    (key.endswith('_token_id') or key.endswith('_token_index')) and \
+                    key not in ('pad_token_id', 'decoder_start_token_id'):
+                ids.add(value)
+    return ids
 
 
 def _image_size_cap(image_processor, max_side: int) -> dict:
