@@ -81,6 +81,8 @@ def main() -> int:
                    help='held-out questions answered greedily through SceneReasoner')
     p.add_argument('--threads', type=int, default=0, help='torch threads (0 = default)')
     p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--template', default=TEMPLATE,
+                   help='prompt template (name or YAML path) with a {soft_tokens} field')
     p.add_argument('--out', default=str(ROOT / 'output' / 'fusion_toy'),
                    help='adapter folder (adapter.safetensors, metrics.jsonl)')
     p.add_argument('--json', help='write the results here')
@@ -95,7 +97,7 @@ def main() -> int:
     tc = TrainConfig(steps=args.steps, scenes_per_step=args.scenes_per_step,
                      questions_per_scene=args.questions_per_scene, lr=args.lr,
                      warmup_steps=min(20, args.steps // 10), eval_every=100, eval_scenes=24,
-                     save_every=0, seed=args.seed, prompt_template=TEMPLATE,
+                     save_every=0, seed=args.seed, prompt_template=args.template,
                      adapter={'num_queries': args.num_queries})
     trainer = Trainer(config, tc)
     print(f'{trainer.backend.name}, adapter {trainer.adapter_config.num_queries} queries, '
@@ -112,7 +114,7 @@ def main() -> int:
 
     greedy = {}
     if args.greedy:
-        base = with_changes(config, {'mllm.prompt_template': TEMPLATE})
+        base = with_changes(config, {'mllm.prompt_template': args.template})
         plain = SceneReasoner(base, trainer.backend)
         fused = SceneReasoner(with_changes(base, {'fusion.adapter_path': str(Path(args.out))}),
                               trainer.backend)
@@ -125,7 +127,7 @@ def main() -> int:
         'machine': {'cpu': platform.processor() or platform.machine(),
                     'cores': os.cpu_count(), 'torch_threads': torch.get_num_threads(),
                     'load_average_at_end': os.getloadavg()},
-        'llm': trainer.backend.name, 'template': TEMPLATE, 'train': tc.__dict__,
+        'llm': trainer.backend.name, 'template': args.template, 'train': tc.__dict__,
         'adapter_parameters': result.parameters,
         'toy': {'colours': spec.colours, 'objects': [spec.min_objects, spec.max_objects],
                 'false_positive_rate': spec.false_positive_rate, 'image_size': spec.image_size},

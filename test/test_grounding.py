@@ -150,7 +150,8 @@ def _refs(text):
 
 
 @given(n=st.integers(0, 50), seed=st.integers(0, 2**31 - 1), subset=st.booleans())
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_constrained_decoding_never_cites_a_missing_object(tokenizer, n, seed, subset):
     rng = np.random.default_rng(seed)
     allowed = {i for i in range(n) if rng.random() < 0.5} if subset else set(range(n))

@@ -75,6 +75,15 @@ ROI_SOURCES = ('crop', 'vision')
 VISION_GRID_FAMILIES = ('qwen2_vl', 'qwen2_5_vl', 'paligemma')
 
 
+def dataclass_from_dict(cls, data: dict, what: str, error: type = ValueError):
+    """cls(**data), refusing keys cls does not have (a typo must not pass silently)."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise error(f'unknown {what} keys {unknown}; known: {sorted(known)}')
+    return cls(**data)
+
+
 @dataclass(frozen=True)
 class AdapterConfig:
     """Shapes of a SharedQueryFusion (all that a checkpoint must match) + provenance."""
@@ -127,11 +136,7 @@ class AdapterConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> 'AdapterConfig':
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f'unknown adapter config keys {unknown}; known: {sorted(known)}')
-        return cls(**data)
+        return dataclass_from_dict(cls, data, 'adapter config')
 
 
 @dataclass

@@ -39,8 +39,8 @@ from torch import nn
 
 from .config import Config
 from .errors import ConfigError, ModelLoadError
-from .fusion import (AdapterConfig, Featurizer, SharedQueryFusion, embedding_rms,
-                     load_adapter, parameter_count, save_adapter, vlm_vision_fn)
+from .fusion import (AdapterConfig, Featurizer, SharedQueryFusion, dataclass_from_dict,
+                     embedding_rms, load_adapter, parameter_count, save_adapter, vlm_vision_fn)
 from .fusion_data import QA, Scene
 from .mllm import hf_common
 from .prompts import PromptBuilder, load_template
@@ -78,11 +78,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> 'TrainConfig':
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f'unknown fusion training keys {unknown}; known: {sorted(known)}')
-        return cls(**data)
+        return dataclass_from_dict(cls, data, 'fusion training', ConfigError)
 
 
 @dataclass
@@ -112,8 +108,8 @@ class _Rows:
         return self.forced[r] if self.forced else []
 
 
-class TextLlmHost:
-    """A frozen transformers_llm backend seen by the trainer."""
+class _FrozenHost:
+    """A frozen transformers backend seen by the trainer: what both kinds share."""
 
     def __init__(self, backend, prompts: PromptBuilder, num_tokens: int):
         self.backend = backend
@@ -125,6 +121,13 @@ class TextLlmHost:
         self.embedding = self.model.get_input_embeddings()
         self.hidden = int(self.embedding.weight.shape[1])
         self.soft_id = backend.soft_placeholder_id
+
+
+class TextLlmHost(_FrozenHost):
+    """A frozen transformers_llm backend seen by the trainer."""
+
+    def __init__(self, backend, prompts: PromptBuilder, num_tokens: int):
+        super().__init__(backend, prompts, num_tokens)
         self.vision_fn = None
         eos = self.tokenizer.eos_token_id
         self.eos = eos[0] if isinstance(eos, list) else eos
@@ -249,20 +252,12 @@ class TextLlmHost:
         return list(chosen.split([len(t) for t in rows.targets]))
 
 
-class VlmHost:
+class VlmHost(_FrozenHost):
     """A frozen transformers_vlm backend seen by the trainer: full-sequence forwards with
     the image, soft tokens in inputs_embeds (or through the embedding hook)."""
 
     def __init__(self, backend, prompts: PromptBuilder, num_tokens: int):
-        self.backend = backend
-        self.model = backend.model
-        self.tokenizer = backend.tokenizer
-        self.prompts = prompts
-        self.k = num_tokens  # soft tokens per scene (hint + scene tokens)
-        self.device = backend.device
-        self.embedding = self.model.get_input_embeddings()
-        self.hidden = int(self.embedding.weight.shape[1])
-        self.soft_id = backend.soft_placeholder_id
+        super().__init__(backend, prompts, num_tokens)
         self.vision_fn = vlm_vision_fn(backend)
         if backend.encoder_decoder:
             raise ConfigError(f'{backend.name}: fusion training supports decoder-only models '

@@ -255,3 +255,20 @@ class SoftTokenHook:
     def __exit__(self, *exc):
         self._handle.remove()
         return False
+
+
+class SoftTokenInput:
+    """What the transformers backends share about soft-token input (mixin: needs
+    self.model and self.name)."""
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.get_input_embeddings().weight.shape[1])
+
+    def _soft(self, request):
+        """(K, hidden) soft tokens on the model's device/dtype, or None (prompt-only)."""
+        if request.soft_tokens is None:
+            return None
+        emb = self.model.get_input_embeddings().weight
+        return soft_tokens_tensor(request.soft_tokens, emb.shape[1], emb.device, emb.dtype,
+                                  self.name)

@@ -32,7 +32,7 @@ from .base import ChatMessage, MllmRequest
 log = logging.getLogger(__name__)
 
 
-class TransformersLlmBackend:
+class TransformersLlmBackend(hf_common.SoftTokenInput):
     sees_images = False
     supports_soft_tokens = True
 
@@ -80,18 +80,6 @@ class TransformersLlmBackend:
 
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)['input_ids']
-
-    @property
-    def hidden_size(self) -> int:
-        return int(self.model.get_input_embeddings().weight.shape[1])
-
-    def _soft(self, request: MllmRequest):
-        """(K, hidden) soft tokens on the model's device/dtype, or None (prompt-only)."""
-        if request.soft_tokens is None:
-            return None
-        emb = self.model.get_input_embeddings().weight
-        return hf_common.soft_tokens_tensor(request.soft_tokens, emb.shape[1], emb.device,
-                                            emb.dtype, self.name)
 
     def _prompt_ids(self, request: MllmRequest, soft) -> list[int]:
         """Token ids of the prompt; the soft-token marker becomes K placeholder ids."""

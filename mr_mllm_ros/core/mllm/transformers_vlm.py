@@ -83,7 +83,7 @@ def downscale(image: np.ndarray, max_side: int):
     return pil
 
 
-class TransformersVlmBackend:
+class TransformersVlmBackend(hf_common.SoftTokenInput):
     sees_images = True
     supports_soft_tokens = True
 
@@ -162,18 +162,6 @@ class TransformersVlmBackend:
     def count_tokens(self, text: str) -> int:
         with self._tok_lock:
             return len(self.tokenizer(text, add_special_tokens=False)['input_ids'])
-
-    @property
-    def hidden_size(self) -> int:
-        return int(self.model.get_input_embeddings().weight.shape[1])
-
-    def _soft(self, request: MllmRequest):
-        """(K, hidden) soft tokens on the model's device/dtype, or None (prompt-only)."""
-        if request.soft_tokens is None:
-            return None
-        emb = self.model.get_input_embeddings().weight
-        return hf_common.soft_tokens_tensor(request.soft_tokens, emb.shape[1], emb.device,
-                                            emb.dtype, self.name)
 
     def _prompt_with_placeholders(self, request: MllmRequest, soft) -> str:
         text = self.prompt_text(request)
