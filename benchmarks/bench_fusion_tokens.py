@@ -6,9 +6,10 @@
    processors of SmolVLM (Idefics3: resize to <= 2048 px, 512 px tiles of 64 tokens + a
    global view) and Qwen2-VL (14 px patches merged 2x2, min/max pixels of the released
    processor), built in code (no download), with mllm.image_max_side as configured (768)
-   and uncapped; vs K soft tokens (the adapter's num_queries, 8 by default).
+   and uncapped; vs the adapter's soft tokens: H = 4 learned hint tokens + K scene tokens
+   (num_queries, 8 by default) = 12.
 2. LLM prefill time for the describe prompt (scene_fusion_v1, 3 objects) plus either the
-   image tokens or the K soft tokens, with SmolLM2-135M (the language model inside
+   image tokens or the H + K soft tokens, with SmolLM2-135M (the language model inside
    SmolVLM-256M; real weights, CPU): the LLM side of the two ways to show it the image.
 3. End to end on tiny random VLM configs (plumbing speed only): prefill of the tiny
    Idefics3 / Qwen2-VL with a real-size image vs the tiny text LLM + adapter (featurizer +
@@ -151,12 +152,13 @@ def tiny_end_to_end(k: int, repeats: int) -> dict:
                                                      num_queries=k)), Path(tmp) / 'adapter')
         runtime = FusionRuntime(Path(tmp) / 'adapter', backend)
         ds = detections(480, 640)
-        ids = torch.tensor([backend._encode('Describe.') + [0] * k])
+        n = runtime.config.num_soft_tokens                     # H hint + K scene tokens
+        ids = torch.tensor([backend._encode('Describe.') + [0] * n])
 
         def run_adapter():
             soft = runtime.soft_tokens(frame, ds)
             x = backend.model.get_input_embeddings()(ids).clone()
-            x[0, -k:] = soft
+            x[0, -n:] = soft
             with torch.inference_mode():
                 backend.model(inputs_embeds=x)
         out['llm + adapter'] = {'input_tokens': int(ids.shape[1]),
@@ -173,11 +175,14 @@ def main() -> int:
     p.add_argument('--repeats', type=int, default=5)
     p.add_argument('--json', help='write the results here')
     args = p.parse_args()
+    from mr_mllm_ros.core.fusion import AdapterConfig
     k = args.num_queries
+    # What the prompt really holds: the H learned hint tokens + the K scene tokens.
+    n = AdapterConfig(llm_hidden=576, num_queries=k).num_soft_tokens
     torch.manual_seed(0)
     result = {'machine': f'{platform.machine()} {platform.processor() or ""}'.strip(),
-              'torch_threads': torch.get_num_threads(), 'K': k, 'tokens': {}}
-    print(f'K = {k} soft tokens per frame\n')
+              'torch_threads': torch.get_num_threads(), 'K': k, 'soft_tokens': n, 'tokens': {}}
+    print(f'K = {k} scene tokens + {n - k} hint tokens = {n} soft tokens per frame\n')
     print(f'{"image":18s} {"max_side":>8s} {"SmolVLM":>8s} {"ratio":>6s} {"Qwen2-VL":>8s} '
           f'{"ratio":>6s}')
     counts = {}
@@ -185,13 +190,13 @@ def main() -> int:
         for max_side in (768, 0):
             s, q = smolvlm_tokens(h, w, max_side), qwen2vl_tokens(h, w, max_side)
             result['tokens'][f'{name} max_side {max_side}'] = {'smolvlm': s, 'qwen2_vl': q}
-            print(f'{name:18s} {max_side or "none":>8} {s:8d} {s / k:5.0f}x {q:8d} {q / k:5.0f}x')
+            print(f'{name:18s} {max_side or "none":>8} {s:8d} {s / n:5.0f}x {q:8d} {q / n:5.0f}x')
             if name.startswith('VGA'):
                 counts[f'smolvlm VGA max_side {max_side}'] = s
                 counts[f'qwen2_vl VGA max_side {max_side}'] = q
     print('\nSmolLM2-135M prefill (describe prompt + image representation), median of '
           f'{args.repeats}:')
-    pre = llm_prefill(k, counts, args.repeats)
+    pre = llm_prefill(n, counts, args.repeats)
     result['prefill'] = pre
     print(f'  prompt without image: {pre["prompt_tokens_without_image"]} tokens')
     soft_ms = pre['soft']['prefill_ms']

@@ -1,6 +1,6 @@
 """Offline proof for the shared-query fusion adapter: it learns what the prompt cannot carry.
 
-    bash scripts/with_env.sh python benchmarks/fusion_toy.py [--steps 600] [--json out.json]
+    bash scripts/with_env.sh python benchmarks/fusion_toy.py [--steps 300] [--json out.json]
 
 Synthetic scenes (core.fusion_data.toy_scenes): 2-4 coloured shapes (4 colours by
 default, --colours; big or small) with jittered detector boxes whose size does not depend
@@ -68,13 +68,13 @@ def greedy_accuracy(reasoner: SceneReasoner, scenes, limit: int) -> dict:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--steps', type=int, default=600)
+    p.add_argument('--steps', type=int, default=300)
     p.add_argument('--colours', default='red,green,blue,yellow',
                    help=f'comma-separated, from {",".join(COLOURS)}')
     p.add_argument('--train-scenes', type=int, default=2000)
     p.add_argument('--eval-scenes', type=int, default=100, help='held-out scenes')
-    p.add_argument('--scenes-per-step', type=int, default=3)
-    p.add_argument('--questions-per-scene', type=int, default=6)
+    p.add_argument('--scenes-per-step', type=int, default=6)
+    p.add_argument('--questions-per-scene', type=int, default=2)
     p.add_argument('--num-queries', type=int, default=8)
     p.add_argument('--lr', type=float, default=2e-3)
     p.add_argument('--greedy', type=int, default=60,

@@ -59,6 +59,31 @@ def test_forward_shapes_and_size_for_smollm2_width():
     assert parameter_count(module) < 5_000_000  # "a few M params at most"
 
 
+def test_object_colour_reaches_the_soft_tokens_before_training():
+    """Same detections, the object recoloured: the untrained adapter's scene tokens already
+    differ (the direct RoI read-out path), and the crop's colour moments see the change."""
+    from mr_mllm_ros.core.fusion import CropEncoder
+    config = AdapterConfig(llm_hidden=64, num_queries=4, dim=32, heads=2, output_rms=0.135)
+    module = SharedQueryFusion(config).eval()
+    spec = fusion_data.ToySpec(min_objects=1, max_objects=1, false_positive_rate=0.0,
+                               noise=0.0)
+    scene = fusion_data.toy_scenes(1, seed=4, spec=spec)[0]
+    image = scene.image.copy()
+    box = scene.detections[0].box
+    cx, cy = int((box.x1 + box.x2) / 2), int((box.y1 + box.y2) / 2)
+    centre = tuple(int(v) for v in image[cy, cx])
+    recoloured = image.copy()
+    recoloured[(image == centre).all(-1)] = (255 - np.array(centre)).astype(np.uint8)
+    feat = _featurizer(config)
+    batch = feat.build([image, recoloured], [scene.detections] * 2, None, [{0}, {0}])
+    moments = CropEncoder.colour_moments(batch.crops[:, 0])
+    assert not torch.allclose(moments[0, :3], moments[1, :3], atol=0.05)   # centre colour
+    with torch.no_grad():
+        soft = module(batch).soft_tokens[:, config.hint_tokens:]              # (2, K, D)
+    spread = (soft[0] - soft[1]).norm() / soft[0].norm()
+    assert spread > 0.01, f'appearance barely reaches the soft tokens ({float(spread):.4f})'
+
+
 def test_vision_tokens_and_vision_rois():
     config = AdapterConfig(llm_hidden=64, num_queries=4, dim=32, heads=2, vision_dim=48,
                            roi_source='vision')

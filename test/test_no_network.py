@@ -1,5 +1,5 @@
 """Nothing reaches beyond this machine at run time: the demo (every process of the graph)
-runs under an audit hook that fails any socket connect, datagram or DNS lookup outside
+and a replay with descriptions run under an audit hook that fails any socket connect, datagram or DNS lookup outside
 loopback (test/netguard/sitecustomize.py); a positive control proves the hook bites."""
 
 import os
@@ -42,4 +42,22 @@ def test_demo_makes_no_outside_connection(tmp_path):
                          env=_guarded_env(log), capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert 'description by' in out.stdout and 'ask_scene' in out.stdout
+    assert not log.exists() or log.read_text() == '', log.read_text()
+
+
+def test_replay_makes_no_outside_connection(tmp_path):
+    """A bag of the shipped photos replayed with the offline default models (detector and
+    SmolLM2 descriptions, the paths that could reach a model hub) under the guard."""
+    import json
+
+    from replay_bags import encodings_bag
+    encodings_bag(tmp_path / 'photos', 'mcap', frames=0)          # the six photos only
+    log = tmp_path / 'net.log'
+    out = subprocess.run([sys.executable, '-m', 'mr_mllm_ros.cli', 'replay',
+                          str(tmp_path / 'photos'), '--out', str(tmp_path / 'r'),
+                          '--every', '3', '--no-progress'],
+                         env=_guarded_env(log), capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    lines = [json.loads(x) for x in (tmp_path / 'r' / 'results.jsonl').read_text().splitlines()]
+    assert len(lines) == 2 and any(r.get('description') for r in lines)
     assert not log.exists() or log.read_text() == '', log.read_text()
