@@ -16,11 +16,14 @@ os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
 # Always random (not setdefault): a developer's exported domain may be a live robot's.
 os.environ['ROS_DOMAIN_ID'] = str(random.SystemRandom().randint(1, 101))
 
-from mr_mllm_ros.app.launcher import ensure_local_ros_env  # noqa: E402
+from mr_mllm_ros.app.launcher import clean_dds_shm, ensure_local_ros_env  # noqa: E402
 from mr_mllm_ros.core.offline import apply_offline_env  # noqa: E402
 
 apply_offline_env()
 ensure_local_ros_env()  # + the shipped Fast DDS large-image profile for this process
+# Shared-memory ports left by participants that were killed (earlier runs, crashes) can
+# swallow every sample sent to a new participant that gets the same port number.
+clean_dds_shm()
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent / 'fixtures'))  # make_tiny_models

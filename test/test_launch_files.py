@@ -112,3 +112,10 @@ def test_multi_camera_makes_one_node_per_camera_or_one_batched(fake_launch, batc
         assert {'perception.cameras': ['front', 'rear', 'left']} in nodes[0].kwargs['parameters']
     else:
         assert [n.kwargs['namespace'] for n in nodes] == ['front', 'rear', 'left']
+
+
+def test_dds_shared_memory_clean_runs():
+    """Fast DDS's own `shm clean` (shipped in the ros-fastdds wheel) is found and runs: the
+    launcher uses it after a child had to be killed, the tests at session start."""
+    from mr_mllm_ros.app.launcher import clean_dds_shm
+    assert clean_dds_shm() is True

@@ -48,6 +48,23 @@ def ensure_local_ros_env(env: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def clean_dds_shm(timeout_s: float = 10.0) -> bool:
+    """Remove Fast DDS shared-memory ports and segments that no live process holds
+    (`fastdds shm clean`, shipped with the ros-fastdds wheel). A participant that was
+    killed leaves its port behind; a later participant given the same port number can
+    then receive nothing on it (seen in CI: a scene_node that got no image for 60 s while
+    perception_node on the same topic did). Best effort: False when the tool is missing
+    or fails."""
+    tool = Path(sys.prefix) / 'tools' / 'fastdds' / 'fastdds.py'
+    if not tool.is_file():
+        return False
+    try:
+        return subprocess.run([sys.executable, str(tool), 'shm', 'clean'],
+                              capture_output=True, timeout=timeout_s).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
 @dataclass
 class NodeSpec:
     kind: str  # key of NODE_MODULES
@@ -92,6 +109,7 @@ class NodeGroup:
         self.log_dir = Path(log_dir) if log_dir else None
         self.procs: list[subprocess.Popen] = []
         self._logs = []
+        self._killed = False  # a child did not stop on SIGINT
 
     def __enter__(self) -> 'NodeGroup':
         try:
@@ -129,6 +147,8 @@ class NodeGroup:
             running = [p for p in self.procs if p.poll() is None]
             if not running:
                 break
+            if sig != signal.SIGINT:
+                self._killed = True
             for p in running:
                 try:
                     p.send_signal(sig)
@@ -140,4 +160,6 @@ class NodeGroup:
         for f in self._logs:
             f.close()
         self._logs = []
+        if self._killed:
+            clean_dds_shm()   # a killed participant may leave its shared-memory port behind
         return [p.poll() for p in self.procs]
