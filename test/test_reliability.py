@@ -178,4 +178,7 @@ def test_twenty_lifecycle_cycles_do_not_grow_memory_or_threads(tmp_path, kind):
               f'{rss[-1] / 2**20:.0f} MiB (max growth {growth * 100:.1f} %), threads '
               f'{min(threads)}..{max(threads)}')
         assert growth < 0.10, [r // 2**20 for r in rss]
-        assert max(threads) - base_threads <= 1
+        # Bounded, not per cycle: a CI run saw 22 -> 24 (a first call from another of the
+        # executor's 4 pool threads can start a library thread); a per-cycle leak would
+        # show +20.
+        assert max(threads) - base_threads <= 4, threads
