@@ -65,7 +65,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -701,7 +701,3 @@ class FusionRuntime:
         out, batch = self._run(image, ds, indices)
         probs = torch.sigmoid(out.rescore_logits[0].float()).tolist()
         return {i: p for i, p in zip(batch.indices[0], probs) if i >= 0}
-
-    def describe(self) -> dict[str, Any]:
-        return {'path': str(self.path), 'soft_tokens': self.config.num_soft_tokens,
-                'llm': self.config.llm, 'parameters': parameter_count(self.module)}
