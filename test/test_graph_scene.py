@@ -54,7 +54,10 @@ class Camera:
         self._stamp += 1_000_000_007
         stamp = self._stamp
         msg = conv.image_msg(load_sample(sample), 'rgb8', stamp, 'cam')
-        publish_and_wait(self.ros, self.pub, until or self.dets, msg, timeout)
+        # `is None`, not `or`: an empty Collector is falsy (it has __len__), and falling
+        # back to detections would stop re-sending before the scene node got the frame.
+        replies = self.dets if until is None else until
+        publish_and_wait(self.ros, self.pub, replies, msg, timeout)
         return stamp, self.dets.wait_for(stamp_is(stamp), 10.0)
 
     def ask(self, question, stamp=0, timeout=60.0):
