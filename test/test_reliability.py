@@ -2,6 +2,7 @@
 malformed images, a failing or vanished MLLM server, a stalled camera, and repeated
 lifecycle cycles. Figures are recorded in docs/RELIABILITY.md."""
 
+import statistics
 import time
 
 import numpy as np
@@ -170,14 +171,20 @@ def test_twenty_lifecycle_cycles_do_not_grow_memory_or_threads(tmp_path, kind):
         for n in range(22):
             _cycle(ros, node, n)
             samples.append((proc.memory_info().rss, proc.num_threads()))
-        base_rss, base_threads = samples[2]  # after warm-up (allocator pools, imports)
+        base_threads = samples[2][1]  # after warm-up (allocator pools, imports)
         rss = [s[0] for s in samples[2:]]
         threads = [s[1] for s in samples[2:]]
-        growth = max(rss) / base_rss - 1
-        print(f'\n{kind}_node, 20 configure/cleanup cycles: RSS {base_rss / 2**20:.0f} -> '
-              f'{rss[-1] / 2**20:.0f} MiB (max growth {growth * 100:.1f} %), threads '
-              f'{min(threads)}..{max(threads)}')
+        # Growth is the trend: the median of the last 5 cycles against the first 5. A
+        # single sample swings by about one model's size (perception: 412 <-> 441 MiB)
+        # with whether glibc had handed the freed model back before the next load.
+        first, last = statistics.median(rss[:5]), statistics.median(rss[-5:])
+        growth = last / first - 1
+        print(f'\n{kind}_node, 20 configure/cleanup cycles: RSS median {first / 2**20:.0f} -> '
+              f'{last / 2**20:.0f} MiB (growth {growth * 100:.1f} %, highest '
+              f'{max(rss) / 2**20:.0f}), threads {min(threads)}..{max(threads)}; MiB per '
+              f'cycle {[r // 2**20 for r in rss]}')
         assert growth < 0.10, [r // 2**20 for r in rss]
+        assert max(rss) < 1.25 * first, [r // 2**20 for r in rss]  # no runaway spike
         # Bounded, not per cycle: a CI run saw 22 -> 24 (a first call from another of the
         # executor's 4 pool threads can start a library thread); a per-cycle leak would
         # show +20.

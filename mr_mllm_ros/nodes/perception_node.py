@@ -3,11 +3,12 @@
 Lifecycle: configure loads the model (FAILURE with the reason when weights are missing;
 the node stays up), activate subscribes, deactivate unsubscribes, cleanup frees the model.
 
-Concurrency (MultiThreadedExecutor):
+Concurrency (MultiThreadedExecutor + one inference thread of our own):
 - intake group: image callbacks only swap the message into a per-camera latest slot and
-  trigger a guard condition - O(1), never wait on inference;
-- worker group (mutually exclusive): the guard-condition callback decodes and detects the
-  newest frame of each camera, round-robin, then publishes;
+  wake the detector thread - O(1), never wait on inference;
+- the detector thread (core.inference_worker; the only thread that runs the model, so
+  torch keeps one OpenMP team and one malloc arena): decodes and detects the newest frame
+  of each camera, round-robin, then publishes;
 - diagnostics group: the /diagnostics timer, so stats flow even during a long inference.
 Decoding happens in the worker, so a malformed image is rejected there, counted, and the
 node carries on with the next one.
@@ -43,15 +44,14 @@ class PerceptionNode(ModelLifecycleNode):
     def __init__(self, **kwargs):
         super().__init__(NODE_NAME, SECTIONS, 'perception.diagnostics_period_s', **kwargs)
         self._intake_group = MutuallyExclusiveCallbackGroup()
-        self._worker_group = MutuallyExclusiveCallbackGroup()
         self._pipeline: PerceptionPipeline | None = None
         self._slots: LatestSlots = LatestSlots()
         self._latency = RollingStats()  # ms from receipt to publish
         self._backend_errors = 0
         self._last_image_time: float | None = None
         self._cameras: list[tuple[str, str, object, object]] = []  # key, prefix, det, dbg
-        self._guard = None
         self._lock = threading.Lock()  # model swap (cleanup) vs. worker
+        self._start_worker('detector', self._work)
 
     # ----------------------------------------------------------------- lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -72,7 +72,6 @@ class PerceptionNode(ModelLifecycleNode):
                                                    DEBUG_IMAGE_QOS)
                    if self._config.perception.publish_debug_image else None)
             self._cameras.append((key, prefix, det, dbg))
-        self._guard = self.create_guard_condition(self._work, self._worker_group)
         self._last_error = ''
         self.get_logger().info(f'configured: {pipeline.detector.name}, cameras: '
                                f'{", ".join(k or "<node namespace>" for k in keys)}')
@@ -95,15 +94,12 @@ class PerceptionNode(ModelLifecycleNode):
 
     def _release(self) -> None:
         self._unsubscribe()
-        for _, _, det, dbg in self._cameras:
-            self.destroy_lifecycle_publisher(det)
-            if dbg is not None:
-                self.destroy_lifecycle_publisher(dbg)
-        self._cameras = []
-        if self._guard is not None:
-            self.destroy_guard_condition(self._guard)
-            self._guard = None
-        with self._lock:  # waits for an inference in flight to finish
+        with self._lock:  # waits for an inference (and its publishing) in flight
+            for _, _, det, dbg in self._cameras:
+                self.destroy_lifecycle_publisher(det)
+                if dbg is not None:
+                    self.destroy_lifecycle_publisher(dbg)
+            self._cameras = []
             if self._pipeline is not None:
                 self._pipeline.close()
             self._pipeline = None
@@ -125,9 +121,7 @@ class PerceptionNode(ModelLifecycleNode):
             self._errors.add('image', str(e))
             return
         self._slots.put(camera, (msg, self._last_image_time))
-        guard = self._guard
-        if guard is not None:
-            guard.trigger()
+        self._worker.tick()
 
     def _work(self) -> None:
         while (item := self._slots.take()) is not None:
@@ -156,13 +150,13 @@ class PerceptionNode(ModelLifecycleNode):
                 self._last_error = str(e)
                 self.get_logger().error(f'detection failed, frame skipped: {e}')
                 return
-        for key, _, det_pub, dbg_pub in self._cameras:
-            if key != camera:
-                continue
-            det_pub.publish(conv.detection_array_msg(detections))
-            if dbg_pub is not None and self.count_subscribers(dbg_pub.topic_name) > 0:
-                dbg_pub.publish(conv.image_msg(draw_detections(frame.image, detections),
-                                               'rgb8', frame.stamp_ns, frame.frame_id))
+            for key, _, det_pub, dbg_pub in self._cameras:
+                if key != camera:
+                    continue
+                det_pub.publish(conv.detection_array_msg(detections))
+                if dbg_pub is not None and self.count_subscribers(dbg_pub.topic_name) > 0:
+                    dbg_pub.publish(conv.image_msg(draw_detections(frame.image, detections),
+                                                   'rgb8', frame.stamp_ns, frame.frame_id))
         self._latency.add((time.monotonic() - received) * 1e3)
 
     # -------------------------------------------------------------- diagnostics

@@ -5,25 +5,24 @@ and core.alerts).
 Lifecycle: configure loads the MLLM and the alert rules (FAILURE with the reason when
 something is missing; the node stays up), activate subscribes, cleanup frees the model.
 
-Concurrency (MultiThreadedExecutor + one thread of our own):
+Concurrency (MultiThreadedExecutor + one MLLM thread of our own):
 - intake group: `image` and `detections` callbacks only store messages in the stamp
   pairer and trigger the frame worker - O(1), never wait on the MLLM;
 - frame group: for the newest new pair, decode the image, evaluate the per-frame alert
-  rules and notice scene changes (new track, different class set);
-- mllm group: at description_rate_hz and on scene changes (never more often than
-  min_description_interval_s): MLLM verification/labelling -> detections_refined,
-  description -> scene_description, feedback alerts, MLLM judgement;
+  rules and notice scene changes (new track, different class set); the description timer;
+- the MLLM thread (core.inference_worker, the only thread that runs the model - one
+  OpenMP team, one malloc arena): at description_rate_hz and on scene changes (never more
+  often than min_description_interval_s) MLLM verification/labelling ->
+  detections_refined, description -> scene_description, feedback alerts, MLLM judgement;
+  between descriptions, queued questions in arrival order;
 - vqa: the service callback (own reentrant group) validates and queues the request
   (bounded: full -> an immediate `busy`), then waits for its answer up to its timeout;
-  one worker thread answers queued requests in arrival order;
 - diag group: /diagnostics and the camera-stale check.
-The MLLM is shared by descriptions and VQA; its backend serialises inference.
 """
 
 from __future__ import annotations
 
 import math
-import queue
 import threading
 import time
 from dataclasses import dataclass, field
@@ -82,7 +81,6 @@ class SceneNode(ModelLifecycleNode):
         super().__init__(NODE_NAME, SECTIONS, 'scene.diagnostics_period_s', **kwargs)
         self._intake_group = MutuallyExclusiveCallbackGroup()
         self._frame_group = MutuallyExclusiveCallbackGroup()
-        self._mllm_group = MutuallyExclusiveCallbackGroup()
         self._vqa_group = ReentrantCallbackGroup()
         self._pipeline: ScenePipeline | None = None
         self._pairer: StampPairer | None = None
@@ -101,12 +99,9 @@ class SceneNode(ModelLifecycleNode):
         self._retry_at = 0.0
         self._pubs: dict[str, object] = {}
         self._frame_guard = None
-        self._mllm_guard = None
         self._describe_timer = None
-        self._vqa_queue: queue.Queue[_VqaJob] | None = None
-        self._vqa_thread: threading.Thread | None = None
-        self._stop = threading.Event()
         self._service = None
+        self._mllm = self._start_worker('mllm', self._mllm_work, self._answer_job)
 
     # ----------------------------------------------------------------- lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -125,12 +120,10 @@ class SceneNode(ModelLifecycleNode):
                                                        RESULTS_QOS),
         }
         self._frame_guard = self.create_guard_condition(self._frame_work, self._frame_group)
-        self._mllm_guard = self.create_guard_condition(self._mllm_work, self._mllm_group)
         rate = config.scene.description_rate_hz
         if rate > 0:
-            self._describe_timer = self.create_timer(1.0 / rate, self._mllm_guard.trigger,
-                                                     self._mllm_group)
-        self._vqa_queue = queue.Queue(maxsize=config.scene.vqa_queue_size)
+            self._describe_timer = self.create_timer(1.0 / rate, self._mllm.tick,
+                                                     self._frame_group)
         self._service = self.create_service(AskScene, 'ask_scene', self._on_ask,
                                             qos_profile=SERVICE_QOS,
                                             callback_group=self._vqa_group)
@@ -150,50 +143,38 @@ class SceneNode(ModelLifecycleNode):
                                      callback_group=self._intake_group),
             self.create_subscription(DetectionArray, 'detections', self._on_detections,
                                      RESULTS_QOS, callback_group=self._intake_group)]
-        self._stop.clear()
-        self._vqa_thread = threading.Thread(target=self._vqa_loop, name='vqa', daemon=True)
-        self._vqa_thread.start()
         self._started = time.monotonic()
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._unsubscribe()
-        self._stop_vqa()
+        self._refuse_queued_questions()
         return super().on_deactivate(state)
 
-    def _stop_vqa(self) -> None:
-        self._stop.set()
-        if self._vqa_queue is not None:
-            while True:  # answer whoever is still waiting
-                try:
-                    job = self._vqa_queue.get_nowait()
-                except queue.Empty:
-                    break
-                job.error = 'node is shutting down'
-                job.done.set()
-        if self._vqa_thread is not None:
-            self._vqa_thread.join(timeout=5.0)
-            self._vqa_thread = None
+    def _refuse_queued_questions(self) -> None:
+        for job in self._mllm.drain():  # answer whoever is still waiting
+            job.error = 'node is shutting down'
+            job.done.set()
 
     def _release(self) -> None:
         self._unsubscribe()
-        self._stop_vqa()
+        self._refuse_queued_questions()
         if self._service is not None:
             self.destroy_service(self._service)
             self._service = None
-        for pub in self._pubs.values():
-            self.destroy_lifecycle_publisher(pub)
-        self._pubs = {}
-        for g in (self._frame_guard, self._mllm_guard):
-            if g is not None:
-                self.destroy_guard_condition(g)
-        self._frame_guard = self._mllm_guard = None
         if self._describe_timer is not None:
             self.destroy_timer(self._describe_timer)
             self._describe_timer = None
-        pipeline, self._pipeline = self._pipeline, None
-        if pipeline is not None:
-            pipeline.close()  # waits for an inference in flight (the backend's lock)
+        with self._mllm.paused():  # lets a description or answer in flight finish
+            for pub in self._pubs.values():
+                self.destroy_lifecycle_publisher(pub)
+            self._pubs = {}
+            pipeline, self._pipeline = self._pipeline, None
+            if pipeline is not None:
+                pipeline.close()
+        if self._frame_guard is not None:
+            self.destroy_guard_condition(self._frame_guard)
+            self._frame_guard = None
         with self._state_lock:
             self._latest = None
         if self._pairer is not None:
@@ -249,7 +230,7 @@ class SceneNode(ModelLifecycleNode):
         self._publish_alerts(pipeline.frame_alerts(frame, ds, time.monotonic()))
         if pipeline.scene_changed(ds) and self._config.scene.describe_on_change \
                 and pipeline.reasoner is not None:
-            self._mllm_guard.trigger()
+            self._mllm.tick()
 
     # --------------------------------------------------------------- mllm worker
     def _mllm_work(self) -> None:
@@ -306,7 +287,7 @@ class SceneNode(ModelLifecycleNode):
             response.latency_s = time.monotonic() - received
             return response
 
-        if self._pipeline is None or self._vqa_queue is None or not self._subs:
+        if self._pipeline is None or not self._subs:
             return fail('scene_node is not active')
         if self._pipeline.reasoner is None:
             return fail('no MLLM configured (mllm.backend is none)')
@@ -317,9 +298,7 @@ class SceneNode(ModelLifecycleNode):
         timeout = min(float(request.timeout_s), config.scene.vqa_max_timeout_s)
         job = _VqaJob(request.question, conv.stamp_to_ns(request.stamp),
                       received + timeout, received)
-        try:
-            self._vqa_queue.put_nowait(job)
-        except queue.Full:
+        if not self._mllm.submit(job, config.scene.vqa_queue_size):
             return fail('busy')
         if not job.done.wait(timeout):
             job.cancelled = True
@@ -337,28 +316,23 @@ class SceneNode(ModelLifecycleNode):
         self._vqa_stats.add(response.latency_s * 1e3)
         return response
 
-    def _vqa_loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                job = self._vqa_queue.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            if job.cancelled or time.monotonic() >= job.deadline:
-                job.error = 'timeout before the question was reached'
-                job.done.set()
-                continue
-            try:
-                pair = self._frame_for(job.stamp_ns)
-                if isinstance(pair, str):
-                    job.error = pair
-                else:
-                    job.answer = self._pipeline.answer(pair[0], pair[1], job.question)
-            except MrMllmError as e:
-                job.error = f'answering failed: {e}'
-            except Exception as e:  # a bug must not kill the only VQA thread
-                self.get_logger().error(f'VQA worker: {e!r}')
-                job.error = 'internal error'
+    def _answer_job(self, job: _VqaJob) -> None:  # on the MLLM thread
+        if job.cancelled or time.monotonic() >= job.deadline:
+            job.error = 'timeout before the question was reached'
             job.done.set()
+            return
+        try:
+            pair = self._frame_for(job.stamp_ns)
+            if isinstance(pair, str):
+                job.error = pair
+            else:
+                job.answer = self._pipeline.answer(pair[0], pair[1], job.question)
+        except MrMllmError as e:
+            job.error = f'answering failed: {e}'
+        except Exception as e:  # a bug must not leave the caller waiting out its timeout
+            self.get_logger().error(f'VQA: {e!r}')
+            job.error = 'internal error'
+        job.done.set()
 
     def _frame_for(self, stamp_ns: int) -> tuple[Frame, DetectionSet] | str:
         if stamp_ns == 0:
@@ -386,7 +360,7 @@ class SceneNode(ModelLifecycleNode):
             'description_rate_hz': f'{self._describe_stats.rate_hz(horizon_s=60.0):.3f}',
             'description_latency_ms_p50': f'{self._describe_stats.percentile(50):.0f}',
             'descriptions': str(self._describe_stats.count),
-            'vqa_queue_depth': str(self._vqa_queue.qsize() if self._vqa_queue else 0),
+            'vqa_queue_depth': str(self._mllm.pending()),
             'vqa_latency_ms_p50': f'{self._vqa_stats.percentile(50):.0f}',
             'vqa_answered': str(self._vqa_stats.count),
             'backend_errors': str(self._backend_errors),
@@ -399,8 +373,9 @@ class SceneNode(ModelLifecycleNode):
                              values)
 
 
-#: Executor threads: intake, frame, mllm, diagnostics, one per queued VQA request waiting
-#: for its answer (vqa_queue_size) and a few for immediate (busy/invalid) replies.
+#: Executor threads: intake, frame, diagnostics, one per queued VQA request waiting for
+#: its answer (vqa_queue_size) and a few for immediate (busy/invalid) replies. None of
+#: them runs the MLLM (that is the MLLM thread's alone).
 SCENE_THREADS = 12
 
 

@@ -12,6 +12,7 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
 from ..core.config import Config
+from ..core.inference_worker import InferenceWorker
 from . import conversions as conv
 from .node_runtime import ErrorCounter, release_memory
 from .params import ConfigParameters
@@ -31,6 +32,7 @@ class ModelLifecycleNode(LifecycleNode):
         self._diag_timer = self.create_timer(
             self.get_parameter(diagnostics_period_param).value, self._on_diagnostics_timer,
             self._diag_group)
+        self._worker: InferenceWorker | None = None  # see _start_worker
 
     # subclasses: free everything configure created (called on cleanup and shutdown)
     def _release(self) -> None:
@@ -63,6 +65,22 @@ class ModelLifecycleNode(LifecycleNode):
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._release()
         return TransitionCallbackReturn.SUCCESS
+
+    def _start_worker(self, name: str, on_tick, on_job=None) -> InferenceWorker:
+        """The node's one inference thread (core.inference_worker): it lives as long as
+        the node, across lifecycle cycles (its callbacks do nothing while unconfigured),
+        and destroy_node stops it."""
+        self._worker = InferenceWorker(name, on_tick, on_job, self._on_worker_bug)
+        self._worker.start()
+        return self._worker
+
+    def destroy_node(self) -> None:
+        if self._worker is not None:
+            self._worker.stop()
+        super().destroy_node()
+
+    def _on_worker_bug(self, e: BaseException) -> None:
+        self.get_logger().error(f'{self._worker.name} thread: {e!r}')
 
     def _publish_status(self, kind: str, configured: bool, ok_message: str, hardware_id: str,
                         values: dict[str, str], warning: str = '') -> None:

@@ -1,0 +1,217 @@
+"""core.inference_worker: every model call on one thread, ticks coalesced, jobs bounded and
+in order, bugs reported without ending the worker, stop hands back what did not run."""
+
+import threading
+import time
+
+from mr_mllm_ros.core.inference_worker import InferenceWorker
+
+WAIT_S = 10.0
+
+
+def wait_until(predicate, timeout=WAIT_S):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.005)
+    return False
+
+
+def test_ticks_and_jobs_all_run_on_one_thread_that_is_not_the_callers():
+    threads = []
+    worker = InferenceWorker('w', lambda: threads.append(threading.get_ident()),
+                             lambda job: threads.append(threading.get_ident()))
+    worker.start()
+    try:
+        for i in range(20):
+            if i % 2:
+                worker.tick()
+            else:
+                assert worker.submit(i)
+            # from several caller threads, as the ROS executor's pool would
+            t = threading.Thread(target=worker.tick)
+            t.start()
+            t.join()
+            assert wait_until(lambda: len(threads) >= i + 1)
+    finally:
+        worker.stop()
+    assert len(set(threads)) == 1
+    assert threads[0] != threading.get_ident()
+
+
+def test_ticks_while_busy_coalesce_into_one_run():
+    release = threading.Event()
+    runs = []
+
+    def on_tick():
+        runs.append(time.monotonic())
+        release.wait(WAIT_S)
+
+    worker = InferenceWorker('w', on_tick)
+    worker.start()
+    try:
+        worker.tick()
+        assert wait_until(lambda: len(runs) == 1)
+        for _ in range(50):  # all while the first run is still going
+            worker.tick()
+        release.set()
+        assert wait_until(lambda: len(runs) == 2)
+        time.sleep(0.5)  # a third run would have started by now
+        assert len(runs) == 2
+    finally:
+        worker.stop()
+
+
+def test_jobs_run_in_arrival_order_and_a_full_queue_refuses():
+    release = threading.Event()
+    done = []
+
+    def on_job(job):
+        if job == 'block':
+            release.wait(WAIT_S)
+        done.append(job)
+
+    worker = InferenceWorker('w', lambda: None, on_job)
+    worker.start()
+    try:
+        assert worker.submit('block')
+        assert wait_until(lambda: worker.pending() == 0)  # taken, now blocking
+        assert [worker.submit(i, max_pending=3) for i in range(4)] == [True, True, True, False]
+        assert worker.pending() == 3
+        release.set()
+        assert wait_until(lambda: len(done) == 4)
+        assert done == ['block', 0, 1, 2]
+    finally:
+        worker.stop()
+
+
+def test_a_tick_between_two_jobs_is_not_starved():
+    release = threading.Event()
+    order = []
+
+    def on_job(job):
+        if job == 0:
+            release.wait(WAIT_S)
+        order.append(f'job{job}')
+
+    worker = InferenceWorker('w', lambda: order.append('tick'), on_job)
+    worker.start()
+    try:
+        worker.submit(0)
+        assert wait_until(lambda: worker.pending() == 0)
+        for i in range(1, 5):
+            worker.submit(i)
+        worker.tick()
+        release.set()
+        assert wait_until(lambda: len(order) == 6)
+        assert order.index('tick') <= 2, order  # after job0 (and at most one more job)
+    finally:
+        worker.stop()
+
+
+def test_a_bug_is_reported_and_the_worker_carries_on():
+    errors, done = [], []
+
+    def on_job(job):
+        if job == 'bad':
+            raise RuntimeError('boom')
+        done.append(job)
+
+    worker = InferenceWorker('w', lambda: None, on_job, on_error=errors.append)
+    worker.start()
+    try:
+        worker.submit('bad')
+        worker.submit('good')
+        assert wait_until(lambda: done == ['good'])
+        assert worker.running
+        assert len(errors) == 1 and 'boom' in str(errors[0])
+    finally:
+        worker.stop()
+
+
+def test_stop_returns_the_jobs_that_did_not_run_and_a_restart_works():
+    release = threading.Event()
+    done = []
+
+    def on_job(job):
+        release.wait(WAIT_S)
+        done.append(job)
+
+    worker = InferenceWorker('w', lambda: None, on_job)
+    worker.start()
+    worker.submit('first')
+    assert wait_until(lambda: worker.pending() == 0)
+    worker.submit('second')
+    worker.submit('third')
+    release.set()
+    left = worker.stop()
+    assert not worker.running
+    assert 'first' in done
+    assert sorted(done + left) == ['first', 'second', 'third']
+    # activate again after deactivate
+    worker.start()
+    try:
+        worker.submit('again')
+        assert wait_until(lambda: 'again' in done)
+    finally:
+        worker.stop()
+
+
+def test_drain_hands_back_queued_jobs_and_keeps_the_thread():
+    release = threading.Event()
+    done = []
+
+    def on_job(job):
+        release.wait(WAIT_S)
+        done.append(job)
+
+    worker = InferenceWorker('w', lambda: None, on_job)
+    worker.start()
+    try:
+        worker.submit('running')
+        assert wait_until(lambda: worker.pending() == 0)
+        worker.submit('queued')
+        assert worker.drain() == ['queued']  # a deactivate answers these itself
+        release.set()
+        assert wait_until(lambda: done == ['running'])
+        assert worker.running
+        worker.submit('next')
+        assert wait_until(lambda: done == ['running', 'next'])
+    finally:
+        worker.stop()
+
+
+def test_stop_ends_an_idle_worker():
+    worker = InferenceWorker('w', lambda: None)
+    worker.start()
+    assert worker.running
+    assert worker.stop() == []
+    assert not worker.running  # joined, not left behind after the join timeout
+
+
+def test_paused_waits_for_the_call_in_flight_and_holds_new_ones():
+    started, release = threading.Event(), threading.Event()
+    log = []
+
+    def on_tick():
+        log.append('start')
+        started.set()
+        release.wait(WAIT_S)
+        log.append('end')
+
+    worker = InferenceWorker('w', on_tick)
+    worker.start()
+    try:
+        worker.tick()
+        assert started.wait(WAIT_S)
+        threading.Timer(0.3, release.set).start()
+        with worker.paused():
+            log.append('paused')      # only after the tick in flight ended
+            worker.tick()
+            time.sleep(0.3)           # the new tick must not run while paused
+            log.append('resumed')
+        assert wait_until(lambda: log.count('end') == 2)
+        assert log == ['start', 'end', 'paused', 'resumed', 'start', 'end']
+    finally:
+        worker.stop()
