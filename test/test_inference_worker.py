@@ -215,3 +215,13 @@ def test_paused_waits_for_the_call_in_flight_and_holds_new_ones():
         assert log == ['start', 'end', 'paused', 'resumed', 'start', 'end']
     finally:
         worker.stop()
+
+
+def test_nodes_make_openmp_workers_sleep_unless_the_user_chose():
+    from mr_mllm_ros.ros.node_runtime import apply_inference_env
+    env = {}
+    apply_inference_env(env)
+    assert env['OMP_WAIT_POLICY'] == 'PASSIVE'
+    env = {'OMP_WAIT_POLICY': 'ACTIVE'}  # a launch file's choice wins
+    apply_inference_env(env)
+    assert env['OMP_WAIT_POLICY'] == 'ACTIVE'

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import os
 import re
 import sys
 import threading
@@ -16,6 +17,21 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 
 from ..core.offline import apply_offline_env
+
+#: Process environment for a node's inference thread, set unless the user chose:
+#: torch's OpenMP workers sleep between parallel regions instead of spinning. The
+#: inference thread waits for the GIL between torch ops (the executor's threads hold it
+#: in turn); a spinning OpenMP partner then burns a core doing nothing. Measured in the
+#: 80 s soak on 2 vCPUs: descriptions 2 -> 15, questions answered 0/16 -> 15/16
+#: (docs/RELIABILITY.md). On a many-core robot with cores to spare, OMP_WAIT_POLICY=ACTIVE
+#: in the launch environment takes precedence.
+INFERENCE_ENV = {'OMP_WAIT_POLICY': 'PASSIVE'}
+
+
+def apply_inference_env(env=None) -> None:
+    env = os.environ if env is None else env
+    for key, value in INFERENCE_ENV.items():
+        env.setdefault(key, value)
 
 
 class ErrorCounter:
@@ -81,6 +97,7 @@ def run_node(make_node: Callable[[], LifecycleNode] | Sequence[Callable[[], Life
     """Create and spin node(s) in one process until shutdown (Ctrl-C / SIGTERM); exit 0.
     Several factories = several nodes sharing one executor (and one model runtime)."""
     apply_offline_env()
+    apply_inference_env()  # before torch loads libgomp (in configure)
     rclpy.init(args=args if args is not None else sys.argv)
     factories = list(make_node) if isinstance(make_node, Sequence) else [make_node]
     nodes: list[LifecycleNode] = []
