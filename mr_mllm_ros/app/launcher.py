@@ -51,10 +51,9 @@ def ensure_local_ros_env(env: dict[str, str] | None = None) -> dict[str, str]:
 def clean_dds_shm(timeout_s: float = 10.0) -> bool:
     """Remove Fast DDS shared-memory ports and segments that no live process holds
     (`fastdds shm clean`, shipped with the ros-fastdds wheel). A participant that was
-    killed leaves its port behind; a later participant given the same port number can
-    then receive nothing on it (seen in CI: a scene_node that got no image for 60 s while
-    perception_node on the same topic did). Best effort: False when the tool is missing
-    or fails."""
+    killed leaves its port behind (this machine once held 39 such ports), which a later
+    participant given the same port number may inherit. Best effort: False when the tool
+    is missing or fails."""
     tool = Path(sys.prefix) / 'tools' / 'fastdds' / 'fastdds.py'
     if not tool.is_file():
         return False
