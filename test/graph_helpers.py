@@ -1,5 +1,7 @@
 """Helpers shared by the graph tests (separate node processes, localhost, random domain)."""
 
+import time
+
 from mr_mllm_ros.ros import conversions as conv
 
 DISCOVERY_S = 30.0  # generous: late joiners need 2.6-3.3 s here, model loads a few more
@@ -14,6 +16,24 @@ def publish_and_wait(ros, pub, replies, msg, timeout=RESULT_S):
     """Publish `msg` (again every 2 s) until a reply with the same stamp arrives."""
     return ros.request_reply(pub, msg, replies, stamp_is(conv.stamp_to_ns(msg.header.stamp)),
                              timeout)
+
+
+def first_exchange(ros, pub, make_msg, replies, timeout=RESULT_S, every=2.0):
+    """Publish make_msg(stamp) with a fresh stamp (1, 2, ...) every `every` s until the
+    reply to the newest one arrives; returns it (None on timeout). For the first exchange
+    of a test whose node answers each stamp once (it ignores a stamp it has seen): a reply
+    published before the node's writer had matched our reader is lost, and re-sending the
+    same stamp would not bring another. Waiting for the newest stamp's reply leaves no
+    older frame pending in the node."""
+    deadline = time.monotonic() + timeout
+    stamp = 0
+    while time.monotonic() < deadline:
+        stamp += 1
+        pub.publish(make_msg(stamp))
+        reply = replies.wait_for(stamp_is(stamp), min(every, deadline - time.monotonic()))
+        if reply is not None:
+            return reply
+    return None
 
 
 def node_status(diag, node_path, predicate, timeout=15.0, start=0):

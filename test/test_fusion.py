@@ -84,6 +84,27 @@ def test_object_colour_reaches_the_soft_tokens_before_training():
     assert spread > 0.01, f'appearance barely reaches the soft tokens ({float(spread):.4f})'
 
 
+def test_a_question_that_names_objects_reads_only_those():
+    """Instruction-aware read-out: "what colour is <obj1>?" -> every scene token reads
+    <obj1> alone; a request naming none (a description) reads every object."""
+    config = AdapterConfig(llm_hidden=64, num_queries=4, dim=32, heads=2, output_rms=0.135)
+    module = SharedQueryFusion(config).eval()
+    spec = fusion_data.ToySpec(min_objects=3, max_objects=3, false_positive_rate=0.0)
+    scene = fusion_data.toy_scenes(1, seed=5, spec=spec)[0]
+    feat = _featurizer(config)
+    batch = feat.build([scene.image] * 2, [scene.detections] * 2, None, [{1}, set()])
+    with torch.no_grad():
+        w = module(batch).readout                                             # (2, K, N)
+    named = batch.indices[0].index(1)
+    others = [j for j, i in enumerate(batch.indices[0]) if i >= 0 and j != named]
+    assert (w[0, :, others] == 0).all() and (w[0, :, named] > 0).all()
+    assert (w[1, :, others] > 0).all()
+    unmasked = SharedQueryFusion(AdapterConfig(**{**config.to_dict(),
+                                                  'focus_readout': False})).eval()
+    with torch.no_grad():
+        assert (unmasked(batch).readout[0, :, others] > 0).all()  # the bias alone
+
+
 def test_vision_tokens_and_vision_rois():
     config = AdapterConfig(llm_hidden=64, num_queries=4, dim=32, heads=2, vision_dim=48,
                            roi_source='vision')

@@ -22,7 +22,8 @@ from mr_mllm_ros.ros import conversions as conv
 from mr_mllm_ros.ros.client import RosClient
 from mr_mllm_ros.ros.qos import ALERTS_QOS, RESULTS_QOS
 
-from graph_helpers import DISCOVERY_S, latest_status, node_status, publish_and_wait, stamp_is
+from graph_helpers import (DISCOVERY_S, first_exchange, latest_status, node_status,
+                           publish_and_wait, stamp_is)
 from openai_stub_server import StubOpenAiServer, reply
 
 pytestmark = pytest.mark.graph
@@ -75,6 +76,10 @@ def live(tmp_path_factory):
     with NodeGroup(specs, log_dir=logs) as group, RosClient('scene_test') as ros:
         cam = Camera(ros, 'live')
         assert cam.ready(), f'nodes did not subscribe; logs in {logs}'
+        photo = load_sample('camera')  # stamps 1, 2, ... precede the tests' own
+        assert first_exchange(ros, cam.pub, lambda t: conv.image_msg(photo, 'rgb8', t, 'cam'),
+                              cam.descriptions, 120, every=15.0) is not None, \
+            f'no first description; logs in {logs}'
         cam.group = group
         yield cam
 
@@ -146,10 +151,12 @@ def test_twenty_concurrent_questions_all_return_and_intake_keeps_going(live):
 
     for f in futures:
         f.add_done_callback(finished)
-    assert done.wait(timeout + 15), f'{remaining[0]} calls never returned'
-    elapsed = time.monotonic() - t0
-    stop.set()
-    cam_thread.join()
+    try:
+        assert done.wait(timeout + 15), f'{remaining[0]} calls never returned'
+        elapsed = time.monotonic() - t0
+    finally:  # the camera thread must not outlive the fixture's publisher
+        stop.set()
+        cam_thread.join()
     results = [f.result() for f in futures]
     answered = [r for r in results if r.success]
     busy = [r for r in results if not r.success and r.error == 'busy']

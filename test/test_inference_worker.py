@@ -86,7 +86,7 @@ def test_jobs_run_in_arrival_order_and_a_full_queue_refuses():
         worker.stop()
 
 
-def test_a_tick_between_two_jobs_is_not_starved():
+def test_jobs_of_a_round_go_before_the_next_tick_and_a_tick_ends_each_round():
     release = threading.Event()
     order = []
 
@@ -98,14 +98,17 @@ def test_a_tick_between_two_jobs_is_not_starved():
     worker = InferenceWorker('w', lambda: order.append('tick'), on_job)
     worker.start()
     try:
-        worker.submit(0)
+        worker.submit(0)                                   # round 1: job0 (blocks)
         assert wait_until(lambda: worker.pending() == 0)
-        for i in range(1, 5):
+        for i in range(1, 4):                              # arrive during round 1
             worker.submit(i)
         worker.tick()
         release.set()
-        assert wait_until(lambda: len(order) == 6)
-        assert order.index('tick') <= 2, order  # after job0 (and at most one more job)
+        assert wait_until(lambda: len(order) == 5)
+        # round 1 ends with the tick; round 2 answers the three that were waiting
+        assert order == ['job0', 'tick', 'job1', 'job2', 'job3'], order
+        worker.tick()                                      # and ticks still run
+        assert wait_until(lambda: order.count('tick') == 2)
     finally:
         worker.stop()
 

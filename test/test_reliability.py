@@ -21,7 +21,8 @@ from mr_mllm_ros.ros import conversions as conv
 from mr_mllm_ros.ros.client import RosClient
 from mr_mllm_ros.ros.qos import RESULTS_QOS
 
-from graph_helpers import DISCOVERY_S, latest_status, node_status, publish_and_wait
+from graph_helpers import (DISCOVERY_S, first_exchange, latest_status, node_status,
+                           publish_and_wait)
 from openai_stub_server import StubOpenAiServer, fail, reply
 
 pytestmark = pytest.mark.graph
@@ -111,20 +112,21 @@ def test_failing_then_vanishing_mllm_server(tmp_path):
                 return publish_and_wait(ros, pub, descs,
                                         conv.image_msg(rgb, 'rgb8', stamp, 'f'), timeout)
 
-            assert show(1) is not None
+            assert first_exchange(ros, pub, lambda t: conv.image_msg(rgb, 'rgb8', t, 'f'),
+                                  descs, 30, every=3.0) is not None
             server.push(fail(500))                   # one failure mid-run
-            assert show(2, timeout=6) is None       # that frame is skipped...
+            assert show(1001, timeout=6) is None    # that frame is skipped...
             err = node_status(diag, '/flaky/scene_node', lambda s, v: s.level == s.ERROR, 10)
             assert err is not None and 'HTTP 500' in err[0].message
-            assert show(3, timeout=40) is not None  # ...the next one is described
+            assert show(1002, timeout=40) is not None  # ...the next one is described
             mark = len(diag)
             server.stop()                            # the server goes away
-            assert show(4, timeout=8) is None
+            assert show(1003, timeout=8) is None
             down = node_status(diag, '/flaky/scene_node',
                                lambda s, v: 'connection' in s.message.lower(), 15, start=mark)
             assert down is not None and down[0].level == down[0].ERROR
             server.start()                           # and comes back on the same port
-            assert show(5, timeout=60) is not None, 'descriptions did not resume'
+            assert show(1004, timeout=60) is not None, 'descriptions did not resume'
             assert group.alive()
     finally:
         server.stop()

@@ -7,6 +7,7 @@ soft tokens.
     memory             M = P (+) proj(vision tokens) (+) null token
     K learned queries  Q --(self-attention, cross-attention to M, FFN) x L--> Q'
     read-out           R = softmax(Q' . P + b focus) (g * ref + V(P) + W(roi))   (B, K, D_llm)
+                       (over the objects the request names, when it names any)
     scene tokens       S = rms * a * u / RMS(u), u = Linear(LN(Q')) + R   (B, K, D_llm)
     soft tokens        [H learned hint tokens] + S            (B, H + K, D_llm), at the marker
     re-scoring head    r = Linear(LN(P + attn(P, Q')))        (B, N) logits: is the box right?
@@ -113,6 +114,7 @@ class AdapterConfig:
     roi_dim: int = 64             # RoI feature width
     vision_dim: int = 0           # D_v of the VLM's vision tokens; 0 = no vision tokens
     max_objects: int = 16         # N: objects per frame that enter (highest scores)
+    focus_readout: bool = True    # a request that names objects reads only those (below)
     dropout: float = 0.0
     output_rms: float = 0.0       # RMS of the LLM's token embeddings (soft-token init scale)
     llm: str = ''                 # provenance: the LLM it was trained with
@@ -188,6 +190,8 @@ class FusionBatch:
 class FusionOutput:
     soft_tokens: torch.Tensor     # (B, H + K, D_llm)
     rescore_logits: torch.Tensor  # (B, N); padding slots hold -inf-free garbage: mask them
+    readout: torch.Tensor | None = None  # (B, K, N) read-out weights: which object each
+                                         # scene token reads (rows sum to <= 1: "none")
 
 
 def sine_box_embedding(boxes: torch.Tensor, freqs: int) -> torch.Tensor:
@@ -333,7 +337,16 @@ class SharedQueryFusion(nn.Module):
         # Read-out: queries pick objects; values = reference embedding + appearance.
         scores = self.read_q(q) @ self.read_k(objects).transpose(1, 2) / math.sqrt(c.dim)
         if b.focus is not None:
-            scores = scores + self.focus_bias * b.focus[:, None, :].to(scores.dtype)
+            named = b.focus > 0                                               # (B, N)
+            scores = scores + self.focus_bias * named[:, None, :].to(scores.dtype)
+            if c.focus_readout:
+                # Instruction-aware read-out (as InstructBLIP's Q-Former sees the
+                # instruction): a request that names objects ("what colour is <obj2>?")
+                # reads only those, so the soft tokens carry the named object's look
+                # instead of a mixture the frozen LLM must untangle by index. Requests
+                # that name none (descriptions) read every object.
+                others = named.any(-1, keepdim=True) & ~named                 # (B, N)
+                scores = scores.masked_fill(others[:, None, :], float('-inf'))
         scores = scores.masked_fill(~b.object_mask[:, None, :], float('-inf'))   # (B, K, N)
         null = torch.zeros_like(scores[..., :1])                             # "no object"
         weights = torch.softmax(torch.cat([scores, null], dim=-1), dim=-1)[..., :-1]
@@ -345,7 +358,7 @@ class SharedQueryFusion(nn.Module):
         soft = torch.cat([self.hints.unsqueeze(0).expand(batch, -1, -1), scene], dim=1)
         attended, _ = self.rescore_attn(objects, q, q, need_weights=False)   # (B, N, D_q)
         logits = self.rescore_head(objects + attended).squeeze(-1)           # (B, N)
-        return FusionOutput(soft, logits)
+        return FusionOutput(soft, logits, weights)
 
 
 def parameter_count(module: nn.Module) -> int:

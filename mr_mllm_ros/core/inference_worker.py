@@ -11,8 +11,10 @@ llama.cpp-based nodes run their model on a thread of their own.
 Work comes in two kinds: a coalescing `tick()` ("there is something new; look at the
 latest state when you are free" - many ticks before the worker wakes run `on_tick` once)
 and queued jobs (`submit`, bounded by the caller's limit: full -> False, so a service can
-answer "busy" at once). Jobs run in arrival order; a pending tick runs between two jobs,
-so neither starves the other.
+answer "busy" at once). The worker goes round: the jobs waiting when the round starts, in
+arrival order, then a pending tick. So questions that came in together are answered
+before the next periodic description (a person is waiting on them), and a stream of
+questions still lets a description through once per round.
 
 The thread lives as long as the node, across lifecycle cycles: callbacks look at the
 node's state and do nothing while it has no model, and a deactivate only `drain()`s the
@@ -116,14 +118,18 @@ class InferenceWorker(Generic[J]):
             # line sets it again, so no wake-up is lost.
             self._wake.clear()
             while not self._stop.is_set():
-                got, job = self._next_job()
-                if got:
+                ran = False
+                for _ in range(self.pending()):  # this round's jobs
+                    got, job = self._next_job()
+                    if not got or self._stop.is_set():
+                        break
+                    ran = True
                     self._run(self._on_job, job)
-                ticked = self._tick_wanted.is_set() and not self._stop.is_set()
-                if ticked:
+                if self._tick_wanted.is_set() and not self._stop.is_set():
                     self._tick_wanted.clear()
+                    ran = True
                     self._run(self._on_tick)
-                if not (got or ticked):
+                if not ran:
                     break
 
     def _run(self, fn, *args) -> None:
