@@ -18,7 +18,7 @@ def publish_and_wait(ros, pub, replies, msg, timeout=RESULT_S):
                              timeout)
 
 
-def first_exchange(ros, pub, make_msg, replies, timeout=RESULT_S, every=2.0):
+def first_exchange(pub, make_msg, replies, timeout=RESULT_S, every=2.0):
     """Publish make_msg(stamp) with a fresh stamp (1, 2, ...) every `every` s until the
     reply to the newest one arrives; returns it (None on timeout). For the first exchange
     of a test whose node answers each stamp once (it ignores a stamp it has seen): a reply

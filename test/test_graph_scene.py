@@ -77,7 +77,7 @@ def live(tmp_path_factory):
         cam = Camera(ros, 'live')
         assert cam.ready(), f'nodes did not subscribe; logs in {logs}'
         photo = load_sample('camera')  # stamps 1, 2, ... precede the tests' own
-        assert first_exchange(ros, cam.pub, lambda t: conv.image_msg(photo, 'rgb8', t, 'cam'),
+        assert first_exchange(cam.pub, lambda t: conv.image_msg(photo, 'rgb8', t, 'cam'),
                               cam.descriptions, 120, every=15.0) is not None, \
             f'no first description; logs in {logs}'
         cam.group = group

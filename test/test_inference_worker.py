@@ -18,6 +18,21 @@ def wait_until(predicate, timeout=WAIT_S):
     return False
 
 
+def gated_worker(block_on=None):
+    """A started worker whose jobs (all, or only `block_on`) wait for `release`, then
+    record themselves in `done`."""
+    release, done = threading.Event(), []
+
+    def on_job(job):
+        if block_on is None or job == block_on:
+            release.wait(WAIT_S)
+        done.append(job)
+
+    worker = InferenceWorker('w', lambda: None, on_job)
+    worker.start()
+    return worker, release, done
+
+
 def test_ticks_and_jobs_all_run_on_one_thread_that_is_not_the_callers():
     threads = []
     worker = InferenceWorker('w', lambda: threads.append(threading.get_ident()),
@@ -64,16 +79,7 @@ def test_ticks_while_busy_coalesce_into_one_run():
 
 
 def test_jobs_run_in_arrival_order_and_a_full_queue_refuses():
-    release = threading.Event()
-    done = []
-
-    def on_job(job):
-        if job == 'block':
-            release.wait(WAIT_S)
-        done.append(job)
-
-    worker = InferenceWorker('w', lambda: None, on_job)
-    worker.start()
+    worker, release, done = gated_worker(block_on='block')
     try:
         assert worker.submit('block')
         assert wait_until(lambda: worker.pending() == 0)  # taken, now blocking
@@ -134,15 +140,7 @@ def test_a_bug_is_reported_and_the_worker_carries_on():
 
 
 def test_stop_returns_the_jobs_that_did_not_run_and_a_restart_works():
-    release = threading.Event()
-    done = []
-
-    def on_job(job):
-        release.wait(WAIT_S)
-        done.append(job)
-
-    worker = InferenceWorker('w', lambda: None, on_job)
-    worker.start()
+    worker, release, done = gated_worker()
     worker.submit('first')
     assert wait_until(lambda: worker.pending() == 0)
     worker.submit('second')
@@ -162,15 +160,7 @@ def test_stop_returns_the_jobs_that_did_not_run_and_a_restart_works():
 
 
 def test_drain_hands_back_queued_jobs_and_keeps_the_thread():
-    release = threading.Event()
-    done = []
-
-    def on_job(job):
-        release.wait(WAIT_S)
-        done.append(job)
-
-    worker = InferenceWorker('w', lambda: None, on_job)
-    worker.start()
+    worker, release, done = gated_worker()
     try:
         worker.submit('running')
         assert wait_until(lambda: worker.pending() == 0)

@@ -112,7 +112,7 @@ def test_failing_then_vanishing_mllm_server(tmp_path):
                 return publish_and_wait(ros, pub, descs,
                                         conv.image_msg(rgb, 'rgb8', stamp, 'f'), timeout)
 
-            assert first_exchange(ros, pub, lambda t: conv.image_msg(rgb, 'rgb8', t, 'f'),
+            assert first_exchange(pub, lambda t: conv.image_msg(rgb, 'rgb8', t, 'f'),
                                   descs, 30, every=3.0) is not None
             server.push(fail(500))                   # one failure mid-run
             assert show(1001, timeout=6) is None    # that frame is skipped...

@@ -14,7 +14,7 @@ Concurrency (MultiThreadedExecutor + one MLLM thread of our own):
   OpenMP team, one malloc arena): at description_rate_hz and on scene changes (never more
   often than min_description_interval_s) MLLM verification/labelling ->
   detections_refined, description -> scene_description, feedback alerts, MLLM judgement;
-  between descriptions, queued questions in arrival order;
+  it goes round: the questions waiting (arrival order), then a description if one is due;
 - vqa: the service callback (own reentrant group) validates and queues the request
   (bounded: full -> an immediate `busy`), then waits for its answer up to its timeout;
 - diag group: /diagnostics and the camera-stale check.
