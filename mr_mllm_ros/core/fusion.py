@@ -48,7 +48,11 @@ soft tokens.
   asked object among the soft tokens by itself, and 125 training steps stayed at chance.
   The flag also biases the read-out (b, learned, starts at 2): with it only inside P, the
   toy (2-4 objects, colour and size) stayed at colour 0.33 / size 0.55 after 200 steps;
-  with the bias, colour 1.0 by step 75 and size 0.83 at step 100 (16 held-out scenes).
+  with the bias, colour 1.0 by step 75 and size 0.83 at step 100 (16 held-out scenes),
+  but the 300-step benchmark reached only 0.55 (the soft tokens stayed a mixture the
+  frozen LLM had to untangle by index). With `focus_readout` a request that names
+  objects reads only those (descriptions still read all): 0.99 by step 100
+  (docs/BENCHMARKS.md, fusion toy).
 - The re-scoring head is the perception side of the mutual reinforcement: it is trained
   (BCE) on datasets that mark detections right or wrong and exposed as
   `FusionRuntime.rescore`.
