@@ -1,6 +1,7 @@
 """Nothing reaches beyond this machine at run time: the demo (every process of the graph)
-and a replay with descriptions run under an audit hook that fails any socket connect, datagram or DNS lookup outside
-loopback (test/netguard/sitecustomize.py); a positive control proves the hook bites."""
+and a replay with descriptions run under an audit hook that fails any socket connect,
+datagram or DNS lookup outside loopback (test/netguard/sitecustomize.py); a positive
+control proves the hook bites."""
 
 import os
 import subprocess

@@ -1,5 +1,7 @@
 """Node parameters come from the config schema: descriptors, one default (the packaged
-YAML), params-file overrides incl. empty lists, and invalid sets refused with the reason."""
+YAML), params-file overrides incl. empty lists, and invalid sets refused with the reason.
+The node joins DDS with conftest.py's ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST and random
+ROS_DOMAIN_ID."""
 
 import pytest
 import rclpy

@@ -101,7 +101,7 @@ class SceneNode(ModelLifecycleNode):
         self._frame_guard = None
         self._describe_timer = None
         self._service = None
-        self._mllm = self._start_worker('mllm', self._mllm_work, self._answer_job)
+        self._start_worker('mllm', self._mllm_work, self._answer_job)  # self._worker
 
     # ----------------------------------------------------------------- lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -122,7 +122,7 @@ class SceneNode(ModelLifecycleNode):
         self._frame_guard = self.create_guard_condition(self._frame_work, self._frame_group)
         rate = config.scene.description_rate_hz
         if rate > 0:
-            self._describe_timer = self.create_timer(1.0 / rate, self._mllm.tick,
+            self._describe_timer = self.create_timer(1.0 / rate, self._worker.tick,
                                                      self._frame_group)
         self._service = self.create_service(AskScene, 'ask_scene', self._on_ask,
                                             qos_profile=SERVICE_QOS,
@@ -152,7 +152,7 @@ class SceneNode(ModelLifecycleNode):
         return super().on_deactivate(state)
 
     def _refuse_queued_questions(self) -> None:
-        for job in self._mllm.drain():  # answer whoever is still waiting
+        for job in self._worker.drain():  # answer whoever is still waiting
             job.error = 'node is shutting down'
             job.done.set()
 
@@ -165,7 +165,7 @@ class SceneNode(ModelLifecycleNode):
         if self._describe_timer is not None:
             self.destroy_timer(self._describe_timer)
             self._describe_timer = None
-        with self._mllm.paused():  # lets a description or answer in flight finish
+        with self._worker.paused():  # lets a description or answer in flight finish
             for pub in self._pubs.values():
                 self.destroy_lifecycle_publisher(pub)
             self._pubs = {}
@@ -230,7 +230,7 @@ class SceneNode(ModelLifecycleNode):
         self._publish_alerts(pipeline.frame_alerts(frame, ds, time.monotonic()))
         if pipeline.scene_changed(ds) and self._config.scene.describe_on_change \
                 and pipeline.reasoner is not None:
-            self._mllm.tick()
+            self._worker.tick()
 
     # --------------------------------------------------------------- mllm worker
     def _mllm_work(self) -> None:
@@ -298,7 +298,7 @@ class SceneNode(ModelLifecycleNode):
         timeout = min(float(request.timeout_s), config.scene.vqa_max_timeout_s)
         job = _VqaJob(request.question, conv.stamp_to_ns(request.stamp),
                       received + timeout, received)
-        if not self._mllm.submit(job, config.scene.vqa_queue_size):
+        if not self._worker.submit(job, config.scene.vqa_queue_size):
             return fail('busy')
         if not job.done.wait(timeout):
             job.cancelled = True
@@ -360,7 +360,7 @@ class SceneNode(ModelLifecycleNode):
             'description_rate_hz': f'{self._describe_stats.rate_hz(horizon_s=60.0):.3f}',
             'description_latency_ms_p50': f'{self._describe_stats.percentile(50):.0f}',
             'descriptions': str(self._describe_stats.count),
-            'vqa_queue_depth': str(self._mllm.pending()),
+            'vqa_queue_depth': str(self._worker.pending()),
             'vqa_latency_ms_p50': f'{self._vqa_stats.percentile(50):.0f}',
             'vqa_answered': str(self._vqa_stats.count),
             'backend_errors': str(self._backend_errors),

@@ -66,13 +66,12 @@ class ModelLifecycleNode(LifecycleNode):
         self._release()
         return TransitionCallbackReturn.SUCCESS
 
-    def _start_worker(self, name: str, on_tick, on_job=None) -> InferenceWorker:
+    def _start_worker(self, name: str, on_tick, on_job=None) -> None:
         """The node's one inference thread (core.inference_worker): it lives as long as
         the node, across lifecycle cycles (its callbacks do nothing while unconfigured),
         and destroy_node stops it."""
         self._worker = InferenceWorker(name, on_tick, on_job, self._on_worker_bug)
         self._worker.start()
-        return self._worker
 
     def destroy_node(self) -> None:
         if self._worker is not None:
