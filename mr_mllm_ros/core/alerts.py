@@ -76,7 +76,7 @@ _SCHEMA: dict[str, dict[str, _Field]] = {
     'frame_overexposed': {'max_saturated_share': _Field('float', 0.5, 0.0, 1.0)},
     'frame_blurred': {'min_laplacian_var': _Field('float', 25.0, 0.0, 1e9)},
     'camera_stale': {'max_age_s': _Field('float', 2.0, 0.001, 86400.0)},
-    'mllm_judgement': {'min_probability': _Field('float', 0.7, 0.0, 1.0)},
+    'mllm_judgement': {'min_probability': _Field('float', low=0.0, high=1.0)},
 }
 RULE_TYPES = tuple(_SCHEMA)
 
