@@ -51,6 +51,7 @@ class ReasoningSchedule:
         self._retry_at_s = -math.inf
         self._last_judgement_s: float | None = None
         self.failures = 0                   # consecutive failed steps (back-off)
+        self.last_trigger: str | None = None  # of the newest step started
         self.calls: Counter = Counter()     # trigger (or 'question') -> steps started
 
     # ------------------------------------------------------------------ frames
@@ -72,6 +73,7 @@ class ReasoningSchedule:
                 self._reasoned, self._last_start_s = key, now_s
                 self._change_pending = False
                 self.calls[trigger] += 1
+                self.last_trigger = trigger
             return trigger
 
     def succeeded(self) -> None:

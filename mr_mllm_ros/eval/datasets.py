@@ -31,7 +31,7 @@ import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -350,11 +350,28 @@ def iter_bag_images(bag: str | os.PathLike, topic: str | None = None,
                            np.ascontiguousarray(rgb))
 
 
-def write_bag(path: str | os.PathLike, topic: str, images: Sequence[np.ndarray],
+def photo_scenes(duration_s: float, rate_hz: float, scene_s: float,
+                 side: int = 320) -> Iterator[np.ndarray]:
+    """A camera made of the sample photos: each shown for `scene_s` s in turn (a scene
+    change at every switch), `duration_s` s at `rate_hz`, scaled to `side` px on the longer
+    side. For long-bag tests and benchmarks (write_bag takes it as its images)."""
+    photos = []
+    for name in SAMPLES:
+        rgb = load_sample(name)
+        scale = side / max(rgb.shape[:2])
+        photos.append(cv2.resize(rgb, (round(rgb.shape[1] * scale),
+                                       round(rgb.shape[0] * scale)),
+                                 interpolation=cv2.INTER_AREA))
+    for k in range(round(duration_s * rate_hz)):
+        yield photos[int(k / rate_hz // scene_s) % len(photos)]
+
+
+def write_bag(path: str | os.PathLike, topic: str, images: Iterable[np.ndarray],
               rate_hz: float = 10.0, frame_id: str = 'camera',
               compressed: bool = False) -> None:
     """A rosbag2 (sqlite3) of RGB images at `rate_hz`, stamps from 1 s: for tests and to
-    turn an image sequence into a recording."""
+    turn an image sequence into a recording. Identical consecutive images are encoded
+    once."""
     from rosbags.rosbag2 import Writer
     from rosbags.typesys import Stores, get_typestore
 
@@ -364,18 +381,22 @@ def write_bag(path: str | os.PathLike, topic: str, images: Sequence[np.ndarray],
     msgtype = IMAGE_MSGTYPES[1] if compressed else IMAGE_MSGTYPES[0]
     with Writer(Path(path), version=8) as writer:
         conn = writer.add_connection(topic, msgtype, typestore=ts)
+        previous, payload = None, None
         for i, rgb in enumerate(images):
             t_ns = 1_000_000_000 + round(i * 1e9 / rate_hz)
             header = types['std_msgs/msg/Header'](
                 stamp=types['builtin_interfaces/msg/Time'](sec=t_ns // 1_000_000_000,
                                                            nanosec=t_ns % 1_000_000_000),
                 frame_id=frame_id)
+            if rgb is not previous:
+                previous = rgb
+                payload = np.frombuffer(encode_compressed(rgb, 'jpeg'), np.uint8) \
+                    if compressed else image_to_raw(rgb, 'rgb8')
             if compressed:
-                data = np.frombuffer(encode_compressed(rgb, 'jpeg'), np.uint8)
-                msg = types[msgtype](header=header, format='jpeg', data=data)
+                msg = types[msgtype](header=header, format='jpeg', data=payload)
             else:
-                raw = image_to_raw(rgb, 'rgb8')
-                msg = types[msgtype](header=header, height=raw.height, width=raw.width,
-                                     encoding=raw.encoding, is_bigendian=0, step=raw.step,
-                                     data=np.frombuffer(raw.data, np.uint8))
+                msg = types[msgtype](header=header, height=payload.height,
+                                     width=payload.width, encoding=payload.encoding,
+                                     is_bigendian=0, step=payload.step,
+                                     data=np.frombuffer(payload.data, np.uint8))
             writer.write(conn, t_ns, ts.serialize_cdr(msg, msgtype))
