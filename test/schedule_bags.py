@@ -3,7 +3,7 @@ tests of the reasoning schedule (replay alone, and the live graph against replay
 
 The bag shows the shipped photos as a 2 Hz JPEG camera (`SCENES`); the offline detector
 (YOLOv3-tiny) sees a different class set in each (camera: persons, coffee: a "toilet",
-grace_hopper: a tie, stereo_motorcycle: a motorbike), so each switch is a scene change.
+grace_hopper: a tie, motorcycle: a motorbike), so each switch is a scene change.
 `SCHEDULE` puts every threshold a quarter period off the frame grid, so a live run whose
 clock jitters by less than that reasons on the same frames as the replay.
 """
@@ -22,7 +22,7 @@ from replay_bags import NS, T0, image_msg, write_bag
 
 TOPIC = '/cam/image/compressed'
 PERIOD_S = 0.5
-SCENES = [('camera', 12), ('coffee', 3), ('grace_hopper', 10), ('stereo_motorcycle', 6),
+SCENES = [('camera', 12), ('coffee', 3), ('grace_hopper', 10), ('motorcycle', 6),
           ('camera', 4)]
 SCHEDULE = {'scene.description_rate_hz': 1 / 4.25, 'scene.describe_on_change': True,
             'scene.min_description_interval_s': 1.75, 'scene.describe_every_frame': False,
