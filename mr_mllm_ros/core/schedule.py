@@ -161,13 +161,19 @@ class VqaJob:
     answer: Answer | None = None
     error: str = ''
     cancelled: bool = False
+    on_done: Callable[[], None] | None = None  # also called when finished (wakes a waiter)
+
+    def finish(self) -> None:
+        self.done.set()
+        if self.on_done is not None:
+            self.on_done()
 
 
 def answer_job(job: VqaJob, frame_for: Callable[[int], tuple[Frame, DetectionSet] | str],
                answer: Callable[[Frame, DetectionSet, str], Answer],
                on_bug: Callable[[Exception], None] | None = None) -> None:
     """Answer `job` (on the MLLM thread): `frame_for(stamp_ns)` gives the frame and its
-    detections or the reason there is none; `answer` runs the MLLM. Always sets `done`."""
+    detections or the reason there is none; `answer` runs the MLLM. Always finishes it."""
     try:
         if job.cancelled or time.monotonic() >= job.deadline:
             job.error = 'timeout before the question was reached'
@@ -184,4 +190,4 @@ def answer_job(job: VqaJob, frame_for: Callable[[int], tuple[Frame, DetectionSet
             on_bug(e)
         job.error = 'internal error'
     finally:
-        job.done.set()
+        job.finish()
