@@ -107,6 +107,16 @@ class ReasoningSchedule:
             return 'rate'
         return None
 
+    def wake_period_s(self) -> float | None:
+        """How often a node with no new frames should look again (a rate step, or a
+        change waiting out the minimum interval, can fall due between frames); None when
+        nothing can."""
+        s = self.scene
+        periods = [1.0 / s.description_rate_hz] if s.description_rate_hz > 0 else []
+        if s.describe_on_change and s.min_description_interval_s > 0:
+            periods.append(s.min_description_interval_s)
+        return min(periods) if periods and not s.describe_every_frame else None
+
     # -------------------------------------------------------------- judgement
     def judgement_due(self, now_s: float) -> bool:
         """Whether a step at `now_s` also asks the MLLM judgement (and records it)."""
