@@ -65,6 +65,17 @@ def test_never_twice_on_one_frame_and_note_frame_says_when_due():
     assert s.start(3, 5.0) == 'rate'
 
 
+def test_a_change_on_a_frame_already_reasoned_on_is_served():
+    # a node's MLLM thread may start a step on a frame before its frame thread notes it
+    s = schedule(min_description_interval_s=0.0, description_rate_hz=1.0)
+    s.note_frame(1, True, 0.0)
+    assert s.start(1, 0.0) == 'change'
+    assert s.start(2, 1.0) == 'rate'          # frame 2 reasoned on before it was noted
+    assert not s.note_frame(2, True, 1.0)     # its change is served: nothing pending
+    s.note_frame(3, False, 1.5)
+    assert s.start(3, 1.5) is None
+
+
 def test_back_off_doubles_to_thirty_seconds_and_resets_on_success():
     s = schedule(min_description_interval_s=0.0, description_rate_hz=30.0)
     delays, now, key = [], 0.0, 0

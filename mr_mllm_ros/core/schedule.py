@@ -44,7 +44,6 @@ class ReasoningSchedule:
     def __init__(self, scene: SceneConfig, alerts: AlertsConfig):
         self.scene, self.alerts = scene, alerts
         self._lock = threading.Lock()
-        self._newest: int | None = None     # key of the newest frame noted
         self._reasoned: int | None = None   # key of the newest frame reasoned on
         self._last_start_s: float | None = None
         self._change_pending = False
@@ -59,8 +58,10 @@ class ReasoningSchedule:
         """A new frame (`changed`: scene_changed said so). True when a step is due now,
         i.e. the caller should wake its MLLM thread."""
         with self._lock:
-            self._newest = key
-            if changed and self.scene.describe_on_change:
+            # A step may already have run on this very frame (a node's MLLM thread can see
+            # a frame before its frame thread notes it): then the change is served.
+            if changed and self.scene.describe_on_change and \
+                    (self._reasoned is None or key > self._reasoned):
                 self._change_pending = True
             return self._trigger(key, now_s) is not None
 
