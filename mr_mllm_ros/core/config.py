@@ -67,8 +67,13 @@ class DetectorConfig:
     max_detections: int = spec('Keep at most this many detections per frame (highest '
                                'scores).', low=1, high=1000)
     classes: list[str] = spec('Only report these class names; empty = all classes.')
-    tracker: str = spec('Multi-object tracker giving track ids (ultralytics backend only).',
-                        choices=('none', 'bytetrack', 'botsort'), read_only=True)
+    tracker: str = spec('Multi-object tracker giving track ids, for every backend '
+                        '(ultralytics\' ByteTrack / BoT-SORT on the detected boxes); none = '
+                        'track id -1.', choices=('none', 'bytetrack', 'botsort'),
+                        read_only=True)
+    track_buffer: int = spec('Frames a lost track is kept to be found again (occlusions); '
+                             'longer bridges longer gaps but risks joining two objects.',
+                             low=1, high=10000, read_only=True)
     warmup: bool = spec('Run one dummy inference when the model loads, so the first real '
                         'frame is not slow.', read_only=True)
 
