@@ -1,7 +1,7 @@
 """Several cameras: one perception_node per camera namespace, or one batched
 perception_node serving all of them (`batched:=true`: one model in memory, a
 latest-frame slot per camera, served round-robin). scene_node per camera with
-`scene:=true`.
+`scene:=true`; one memory_node for all of them with `memory:=true`.
 
     ros2 launch mr_mllm_ros multi_camera.launch.py cameras:=front,rear,left
 """
@@ -20,6 +20,7 @@ def _nodes(context):
                LaunchConfiguration('cameras').perform(context).split(',') if c.strip()]
     batched = LaunchConfiguration('batched').perform(context).lower() == 'true'
     scene = LaunchConfiguration('scene').perform(context).lower() == 'true'
+    memory = LaunchConfiguration('memory').perform(context).lower() == 'true'
     params = [LaunchConfiguration('params_file').perform(context),
               {'use_sim_time': LaunchConfiguration('use_sim_time').perform(context) == 'true'}]
     ros_args = ['--ros-args', '--log-level', LaunchConfiguration('log_level').perform(context)]
@@ -38,6 +39,11 @@ def _nodes(context):
             nodes.append(LifecycleNode(package='mr_mllm_ros', executable='scene_node',
                                        name='scene_node', namespace=cam, output='screen',
                                        parameters=params, arguments=ros_args))
+    if memory:  # one memory for every camera
+        nodes.append(LifecycleNode(package='mr_mllm_ros', executable='memory_node',
+                                   name='memory_node', namespace='', output='screen',
+                                   parameters=params + [{'memory.cameras': cameras}],
+                                   arguments=ros_args))
     return nodes
 
 
@@ -50,6 +56,9 @@ def generate_launch_description():
                               description='One perception_node for all cameras'),
         DeclareLaunchArgument('scene', default_value='false',
                               description='Also start one scene_node per camera'),
+        DeclareLaunchArgument('memory', default_value='false',
+                              description='Also start one memory_node for all cameras '
+                                          '(query_memory service)'),
         DeclareLaunchArgument('params_file',
                               default_value=os.path.join(share, 'config', 'mr_mllm.yaml'),
                               description='ROS 2 parameters file (see config/mr_mllm.yaml)'),

@@ -23,6 +23,7 @@ NODE_MODULES = {
     'perception': 'mr_mllm_ros.nodes.perception_node',
     'scene': 'mr_mllm_ros.nodes.scene_node',
     'combined': 'mr_mllm_ros.nodes.combined',  # perception + scene in one process
+    'memory': 'mr_mllm_ros.nodes.memory_node',  # one for all cameras
 }
 
 

@@ -14,13 +14,21 @@ def graph_specs(kinds: list[str], namespaces: list[str], params_file: str | None
                 one_process: bool = False) -> list[NodeSpec]:
     """One perception (and/or scene) node per camera namespace, as launch/ does; with
     `batched`, one perception_node serves every camera (perception.cameras); with
-    `one_process`, each camera's two nodes share a process."""
+    `one_process`, each camera's two nodes share a process. `memory`: one memory_node
+    (root namespace) recording every camera namespace (memory.cameras)."""
     files = [params_file] if params_file else []
     namespaces = namespaces or ['']
-    if one_process and set(kinds) == {'perception', 'scene'}:
-        return [NodeSpec('combined', ns, files, {}, log_level) for ns in namespaces]
+    if one_process and {'perception', 'scene'} <= set(kinds):
+        return [NodeSpec('combined', ns, files, {}, log_level) for ns in namespaces] + \
+            graph_specs([k for k in kinds if k == 'memory'], namespaces, params_file,
+                        log_level)
     specs: list[NodeSpec] = []
     for kind in kinds:
+        if kind == 'memory':  # one memory for every camera namespace
+            cams = [ns.strip('/') for ns in namespaces if ns.strip('/')]
+            specs.append(NodeSpec(kind, '', files, {'memory.cameras': cams} if cams else {},
+                                  log_level))
+            continue
         if kind == 'perception' and batched and len(namespaces) > 1:
             specs.append(NodeSpec(kind, '', files, {'perception.cameras': namespaces},
                                   log_level))
@@ -34,7 +42,8 @@ def add_arguments(p) -> None:
     p.add_argument('--namespace', action='append', default=[],
                    help='camera namespace (repeat for several cameras; default: none)')
     p.add_argument('--nodes', default='perception,scene',
-                   help='comma-separated: perception, scene (default: both)')
+                   help='comma-separated: perception, scene, memory (default: perception,'
+                        'scene; memory = one memory_node for every camera namespace)')
     p.add_argument('--batched', action='store_true',
                    help='one perception_node for all cameras (perception.cameras)')
     p.add_argument('--one-process', action='store_true',

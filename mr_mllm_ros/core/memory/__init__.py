@@ -72,6 +72,10 @@ class SceneMemory:
     def record_alert(self, alert: Alert, camera: str) -> None:
         self.writer.put(alert_record(alert, camera))
 
+    def record(self, *records) -> None:
+        """Records made elsewhere (Observation, FrameSeen, DescriptionRecord, AlertRecord)."""
+        self.writer.put_many(records)
+
     def flush(self, timeout_s: float = 10.0) -> bool:
         return self.writer.flush(timeout_s) if self.writer is not None else True
 
