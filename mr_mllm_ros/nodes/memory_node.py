@@ -50,8 +50,13 @@ class MemoryNode(ModelLifecycleNode):
             self._config = self._params.config()
             memory = SceneMemory.open(self._config.memory,
                                       run_label=self.get_fully_qualified_name())
+            if memory.embedder is not None:
+                memory.embedder(['warm-up'])  # load it now, not in the first question
         except (MrMllmError, ConfigError) as e:
             return self._configure_failed(e)
+        except (ImportError, OSError) as e:
+            return self._configure_failed(MrMllmError(
+                f'sentence embeddings (memory.embeddings) unavailable: {e}'))
         self._memory = memory
         own = self.get_namespace().strip('/')
         self._cameras = [(c.strip('/'), f'{c.strip("/")}/')

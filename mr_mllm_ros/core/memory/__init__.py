@@ -72,9 +72,9 @@ class SceneMemory:
     def record_alert(self, alert: Alert, camera: str) -> None:
         self.writer.put(alert_record(alert, camera))
 
-    def record(self, *records) -> None:
+    def record(self, *records, block: bool = False) -> None:
         """Records made elsewhere (Observation, FrameSeen, DescriptionRecord, AlertRecord)."""
-        self.writer.put_many(records)
+        self.writer.put_many(records, block)
 
     def flush(self, timeout_s: float = 10.0) -> bool:
         return self.writer.flush(timeout_s) if self.writer is not None else True
@@ -102,6 +102,15 @@ class SceneMemory:
 
     def query(self, q: Query) -> MemoryAnswer:
         return answer(self._db, q, self.embedder)
+
+    def tracks(self, limit: int = 60) -> list[tuple]:
+        """(camera, class, track id, first ns, last ns, observations) of the longest
+        tracks, longest first."""
+        return self._db.query(
+            'SELECT camera, class_name, track_id, MIN(stamp_ns), MAX(stamp_ns), COUNT(*) '
+            'FROM observations WHERE track_id >= 0 GROUP BY run, camera, class_name, '
+            'track_id ORDER BY MAX(stamp_ns) - MIN(stamp_ns) DESC, MIN(stamp_ns), camera, '
+            f'track_id LIMIT {int(limit)}')
 
     def summary(self) -> dict:
         """What `mr-mllm memory list` shows: per class, tracks, observations, first and last

@@ -9,6 +9,7 @@ import logging
 import queue
 import threading
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -19,6 +20,14 @@ from .store import Database, enforce_retention, start_run
 log = logging.getLogger(__name__)
 
 _STOP = object()
+
+
+@dataclass(frozen=True)
+class NewRun:
+    """Queued between records: what follows belongs to a new run (track ids restart, e.g.
+    another bag of a replay)."""
+
+    label: str
 
 
 class MemoryWriter:
@@ -44,17 +53,19 @@ class MemoryWriter:
         self._thread.start()
 
     # ------------------------------------------------------------------ producer side
-    def put(self, item) -> bool:
+    def put(self, item, block: bool = False) -> bool:
+        """Queue one record. Live callers never block (a full queue drops and counts);
+        offline builders (replay) pass block=True to wait for room instead."""
         try:
-            self._queue.put_nowait(item)
+            self._queue.put(item, block=block)
             return True
         except queue.Full:
             self.dropped += 1
             return False
 
-    def put_many(self, items) -> None:
+    def put_many(self, items, block: bool = False) -> None:
         for item in items:
-            self.put(item)
+            self.put(item, block)
 
     @property
     def pending(self) -> int:
@@ -80,18 +91,10 @@ class MemoryWriter:
 
     # -------------------------------------------------------------------- writer side
     def _loop(self) -> None:
-        if self._embed is not None:
-            try:
-                self._embed(['warm-up'])  # load the model here, not inside a batch
-            except Exception as e:
-                self.last_error = f'embeddings unavailable: {e}'
-                log.error('memory: sentence embeddings unavailable (%s); descriptions are '
-                          'stored without them', e)
-                self._embed = None
         last_retention = time.monotonic()
         stop = False
         while not stop:
-            batch, events = [], []
+            batch, events, new_run = [], [], None
             deadline = time.monotonic() + self.flush_interval_s
             while len(batch) < self.batch_size:
                 try:
@@ -104,9 +107,19 @@ class MemoryWriter:
                 if isinstance(item, threading.Event):
                     events.append(item)
                     break
+                if isinstance(item, NewRun):
+                    new_run = item
+                    break
                 batch.append(item)
             if batch:
                 self._commit(batch)
+            if new_run is not None:
+                try:
+                    self.run = start_run(self._db, new_run.label)
+                except Exception as e:
+                    self.last_error = f'{type(e).__name__}: {e}'
+                    log.error('memory: cannot start a new run: %s', e)
+                self._watch.clear()
             for e in events:
                 e.set()
             max_age, max_bytes, every = self.retention
@@ -129,9 +142,16 @@ class MemoryWriter:
                 descs.append(item)
             elif isinstance(item, AlertRecord):
                 alerts.append(item)
+        embeddings = [None] * len(descs)
+        if descs and self._embed is not None:
+            try:
+                embeddings = self._embed([d.text for d in descs])
+            except Exception as e:  # e.g. the model package is missing: store the text
+                self.last_error = f'embeddings unavailable: {e}'
+                log.error('memory: sentence embeddings unavailable (%s); descriptions are '
+                          'stored without them', e)
+                self._embed = None
         try:
-            embeddings = self._embed([d.text for d in descs]) if descs and self._embed \
-                else [None] * len(descs)
             with self._db.lock:
                 self._db.executemany(
                     'INSERT INTO observations VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)',
