@@ -86,6 +86,18 @@ def test_first_seen_duration_and_count(memory):
     assert a.facts['tracks'] == 1 and a.facts['track_ids'] == [['front', 7]]
 
 
+def test_untracked_sightings_are_not_counted_as_tracks(tmp_path):
+    from mr_mllm_ros.core.types import Box, Detection, DetectionSet
+    m = SceneMemory.open(memory_config(), url=str(tmp_path / 'u.db'))
+    m.record_detections(DetectionSet((Detection(0, 'person', 0.9, Box(0, 0, 9, 9)),), 64, 64,
+                                     T0, 'cam'), 'front')
+    assert m.flush(60)
+    a = m.ask('how many people did you see?')
+    assert a.kind == 'count_tracks' and 'without track ids' in a.answer
+    assert a.facts['tracks'] == 0 and a.evidence[0].track_id == -1
+    m.close()
+
+
 def test_region_between_two_times(memory):
     a = memory.ask('What was in the left half between 2023-11-14T22:13:20 and '
                    '2023-11-14T22:13:25?')

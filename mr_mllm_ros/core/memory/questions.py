@@ -95,7 +95,8 @@ class Watched:
 
 def answer(db: Database, q: Query, embed=None) -> MemoryAnswer:
     watched = Watched(db, q.camera)
-    handler = {'last_seen': _seen, 'first_seen': _seen, 'duration': _duration,
+    handler = {'last_seen': _seen, 'first_seen': _seen, 'never_observed': _seen,
+               'duration': _duration,
                'count_tracks': _count, 'region': _region,
                'description': _description}[q.kind]
     result = handler(db, q, watched, embed)
@@ -122,8 +123,9 @@ def _never(q: Query, watched: Watched, cls: str):
 
 def _seen(db: Database, q: Query, watched: Watched, embed):
     cls = q.classes[0]
+    kind = 'first_seen' if q.kind == 'first_seen' else 'last_seen'
     where, params = _where(q, cls)
-    order = 'DESC' if q.kind == 'last_seen' else 'ASC'
+    order = 'DESC' if kind == 'last_seen' else 'ASC'
     rows = db.query(f'SELECT {_OBS} FROM observations o{where} ORDER BY o.stamp_ns {order}, '
                     f'o.camera, o.track_id LIMIT 1', params)
     if not rows:
@@ -131,18 +133,34 @@ def _seen(db: Database, q: Query, watched: Watched, embed):
     ev = _evidence(rows[0])
     box = ', '.join(f'{v:.0f}' for v in ev.box)
     track = f'track {ev.track_id}' if ev.track_id >= 0 else 'untracked'
-    when = 'last' if q.kind == 'last_seen' else 'first'
+    when = 'last' if kind == 'last_seen' else 'first'
     text = (f'I {when} saw {_a(cls)} at {fmt_time(ev.stamp_ns)} on camera {ev.camera} '
             f'({track}, score {ev.score:.2f}, box [{box}] px).')
-    if q.kind == 'last_seen' and watched.to_ns > ev.stamp_ns:
+    if kind == 'last_seen' and watched.to_ns > ev.stamp_ns:
         text += (f' The camera{"s" if watched.cameras > 1 else ""} kept watching for '
                  f'{fmt_span((watched.to_ns - ev.stamp_ns) / 1e9)} after that '
                  f'(until {fmt_time(watched.to_ns)}) without seeing one.')
-    return q.kind, text, [ev], {'class': cls, 'observed': True, 'stamp_ns': ev.stamp_ns,
+    return kind, text, [ev], {'class': cls, 'observed': True, 'stamp_ns': ev.stamp_ns,
                                 'camera': ev.camera, 'track_id': ev.track_id}
 
 
 def _tracks(db: Database, q: Query, cls: str | None, tracked_only: bool = True):
+    """(class, run, camera, track, first ns, last ns, observations) per track, first seen
+    first. Without a region: the tracks table (spans clipped to the window); with one:
+    grouped from the observations in the window."""
+    if q.region is None and cls is not None:
+        conds, params = ['class_name = ?'], [cls]
+        for cond, v in (('camera = ?', q.camera or None), ('last_ns >= ?', q.t0_ns),
+                        ('first_ns <= ?', q.t1_ns)):
+            if v is not None:
+                conds.append(cond)
+                params.append(v)
+        rows = db.query('SELECT class_name, run, camera, track_id, first_ns, last_ns, '
+                        f'observations FROM tracks WHERE {" AND ".join(conds)} ORDER BY '
+                        f'first_ns, camera, track_id LIMIT {MAX_ROWS}', params)
+        lo = q.t0_ns if q.t0_ns is not None else -2**63
+        hi = q.t1_ns if q.t1_ns is not None else 2**63 - 1
+        return [(c, r, cam, t, max(a, lo), min(b, hi), n) for c, r, cam, t, a, b, n in rows]
     where, params = _where(q, cls)
     if tracked_only:
         where += (' AND ' if where else ' WHERE ') + 'o.track_id >= 0'
@@ -156,10 +174,12 @@ def _tracks(db: Database, q: Query, cls: str | None, tracked_only: bool = True):
 def _track_evidence(db: Database, tracks, last: bool = True) -> list[Evidence]:
     out = []
     for cls, run, camera, track_id, first, latest, _ in tracks[:MAX_EVIDENCE]:
+        # The track's last (first) observation inside the window.
         rows = db.query(f'SELECT {_OBS} FROM observations o WHERE o.run = ? AND '
                         'o.camera = ? AND o.track_id = ? AND o.class_name = ? AND '
-                        'o.stamp_ns = ? LIMIT 1',
-                        (run, camera, track_id, cls, latest if last else first))
+                        'o.stamp_ns >= ? AND o.stamp_ns <= ? ORDER BY o.stamp_ns '
+                        f'{"DESC" if last else "ASC"} LIMIT 1',
+                        (run, camera, track_id, cls, first, latest))
         out += [_evidence(r) for r in rows]
     return out
 
@@ -176,11 +196,22 @@ def _union_s(intervals) -> float:
     return total / 1e9
 
 
+def _no_tracks(db: Database, q: Query, watched: Watched, cls: str, kind: str):
+    """Never observed - or observed without track ids (detector.tracker none), which
+    cannot tell objects apart: said so, with the last sighting as evidence."""
+    seen = _seen(db, q, watched, None)
+    if seen[0] == 'never_observed':
+        return seen
+    text = (f'I saw {_a(cls)}{_window_words(q)}, but without track ids (is detector.tracker '
+            f'none?), so I cannot tell objects apart or how long each stayed. {seen[1]}')
+    return kind, text, seen[2], {**seen[3], 'tracks': 0}
+
+
 def _duration(db: Database, q: Query, watched: Watched, embed):
     cls = q.classes[0]
     tracks = _tracks(db, q, cls)
     if not tracks:
-        return _never(q, watched, cls)
+        return _no_tracks(db, q, watched, cls, 'duration')
     spans = [(t[4], t[5]) for t in tracks]
     total = _union_s(spans)
     longest = max(tracks, key=lambda t: (t[5] - t[4], -t[4]))
@@ -199,7 +230,7 @@ def _count(db: Database, q: Query, watched: Watched, embed):
     cls = q.classes[0]
     tracks = _tracks(db, q, cls)
     if not tracks:
-        return _never(q, watched, cls)
+        return _no_tracks(db, q, watched, cls, 'count_tracks')
     ids = ', '.join(f'{t[3]}' + (f' ({t[2]})' if not q.camera else '') for t in tracks[:20])
     more = f' and {len(tracks) - 20} more' if len(tracks) > 20 else ''
     plural = {'person': 'people'}.get(cls, cls if cls.endswith('s') else f'{cls}s')

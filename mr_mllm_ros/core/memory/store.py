@@ -35,6 +35,13 @@ SCHEMA = (
     'CREATE INDEX IF NOT EXISTS obs_class_time ON observations (class_name, stamp_ns)',
     'CREATE INDEX IF NOT EXISTS obs_time ON observations (stamp_ns)',
     'CREATE INDEX IF NOT EXISTS obs_track ON observations (run, camera, track_id)',
+    # One row per track (and class): what duration and count questions read, so they
+    # cost O(tracks), not O(observations). Kept by the writer with each batch.
+    """CREATE TABLE IF NOT EXISTS tracks (run INTEGER NOT NULL, camera TEXT NOT NULL,
+       track_id BIGINT NOT NULL, class_name TEXT NOT NULL, first_ns BIGINT NOT NULL,
+       last_ns BIGINT NOT NULL, observations BIGINT NOT NULL,
+       PRIMARY KEY (run, camera, track_id, class_name))""",
+    'CREATE INDEX IF NOT EXISTS tracks_class_time ON tracks (class_name, last_ns)',
     """CREATE TABLE IF NOT EXISTS watched (run INTEGER NOT NULL, camera TEXT NOT NULL,
        start_ns BIGINT NOT NULL, end_ns BIGINT NOT NULL, frames BIGINT NOT NULL,
        PRIMARY KEY (run, camera, start_ns))""",
@@ -49,6 +56,9 @@ SCHEMA = (
 )
 TYPES = {'sqlite': {'serial': 'INTEGER', 'blob': 'BLOB', 'real': 'REAL'},
          'postgresql': {'serial': 'BIGSERIAL', 'blob': 'BYTEA', 'real': 'DOUBLE PRECISION'}}
+#: Two-argument min/max of each dialect (SQLite's scalar min/max; PostgreSQL LEAST/GREATEST).
+LEAST = {'sqlite': 'MIN', 'postgresql': 'LEAST'}
+GREATEST = {'sqlite': 'MAX', 'postgresql': 'GREATEST'}
 
 
 class MemoryDbError(MrMllmError):
@@ -147,15 +157,15 @@ class Database:
         if self.dialect == 'postgresql':
             return int(self.query(
                 "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
-                "WHERE c.relname IN ('observations', 'watched', 'descriptions', 'alerts', "
-                "'runs') AND c.relkind = 'r'")[0][0])
+                "WHERE c.relname IN ('observations', 'tracks', 'watched', 'descriptions', "
+                "'alerts', 'runs') AND c.relkind = 'r'")[0][0])
         pages, free, size = (self.query(f'PRAGMA {p}')[0][0]
                              for p in ('page_count', 'freelist_count', 'page_size'))
         return (pages - free) * size
 
     def drop_all(self) -> None:
         """Remove every table (tests and benchmarks on a shared PostgreSQL)."""
-        for table in ('observations', 'watched', 'descriptions', 'alerts', 'runs'):
+        for table in ('observations', 'tracks', 'watched', 'descriptions', 'alerts', 'runs'):
             self.execute(f'DROP TABLE IF EXISTS {table}')
         self.commit()
 
@@ -180,7 +190,6 @@ def enforce_retention(db: Database, max_age_s: float, max_bytes: int) -> int:
         if max_age_s > 0:
             cutoff = int(newest - max_age_s * 1e9)
             deleted += _delete_before(db, tables, cutoff)
-            db.execute('DELETE FROM watched WHERE end_ns < ?', (cutoff,))
             db.commit()
     for _ in range(20):  # bounded: each round removes a tenth of what is left
         if max_bytes <= 0 or db.size_bytes() <= max_bytes:
@@ -191,7 +200,6 @@ def enforce_retention(db: Database, max_age_s: float, max_bytes: int) -> int:
         cutoff = int(rows[1] + (rows[2] - rows[1]) / 10) + 1
         with db.lock:
             deleted += _delete_before(db, tables, cutoff)
-            db.execute('DELETE FROM watched WHERE end_ns < ?', (cutoff,))
             db.commit()
             if db.dialect == 'sqlite':
                 db.execute('PRAGMA incremental_vacuum')
@@ -203,6 +211,10 @@ def _delete_before(db: Database, tables: Sequence[str], cutoff: int) -> int:
                              (cutoff,)).fetchone()[0]
     for table in tables:
         db.execute(f'DELETE FROM {table} WHERE stamp_ns < ?', (cutoff,))
+    db.execute('DELETE FROM tracks WHERE last_ns < ?', (cutoff,))
+    db.execute(f'UPDATE tracks SET first_ns = {GREATEST[db.dialect]}(first_ns, ?)', (cutoff,))
+    db.execute('DELETE FROM watched WHERE end_ns < ?', (cutoff,))
+    db.execute(f'UPDATE watched SET start_ns = {GREATEST[db.dialect]}(start_ns, ?)', (cutoff,))
     return int(count)
 
 

@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 
 from .records import (AlertRecord, DescriptionRecord, FrameSeen, Observation, to_json)
-from .store import Database, enforce_retention, start_run
+from .store import GREATEST, LEAST, Database, enforce_retention, start_run
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +166,14 @@ class MemoryWriter:
                     'INSERT INTO alerts VALUES (?,?,?,?,?,?,?)',
                     [(a.stamp_ns, a.camera, a.severity, a.code, a.rule, a.message,
                       to_json(list(a.objects))) for a in alerts])
+                lo, hi = LEAST[self._db.dialect], GREATEST[self._db.dialect]
+                self._db.executemany(
+                    'INSERT INTO tracks VALUES (?,?,?,?,?,?,?) ON CONFLICT (run, camera, '
+                    'track_id, class_name) DO UPDATE SET '
+                    f'first_ns = {lo}(tracks.first_ns, excluded.first_ns), '
+                    f'last_ns = {hi}(tracks.last_ns, excluded.last_ns), '
+                    'observations = tracks.observations + excluded.observations',
+                    self._track_rows(obs))
                 self._db.executemany(
                     'INSERT INTO watched VALUES (?,?,?,?,?) ON CONFLICT (run, camera, '
                     'start_ns) DO UPDATE SET end_ns = excluded.end_ns, '
@@ -180,6 +188,15 @@ class MemoryWriter:
                 self._db.rollback()
             except Exception:
                 pass
+
+    def _track_rows(self, obs: list[Observation]) -> list[tuple]:
+        spans: dict[tuple, list[int]] = {}
+        for o in obs:
+            if o.track_id < 0:
+                continue
+            s = spans.setdefault((o.camera, o.track_id, o.class_name), [o.stamp_ns, o.stamp_ns, 0])
+            s[0], s[1], s[2] = min(s[0], o.stamp_ns), max(s[1], o.stamp_ns), s[2] + 1
+        return [(self.run, c, t, k, a, b, n) for (c, t, k), (a, b, n) in sorted(spans.items())]
 
     def _watch_rows(self, frames: list[FrameSeen]) -> list[tuple]:
         """Extend each camera's open span (a gap over watch_gap_s starts a new one); the
