@@ -2,7 +2,6 @@
 this test starts itself, every question kind with its evidence, free-text routing,
 retention, and a kill -9 of a process in the middle of heavy writes."""
 
-import json
 import os
 import signal
 import sqlite3
@@ -53,8 +52,8 @@ def test_last_seen_answers_with_stamp_track_box_and_the_time_watched_since(memor
     a = memory.ask('When did you last see a tie?')
     assert a.kind == 'last_seen' and a.success
     (ev,) = a.evidence
-    assert (ev.stamp_ns, ev.camera, ev.track_id, ev.class_name) == (T0 + 19 * DT, 'front', 3,
-                                                                     'tie')
+    assert (ev.stamp_ns, ev.camera, ev.track_id, ev.class_name) == \
+        (T0 + 19 * DT, 'front', 3, 'tie')
     assert ev.box == (119.0, 200.0, 159.0, 260.0)
     assert '22:13:29.500' in a.answer and 'track 3' in a.answer
     assert (a.watched_from_ns, a.watched_to_ns) == (T0, T0 + 49 * DT)

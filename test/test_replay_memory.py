@@ -53,9 +53,9 @@ def test_replay_writes_memory_db_and_memory_ask_answers_from_it(replayed, capsys
     a = _ask(capsys, db, 'When did you last see a tie?')
     assert a['kind'] == 'last_seen'
     (ev,) = a['evidence']
-    # That frame's tie (the lowest track id when the detector boxed more than one).
+    # That frame's tie (the highest track id when the detector boxed more than one).
     assert ev['stamp_ns'] == ties[-1][0] and ev['camera'] == 'front'
-    assert ev['track_id'] == min(t for s, t in ties if s == ties[-1][0] and t >= 0)
+    assert ev['track_id'] == max(t for s, t in ties if s == ties[-1][0])
     assert a['watched_to_ns'] == T0 + (len(FRAMES) - 1) * NS // 2
     a = _ask(capsys, db, 'Have you seen a giraffe?')
     assert a['kind'] == 'never_observed' and a['facts']['frames'] == len(FRAMES)

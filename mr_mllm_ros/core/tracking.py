@@ -73,7 +73,8 @@ class Tracker:
                        np.array([d.score for d in ds], np.float32),
                        np.array([d.class_id for d in ds], np.float32))
         # BoT-SORT's motion compensation reads the frame (BGR, as ultralytics expects).
-        img = np.ascontiguousarray(frame.image[..., ::-1]) if frame is not None and self.kind == 'botsort' else None
+        img = np.ascontiguousarray(frame.image[..., ::-1]) \
+            if frame is not None and self.kind == 'botsort' else None
         rows = tracker.update(boxes, img)  # (M, 8): x1 y1 x2 y2 track_id score cls idx
         ids = np.full(n, -1, np.int64)
         for row in rows:

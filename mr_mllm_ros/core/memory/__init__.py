@@ -81,8 +81,8 @@ class SceneMemory:
 
     # -------------------------------------------------------------------- questions
     def classes(self) -> list[str]:
-        return [r[0] for r in self._db.query(
-            'SELECT DISTINCT class_name FROM observations ORDER BY class_name')]
+        return [r[0] for r in self._db.query(  # tracks: ~60x smaller than observations
+            'SELECT DISTINCT class_name FROM tracks ORDER BY class_name')]
 
     def parse(self, question: str, camera: str = '') -> Query:
         reference = self._db.query('SELECT MAX(end_ns) FROM watched')[0][0] or 0

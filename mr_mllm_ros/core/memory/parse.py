@@ -27,7 +27,8 @@ REGIONS = {
 _UNITS = {'s': 1, 'sec': 1, 'secs': 1, 'second': 1, 'seconds': 1, 'min': 60, 'mins': 60,
           'minute': 60, 'minutes': 60, 'h': 3600, 'hour': 3600, 'hours': 3600,
           'day': 86400, 'days': 86400}
-_TIME = r'(\d{4}-\d{2}-\d{2}[t ]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?|\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?)'
+_CLOCK = r'\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?'
+_TIME = rf'(\d{{4}}-\d{{2}}-\d{{2}}[t ]{_CLOCK}|{_CLOCK})'
 
 
 @dataclass(frozen=True)

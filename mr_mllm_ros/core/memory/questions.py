@@ -126,8 +126,9 @@ def _seen(db: Database, q: Query, watched: Watched, embed):
     kind = 'first_seen' if q.kind == 'first_seen' else 'last_seen'
     where, params = _where(q, cls)
     order = 'DESC' if kind == 'last_seen' else 'ASC'
+    # One direction for every key: the (class, stamp, camera, track) index gives the row.
     rows = db.query(f'SELECT {_OBS} FROM observations o{where} ORDER BY o.stamp_ns {order}, '
-                    f'o.camera, o.track_id LIMIT 1', params)
+                    f'o.camera {order}, o.track_id {order} LIMIT 1', params)
     if not rows:
         return _never(q, watched, cls)
     ev = _evidence(rows[0])
@@ -141,7 +142,7 @@ def _seen(db: Database, q: Query, watched: Watched, embed):
                  f'{fmt_span((watched.to_ns - ev.stamp_ns) / 1e9)} after that '
                  f'(until {fmt_time(watched.to_ns)}) without seeing one.')
     return kind, text, [ev], {'class': cls, 'observed': True, 'stamp_ns': ev.stamp_ns,
-                                'camera': ev.camera, 'track_id': ev.track_id}
+                              'camera': ev.camera, 'track_id': ev.track_id}
 
 
 def _tracks(db: Database, q: Query, cls: str | None, tracked_only: bool = True):

@@ -32,7 +32,8 @@ SCHEMA = (
        class_name TEXT NOT NULL, score {real} NOT NULL, x1 {real} NOT NULL, y1 {real} NOT NULL,
        x2 {real} NOT NULL, y2 {real} NOT NULL, image_w INTEGER NOT NULL,
        image_h INTEGER NOT NULL, thumbnail TEXT)""",
-    'CREATE INDEX IF NOT EXISTS obs_class_time ON observations (class_name, stamp_ns)',
+    'CREATE INDEX IF NOT EXISTS obs_class_time ON observations (class_name, stamp_ns, camera, '
+    'track_id)',
     'CREATE INDEX IF NOT EXISTS obs_time ON observations (stamp_ns)',
     'CREATE INDEX IF NOT EXISTS obs_track ON observations (run, camera, track_id)',
     # One row per track (and class): what duration and count questions read, so they
