@@ -17,10 +17,11 @@ from .store import Database
 MAX_ROWS = 1000      # groups (tracks) read by one question at most
 MAX_EVIDENCE = 10    # observations returned as evidence at most
 MAX_DESCRIPTIONS = 2000
+# An observation and its thumbnail: its own, else its track's newest (obs_track index).
 _OBS = ('o.stamp_ns, o.camera, o.track_id, o.class_name, o.score, o.x1, o.y1, o.x2, o.y2, '
-        'COALESCE(o.thumbnail, (SELECT t.thumbnail FROM observations t WHERE t.run = o.run '
-        'AND t.camera = o.camera AND t.track_id = o.track_id AND o.track_id >= 0 AND '
-        't.thumbnail IS NOT NULL ORDER BY t.stamp_ns DESC LIMIT 1), \'\')')
+        'COALESCE(o.thumbnail, CASE WHEN o.track_id >= 0 THEN (SELECT t.thumbnail FROM '
+        'observations t WHERE t.run = o.run AND t.camera = o.camera AND t.track_id = '
+        'o.track_id AND t.thumbnail IS NOT NULL ORDER BY t.stamp_ns DESC LIMIT 1) END, \'\')')
 
 
 def fmt_time(ns: int) -> str:

@@ -35,7 +35,8 @@ SCHEMA = (
     'CREATE INDEX IF NOT EXISTS obs_class_time ON observations (class_name, stamp_ns, camera, '
     'track_id)',
     'CREATE INDEX IF NOT EXISTS obs_time ON observations (stamp_ns)',
-    'CREATE INDEX IF NOT EXISTS obs_track ON observations (run, camera, track_id)',
+    # (.., stamp_ns): a track's newest row (and its thumbnail) without a scan by time.
+    'CREATE INDEX IF NOT EXISTS obs_track ON observations (run, camera, track_id, stamp_ns)',
     # One row per track (and class): what duration and count questions read, so they
     # cost O(tracks), not O(observations). Kept by the writer with each batch.
     """CREATE TABLE IF NOT EXISTS tracks (run INTEGER NOT NULL, camera TEXT NOT NULL,
