@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from .launcher import NodeGroup, NodeSpec
 
@@ -50,19 +51,47 @@ def add_arguments(p) -> None:
                    help='perception_node and scene_node of a camera in one process')
     p.add_argument('--log-level', default='info')
     p.add_argument('--duration', type=float, default=0.0,
-                   help='stop after this many seconds (0 = until Ctrl-C)')
+                   help='stop after this many seconds (0 = until Ctrl-C / SIGTERM)')
+    p.add_argument('--respawn', action='store_true',
+                   help='restart a node process that exits (back-off 1, 2, 4 ... 30 s)')
+    p.add_argument('--respawn-max', type=int, default=10, metavar='N',
+                   help='with --respawn: give up after N restarts in all (default 10)')
+    p.add_argument('--ready-timeout', type=float, default=120.0, metavar='S',
+                   help='how long to wait for every node to report active before saying '
+                        'so (default 120; 0 = do not check)')
+
+
+def report_ready(specs: list[NodeSpec], timeout_s: float) -> bool:
+    """Log 'ready' once every node's lifecycle state is active (asked over its
+    get_state service), or what is still missing after `timeout_s`. Only a message for
+    people (and scripts waiting on it): the nodes run either way."""
+    from ..ros.lifecycle_probe import wait_active  # ROS only when asked for
+    paths = [path for spec in specs for path in spec.node_paths()]
+    missing = wait_active(paths, timeout_s)
+    if missing:
+        log.warning('not active after %.0f s: %s', timeout_s, ', '.join(missing))
+        return False
+    log.info('ready: %s active', ', '.join(paths))
+    return True
 
 
 def run(args) -> int:
     kinds = [k.strip() for k in args.nodes.split(',') if k.strip()]
     specs = graph_specs(kinds, args.namespace, args.config, args.log_level, args.batched,
                         args.one_process)
-    with NodeGroup(specs) as group:
+    # SIGTERM and SIGHUP arrive here as KeyboardInterrupt (cli.stop_on_signals): the
+    # `with` stops the children either way.
+    with NodeGroup(specs, respawn=args.respawn, respawn_max=args.respawn_max) as group:
         log.info('started %d node process(es) in ROS_DOMAIN_ID=%s; Ctrl-C stops them',
                  len(specs), group.env['ROS_DOMAIN_ID'])
+        started = time.monotonic()
         try:
-            group.wait(args.duration)
-        except KeyboardInterrupt:
-            pass
+            if args.ready_timeout > 0:
+                report_ready(specs, args.ready_timeout)
+            left = args.duration - (time.monotonic() - started) if args.duration > 0 else 0.0
+            if args.duration <= 0 or left > 0:
+                group.wait(left)
+        except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP: the normal way to stop
+            log.info('stopping %d node process(es)', len(specs))
         codes = group.stop()
     return 0 if all(c in (0, None, -2, 130) for c in codes) else 1
