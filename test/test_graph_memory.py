@@ -17,12 +17,13 @@ from mr_mllm_ros.ros.client import RosClient
 from mr_mllm_ros.ros.qos import RESULTS_QOS
 from sensor_msgs.msg import Image
 
-from graph_helpers import DISCOVERY_S, first_exchange, publish_and_wait
+from graph_helpers import DISCOVERY_S, publish_and_wait, stamp_is
 
 pytestmark = pytest.mark.graph
 NS = 'memcam'
 T0 = 1_700_000_000_000_000_000
 HALF_S = 500_000_000
+WARM0 = T0 - 100 * 1_000_000_000  # warm-up frames: 100 s before the scene
 
 
 @pytest.fixture(scope='module')
@@ -37,10 +38,9 @@ def graph(tmp_path_factory):
         pub = ros.publisher(Image, f'/{NS}/image', 10)
         dets = ros.collect(DetectionArray, f'/{NS}/detections', RESULTS_QOS)
         assert ros.wait_for_subscribers(pub, 1, DISCOVERY_S), f'logs in {logs}'
-        # Warm-up frame (stamp 1) until perception answers; memory_node must be up too.
+        # Warm-up frames until perception answers; memory_node must be up too.
         blank = load_sample('camera')[:64, :64]
-        assert first_exchange(pub, lambda t: conv.image_msg(blank, 'rgb8', t, 'cam'), dets,
-                              120, every=5.0) is not None, f'no detections; logs in {logs}'
+        assert _warm_up(pub, blank, dets), f'no detections; logs in {logs}'
         deadline = time.monotonic() + DISCOVERY_S
         while ros.node.count_subscribers(f'/{NS}/detections') < 2 and \
                 time.monotonic() < deadline:
@@ -49,6 +49,18 @@ def graph(tmp_path_factory):
         assert ros.call(QueryMemory, '/query_memory', QueryMemory.Request(
             question='what did you see?', timeout_s=5.0), timeout=DISCOVERY_S) is not None
         yield ros, pub, dets, group, logs
+
+
+def _warm_up(pub, image, dets, timeout=120.0):
+    """A fresh stamp every 5 s until perception answers the newest (first_exchange's
+    rule, with stamps from WARM0 so the memory's watched span stays in 2023)."""
+    deadline, stamp = time.monotonic() + timeout, WARM0
+    while time.monotonic() < deadline:
+        stamp += 1
+        pub.publish(conv.image_msg(image, 'rgb8', stamp, 'cam'))
+        if dets.wait_for(stamp_is(stamp), 5.0) is not None:
+            return True
+    return False
 
 
 def _ask(ros, question, camera=''):
@@ -69,8 +81,8 @@ def test_last_seen_tie_and_never_observed_with_the_watched_span(graph):
         replies.append(reply)
     last_tie = replies[2]
     ties = [d for d in last_tie.detections if d.class_name == 'tie']
-    assert ties and ties[0].track_id >= 0, [(d.class_name, d.track_id)
-                                            for d in last_tie.detections]
+    assert ties and all(d.track_id >= 0 for d in ties), \
+        [(d.class_name, d.track_id) for d in last_tie.detections]
     assert not any(d.class_name == 'tie' for r in replies[3:] for d in r.detections)
 
     deadline = time.monotonic() + 30
@@ -83,20 +95,24 @@ def test_last_seen_tie_and_never_observed_with_the_watched_span(graph):
     assert answer.kind == 'last_seen', answer.answer
     (ev,) = answer.evidence
     assert conv.stamp_to_ns(ev.stamp) == stamps[2]
-    assert ev.track_id == ties[0].track_id and ev.class_name == 'tie'
+    # That frame's tie (YOLOv3-tiny boxes this tie twice: the one with the highest id).
+    tie = max(ties, key=lambda d: d.track_id)
+    assert ev.track_id == tie.track_id and ev.class_name == 'tie'
     assert ev.camera == NS
-    assert abs(ev.bbox.center_x - ties[0].bbox.center_x) < 1e-3
+    assert abs(ev.bbox.center_x - tie.bbox.center_x) < 1e-3
     assert f'track {ev.track_id}' in answer.answer and 'kept watching for 4.0 s' in \
         answer.answer
     assert answer.latency_s > 0
+    print(f'\n{answer.answer}')
 
     never = _ask(ros, 'Have you ever seen a giraffe?')
     assert never.success and never.kind == 'never_observed' and not never.evidence
     assert conv.stamp_to_ns(never.watched_to) == stamps[-1]
-    # watched_from: the warm-up frame (stamp 1) opened an earlier span; the memory says
-    # where it started watching.
-    assert conv.stamp_to_ns(never.watched_from) in (1, stamps[0])
+    # watched_from: the warm-up frames opened an earlier span (100 s before: a gap, so
+    # not counted as watched time); the memory says where it started watching.
+    assert WARM0 < conv.stamp_to_ns(never.watched_from) < WARM0 + 100
     assert 'never observed a giraffe' in never.answer and 'frames' in never.answer
+    print(never.answer)
     assert group.alive()
 
 

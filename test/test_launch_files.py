@@ -128,6 +128,18 @@ def test_multi_camera_memory_is_one_node_for_every_camera(fake_launch):
     assert {'memory.cameras': ['front', 'rear']} in memory[0].kwargs['parameters']
 
 
+def test_up_starts_one_memory_node_for_every_camera():
+    from mr_mllm_ros.app.up import graph_specs
+    specs = graph_specs(['perception', 'scene', 'memory'], ['front', 'rear'], None)
+    memory = [s for s in specs if s.kind == 'memory']
+    assert len(memory) == 1 and memory[0].namespace == ''
+    assert memory[0].parameters == {'memory.cameras': ['front', 'rear']}
+    assert memory[0].node_paths() == ['/memory_node']
+    combined = graph_specs(['perception', 'scene', 'memory'], ['front'], None,
+                           one_process=True)
+    assert [s.kind for s in combined] == ['combined', 'memory']
+
+
 def test_dds_shared_memory_clean_runs():
     """Fast DDS's own `shm clean` (shipped in the ros-fastdds wheel) is found and runs: the
     launcher uses it after a child had to be killed, the tests at session start."""

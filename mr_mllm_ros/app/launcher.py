@@ -35,7 +35,7 @@ NODE_MODULES = {
 }
 #: The ROS node(s) each kind of process holds (node names before any remapping).
 NODE_NAMES = {'perception': ('perception_node',), 'scene': ('scene_node',),
-              'combined': ('perception_node', 'scene_node')}
+              'combined': ('perception_node', 'scene_node'), 'memory': ('memory_node',)}
 
 #: Respawn back-off: first delay, cap, and how long a child must run to reset it.
 RESPAWN_DELAY_S, RESPAWN_DELAY_MAX_S, RESPAWN_STABLE_S = 1.0, 30.0, 60.0
