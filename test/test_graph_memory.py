@@ -2,10 +2,13 @@
 perception_node with the offline default detector (YOLOv3-tiny + ByteTrack) sees
 grace_hopper (a tie) for three frames, then the camera photo (no tie) for a while;
 `query_memory` answers "when did you last see a tie?" with that last tie frame's stamp
-and track id, and an unseen class with "never observed" and the watched time span."""
+and track id (and the track's thumbnail), and an unseen class with "never observed" and
+the watched time span."""
 
+import os
 import time
 
+import cv2
 import pytest
 
 from mr_mllm_interfaces.msg import DetectionArray
@@ -103,6 +106,9 @@ def test_last_seen_tie_and_never_observed_with_the_watched_span(graph):
     assert f'track {ev.track_id}' in answer.answer and 'kept watching for 4.0 s' in \
         answer.answer
     assert answer.latency_s > 0
+    # The track's thumbnail (memory.thumbnail_interval_s: taken when it was first tracked).
+    assert ev.thumbnail.endswith('.jpg') and os.path.getsize(ev.thumbnail) > 500
+    assert cv2.imread(ev.thumbnail) is not None
     print(f'\n{answer.answer}')
 
     never = _ask(ros, 'Have you ever seen a giraffe?')

@@ -263,3 +263,32 @@ def test_kill_9_during_heavy_writes_loses_at_most_one_batch(tmp_path):
     a = m.ask('when did you last see a person?')
     assert a.kind == 'last_seen' and a.evidence[0].stamp_ns == count - 1
     m.close()
+
+
+def test_thumbnails_once_per_track_and_interval_and_used_as_evidence(tmp_path):
+    import cv2
+    import numpy as np
+
+    from mr_mllm_ros.core.memory.thumbnails import ThumbnailPolicy, save_crops
+    from mr_mllm_ros.core.sample_images import load_sample
+    from mr_mllm_ros.core.types import Box, Detection, DetectionSet
+    policy = ThumbnailPolicy(5.0)
+    ds = lambda t, tid=3: DetectionSet((Detection(27, 'tie', 0.8, Box(214, 416, 292, 539),  # noqa
+                                                  track_id=tid),), 512, 600, T0 + t * S, 'c')
+    assert policy.due(ds(0), 'front') == [0]
+    assert policy.due(ds(1), 'front') == []            # same track, 1 s later
+    assert policy.due(ds(1, tid=4), 'front') == [0]    # a new track
+    assert policy.due(ds(6), 'front') == [0]           # 6 s later: again
+    image = load_sample('grace_hopper')
+    thumbs = save_crops(image, ds(0), [0], 'front', tmp_path / 'thumbs')
+    crop = cv2.imread(thumbs[0])
+    assert crop is not None and max(crop.shape[:2]) <= 160
+    # the crop is the tie region: dark and light stripes, not the flag
+    assert np.abs(crop.astype(int).mean() - image[416:539, 214:292].mean()) < 30
+    m = SceneMemory.open(memory_config(), url=str(tmp_path / 't.db'))
+    m.record_detections(ds(0), 'front', thumbs)
+    m.record_detections(ds(1), 'front')
+    assert m.flush(60)
+    (ev,) = m.ask('when did you last see a tie?').evidence
+    assert ev.stamp_ns == T0 + S and ev.thumbnail == thumbs[0]  # the track's thumbnail
+    m.close()

@@ -237,6 +237,11 @@ class MemoryConfig:
     embeddings: bool = spec('Sentence embeddings (all-MiniLM-L6-v2, offline) for '
                             'descriptions and for question words that name no known class.',
                             read_only=True)
+    thumbnail_interval_s: float = spec('memory_node also subscribes to <cam>/image and '
+                                       'keeps a JPEG crop of each track, again every this '
+                                       'many seconds it stays in view (beside a SQLite file '
+                                       'in <file>_thumbnails/); 0 = no images, no thumbnails.',
+                                       low=0.0, high=86400.0, read_only=True)
     max_question_chars: int = spec('Longer questions are refused.', low=1, high=100000)
     diagnostics_period_s: float = spec('Period of /diagnostics updates.', low=0.1, high=60.0)
 

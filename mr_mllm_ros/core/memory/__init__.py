@@ -8,6 +8,7 @@ descriptions and alerts, with the evidence.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -62,9 +63,15 @@ class SceneMemory:
         return memory
 
     # ---------------------------------------------------------------- writing (O(1))
-    def record_detections(self, ds: DetectionSet, camera: str) -> None:
+    def record_detections(self, ds: DetectionSet, camera: str,
+                          thumbnails: dict[int, str] | None = None) -> None:
+        """`thumbnails`: detection index -> thumbnail path, for those that have one."""
         self.writer.put(FrameSeen(int(ds.stamp_ns), camera))
-        self.writer.put_many(observations_of(ds, camera))
+        obs = observations_of(ds, camera)
+        if thumbnails:
+            obs = [dataclasses.replace(o, thumbnail=thumbnails.get(i, ''))
+                   for i, o in enumerate(obs)]
+        self.writer.put_many(obs)
 
     def record_description(self, sd: SceneDescription, camera: str) -> None:
         self.writer.put(description_record(sd, camera))
