@@ -74,8 +74,12 @@ class MemoryWriter:
     def flush(self, timeout_s: float = 10.0) -> bool:
         """Wait until everything put so far is committed (bounded)."""
         done = threading.Event()
-        self.put(done)
-        return done.wait(timeout_s)
+        deadline = time.monotonic() + timeout_s
+        try:
+            self._queue.put(done, timeout=timeout_s)
+        except queue.Full:
+            return False
+        return done.wait(max(0.0, deadline - time.monotonic()))
 
     def close(self, timeout_s: float = 10.0) -> None:
         if self._thread.is_alive():
