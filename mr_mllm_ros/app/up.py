@@ -5,37 +5,19 @@ from __future__ import annotations
 import logging
 import time
 
+from ..topology import DEFAULT_LOG_LEVEL, camera_list, plan_graph
 from .launcher import NodeGroup, NodeSpec
 
 log = logging.getLogger(__name__)
 
 
 def graph_specs(kinds: list[str], namespaces: list[str], params_file: str | None,
-                log_level: str = 'info', batched: bool = False,
+                log_level: str = DEFAULT_LOG_LEVEL, batched: bool = False,
                 one_process: bool = False) -> list[NodeSpec]:
-    """One perception (and/or scene) node per camera namespace, as launch/ does; with
-    `batched`, one perception_node serves every camera (perception.cameras); with
-    `one_process`, each camera's two nodes share a process. `memory`: one memory_node
-    (root namespace) recording every camera namespace (memory.cameras)."""
+    """The processes of topology.plan_graph (the launch files' plan), as NodeSpecs."""
     files = [params_file] if params_file else []
-    namespaces = namespaces or ['']
-    if one_process and {'perception', 'scene'} <= set(kinds):
-        return [NodeSpec('combined', ns, files, {}, log_level) for ns in namespaces] + \
-            graph_specs([k for k in kinds if k == 'memory'], namespaces, params_file,
-                        log_level)
-    specs: list[NodeSpec] = []
-    for kind in kinds:
-        if kind == 'memory':  # one memory for every camera namespace
-            cams = [ns.strip('/') for ns in namespaces if ns.strip('/')]
-            specs.append(NodeSpec(kind, '', files, {'memory.cameras': cams} if cams else {},
-                                  log_level))
-            continue
-        if kind == 'perception' and batched and len(namespaces) > 1:
-            specs.append(NodeSpec(kind, '', files, {'perception.cameras': namespaces},
-                                  log_level))
-            continue
-        specs += [NodeSpec(kind, ns, files, {}, log_level) for ns in namespaces]
-    return specs
+    return [NodeSpec(p.kind, p.namespace, files, dict(p.parameters), log_level)
+            for p in plan_graph(camera_list(namespaces), kinds, batched, one_process)]
 
 
 def add_arguments(p) -> None:
@@ -49,7 +31,7 @@ def add_arguments(p) -> None:
                    help='one perception_node for all cameras (perception.cameras)')
     p.add_argument('--one-process', action='store_true',
                    help='perception_node and scene_node of a camera in one process')
-    p.add_argument('--log-level', default='info')
+    p.add_argument('--log-level', default=DEFAULT_LOG_LEVEL)
     p.add_argument('--duration', type=float, default=0.0,
                    help='stop after this many seconds (0 = until Ctrl-C / SIGTERM)')
     p.add_argument('--respawn', action='store_true',
