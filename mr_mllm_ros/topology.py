@@ -11,6 +11,7 @@ DEFAULT_LOG_LEVEL = 'info'
 KINDS = ('perception', 'scene', 'memory')
 CAMERA_KINDS = ('perception', 'scene')  # one per camera (memory: one for all cameras)
 
+
 @dataclass(frozen=True)
 class NodePlan:
     kind: str            # 'perception', 'scene', 'combined' (both in one process), 'memory'
