@@ -31,6 +31,7 @@ setup(
             'perception_node = mr_mllm_ros.nodes.perception_node:main',
             'scene_node = mr_mllm_ros.nodes.scene_node:main',
             'combined_nodes = mr_mllm_ros.nodes.combined:main',
+            'memory_node = mr_mllm_ros.nodes.memory_node:main',
         ],
     },
 )

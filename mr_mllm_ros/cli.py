@@ -26,6 +26,7 @@ COMMANDS = (
     ('publish-images', 'publish_images', 'publish image files or sample photos as a camera'),
     ('eval', 'eval', 'measure detections, grounding and alerts against labelled data'),
     ('replay', 'replay', 'analyse recorded bags offline: results, result bag, report.html'),
+    ('memory', 'memory', 'ask the scene memory ("when did you last see a tie?") or list it'),
     ('record', 'record', 'record topics into a bag (installs without `ros2 bag`)'),
     ('train-fusion', 'train_fusion', 'train the shared-query fusion adapter (or make its data)'),
     ('models', 'models', 'prepare or list the offline default models'),

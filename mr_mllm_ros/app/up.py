@@ -25,7 +25,8 @@ def add_arguments(p) -> None:
     p.add_argument('--namespace', action='append', default=[],
                    help='camera namespace (repeat for several cameras; default: none)')
     p.add_argument('--nodes', default='perception,scene',
-                   help='comma-separated: perception, scene (default: both)')
+                   help='comma-separated: perception, scene, memory (default: perception,'
+                        'scene; memory = one memory_node for every camera namespace)')
     p.add_argument('--batched', action='store_true',
                    help='one perception_node for all cameras (perception.cameras)')
     p.add_argument('--one-process', action='store_true',

@@ -22,6 +22,7 @@ from .detection import Detector, create_detector
 from .mllm import MllmBackend
 from .reinforce import Reinforcer
 from .scene import SceneReasoner
+from .tracking import create_tracker
 from .types import Alert, Answer, Detection, DetectionSet, Frame, SceneDescription
 
 
@@ -31,11 +32,16 @@ class PerceptionPipeline:
     def __init__(self, config: Config, detector: Detector | None = None):
         self.config = config
         self.detector = detector if detector is not None else create_detector(config)
+        self.tracker = create_tracker(config.detector.tracker, config.detector.track_buffer)
 
     def detect(self, frame: Frame) -> DetectionSet:
         t0 = time.perf_counter()
         result = self.detector.detect(frame)
         timings = dict(result.timings_ms)
+        if self.tracker is not None:
+            t1 = time.perf_counter()
+            result = self.tracker.update(result, frame)
+            timings['track'] = (time.perf_counter() - t1) * 1e3
         timings['total'] = (time.perf_counter() - t0) * 1e3
         return result.with_detections(result.detections, timings_ms=timings)
 
@@ -43,6 +49,11 @@ class PerceptionPipeline:
         """Apply run-time changeable settings (thresholds, class filter) to the next frame."""
         self.config = config
         self.detector.settings = config.detector
+
+    def reset_tracking(self, first_id: int = 1) -> None:
+        """Forget every track; new ones are numbered from `first_id` (replay units)."""
+        if self.tracker is not None:
+            self.tracker.reset(first_id)
 
     def close(self) -> None:
         self.detector.close()

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .outputs import RESULTS, THUMBS_DIR, iter_results, thumb_name
+from .timeline import timeline_section
 
 SEVERITY_COLOURS = {'INFO': '#2f6fde', 'WARN': '#e08a00', 'CRITICAL': '#d62828'}
 MAX_ALERT_FRAMES = 1000
@@ -230,6 +231,7 @@ def write_report(out: Path, summary: dict, path: Path | None = None) -> Path:
                      f'{_esc(_time(f["log_time_ns"]))}</div>'
                      f'{_objects(f["detections"], f"p{n}")}</div>')
         h.append('</div>')
+    h.append(timeline_section(out))
     h.append('<h2 id="topics">Topics</h2><table><tr><th>bag</th><th>topic</th>'
              '<th>frames</th><th>decoded</th><th>skipped</th><th>detections</th>'
              '<th>descriptions</th><th>alerts</th><th>time span</th></tr>')

@@ -34,8 +34,10 @@ from ..core.pipeline import Pipeline, ScenePipeline
 from ..core.types import Box, DetectionSet, Frame
 from . import outputs as o
 from .bag_reader import NS, BagInfo, ReadLog, decode, header_of, iter_raw, open_bag, reason_key
+from .memory_db import write_memory_db
 
 log = logging.getLogger(__name__)
+TRACK_IDS_PER_UNIT = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -154,6 +156,8 @@ class UnitProcessor:
         done = done if done is not None else Counter()
         readlog = readlog if readlog is not None else ReadLog()
         self._fresh_scene_state()
+        # Track ids restart per unit, in a range of the unit's own: Ray-identical, unique.
+        self.pipeline.perception.reset_tracking(unit.segment * TRACK_IDS_PER_UNIT + 1)
         previous_classes: frozenset | None = None
         index = -1
         for raw in iter_raw(info, [unit.topic], unit.start_ns, unit.stop_ns, readlog):
@@ -367,6 +371,7 @@ def run_replay(options: ReplayOptions, config: Config, *, pipeline: Pipeline | N
         finally:
             bar.close()
             writer.close()
+        write_memory_db(out, config.memory)  # before the report: its timeline reads it
         _finalize(out, result, bag_reports, infos, options)
     finally:
         lock.release()
