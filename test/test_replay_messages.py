@@ -42,7 +42,9 @@ def _objects():
                               {'generate': 812.5})
     al = Alert(Severity.CRITICAL, 'hazard_in_region', 'person_in_path', 'rule',
                "person in region 'driving_corridor' (score 0.46)", STAMP, 'front_cam', (d0,),
-               (GroundedPhrase('person', 0, 6, (0,)),))
+               (GroundedPhrase('person', 0, 6, (0,)),), (STAMP - 10**8, STAMP),
+               (('score', '0.46'), ('min_score', '0.3')), 'hazard_in_region: score 0.46',
+               bytes(range(256)) * 3)
     return ds, sd, al
 
 
@@ -72,8 +74,9 @@ def test_rosbags_cdr_equals_rclpy(name, rclpy_type, build_rclpy, build_rosbags, 
     assert bytes(store.serialize_cdr(again, again.__msgtype__)) == ours
 
 
-def test_json_round_trip_gives_the_same_messages():
-    """results.jsonl is the source of the output bag: nothing may be lost on the way."""
+def test_json_round_trip_gives_the_same_messages(tmp_path):
+    """results.jsonl (+ the evidence files beside it) is the source of the output bag:
+    nothing may be lost on the way."""
     ds, sd, al = _objects()
     ds2 = detection_set_from_json(json.loads(json.dumps(detection_set_json(ds))),
                                   ds.stamp_ns, ds.frame_id)
@@ -82,7 +85,9 @@ def test_json_round_trip_gives_the_same_messages():
                                 ds.frame_id)
     assert rm.serialize(rm.scene_description_msg(sd2)) == \
         rm.serialize(rm.scene_description_msg(sd))
-    al2 = alert_from_json(json.loads(json.dumps(alert_json(al))))
+    (tmp_path / 'e.jpg').write_bytes(al.evidence_jpeg)
+    al2 = alert_from_json(json.loads(json.dumps(alert_json(al, 'e.jpg'))), tmp_path)
+    assert al2 == al
     assert rm.serialize(rm.alert_msg(al2)) == rm.serialize(rm.alert_msg(al))
 
 
