@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections import Counter
 from pathlib import Path
 
 from ..core import images
@@ -108,7 +109,7 @@ def cut_clip(source: Path, target: Path, start_ns: int, end_ns: int) -> int:
         writer = Writer(fout)
         writer.start(profile='', library='mr_mllm_ros clip')
         for schema, channel, message in reader.iter_messages(
-                start_time=start_ns, end_time=end_ns + 1, log_time_order=True):
+                starting_at=start_ns, ending_at=end_ns, log_time_order=True):
             if schema is not None and schema.id not in schemas:
                 schemas[schema.id] = writer.register_schema(schema.name, schema.encoding,
                                                             schema.data)
@@ -136,11 +137,13 @@ def write_foxglove_outputs(out: Path, clip_before_s: float, clip_after_s: float,
             shutil.rmtree(d)
         d.mkdir()
     info: dict[str, dict] = {}
-    layout_ns = None
+    annotated: Counter = Counter()  # namespace -> frames with detections (for the layout)
     clips = 0
     for bag, records in sorted(by_bag.items()):
         namespaces = o.result_namespace({k[0] for k in records})
-        layout_ns = layout_ns if layout_ns is not None else namespaces[min(namespaces)]
+        annotated.update(namespaces[k[0]] for k, r in records.items()
+                         if r['detections']['items'] or (r.get('refined') or {}).get('items'))
+        annotated.update({ns: 0 for ns in namespaces.values()})
         path = tmp / f'{names[bag]}.mcap'
         try:
             counts = _write_bag_mcap(path, bag, records, namespaces, out, max_pixels)
@@ -155,7 +158,9 @@ def write_foxglove_outputs(out: Path, clip_before_s: float, clip_after_s: float,
                          t - round(clip_before_s * 1e9), t + round(clip_after_s * 1e9))
                 info[bag]['clips'] += 1
                 clips += 1
-    (tmp / LAYOUT).write_text(foxglove_layout(layout_ns or ''), encoding='utf-8')
+    # The layout shows the camera with the most annotated frames (sorted: ties by name).
+    busiest = max(sorted(annotated), key=lambda ns: annotated[ns], default='')
+    (tmp / LAYOUT).write_text(foxglove_layout(busiest), encoding='utf-8')
     for d, final in ((tmp, out / FOXGLOVE_DIR), (tmp_clips, out / CLIPS_DIR)):
         if final.exists():
             shutil.rmtree(final)

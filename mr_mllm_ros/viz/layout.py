@@ -7,6 +7,8 @@ use; the replay writes one for its own topics beside the MCAP (foxglove/layout.j
 
 from __future__ import annotations
 
+import json
+
 import foxglove.layouts as fl
 
 from .foxglove_messages import camera_topics
@@ -32,4 +34,4 @@ def foxglove_layout(namespace: str) -> str:
         fl.SplitItem(proportion=2, content=alert_log)])
     layout = fl.Layout(content=fl.SplitContainer(direction='row', items=[
         fl.SplitItem(proportion=2, content=image), fl.SplitItem(proportion=1, content=right)]))
-    return layout.to_json()
+    return json.dumps(json.loads(layout.to_json()), indent=2) + '\n'
