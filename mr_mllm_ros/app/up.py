@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 
 from .launcher import NodeGroup, NodeSpec
 
@@ -42,6 +44,9 @@ def add_arguments(p) -> None:
     p.add_argument('--log-level', default='info')
     p.add_argument('--duration', type=float, default=0.0,
                    help='stop after this many seconds (0 = until Ctrl-C)')
+    p.add_argument('--view', type=int, nargs='?', const=8765, metavar='PORT',
+                   help='also serve the graph to Foxglove (`mr-mllm view`) on PORT '
+                        '(default 8765)')
 
 
 def run(args) -> int:
@@ -51,9 +56,16 @@ def run(args) -> int:
     with NodeGroup(specs) as group:
         log.info('started %d node process(es) in ROS_DOMAIN_ID=%s; Ctrl-C stops them',
                  len(specs), group.env['ROS_DOMAIN_ID'])
+        viewer = None if args.view is None else subprocess.Popen(
+            [sys.executable, '-m', 'mr_mllm_ros.cli', 'view', '--port', str(args.view),
+             *(f'--namespace={ns}' for ns in args.namespace)], env=group.env)
         try:
             group.wait(args.duration)
         except KeyboardInterrupt:
             pass
+        finally:
+            if viewer is not None:
+                viewer.terminate()
+                viewer.wait(10)
         codes = group.stop()
     return 0 if all(c in (0, None, -2, 130) for c in codes) else 1

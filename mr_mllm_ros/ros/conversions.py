@@ -20,7 +20,7 @@ from mr_mllm_interfaces.msg import (CornerCaseAlert, Detection as DetectionMsg,
 
 from ..core import images
 from ..core.types import (Alert, Box, Detection, DetectionSet, Frame, GroundedPhrase,
-                          GroundedText, SceneDescription, Source)
+                          GroundedText, SceneDescription, Severity, Source)
 from . import message_mapping as mapping
 
 _SOURCE_FROM_MSG = {v: k for k, v in mapping.SOURCE_CODES.items()}
@@ -163,3 +163,14 @@ def scene_description_from_msg(m: SceneDescriptionMsg) -> SceneDescription:
 def alert_msg(a: Alert) -> CornerCaseAlert:
     """The alert with its proof: evidence JPEG, window stamps, rationale, values."""
     return mapping.alert_msg(MESSAGES, a)
+
+
+def alert_from_msg(m: CornerCaseAlert) -> Alert:
+    return Alert(severity=Severity(m.severity), code=m.code, rule=m.rule,
+                 raised_by=m.raised_by, message=m.message, stamp_ns=stamp_to_ns(m.header.stamp),
+                 frame_id=m.header.frame_id,
+                 detections=tuple(detection_from_msg(d) for d in m.detections),
+                 phrases=phrases_from_msg(m.grounding),
+                 window_stamps_ns=tuple(stamp_to_ns(t) for t in m.window_stamps),
+                 values=tuple((kv.key, kv.value) for kv in m.values), rationale=m.rationale,
+                 evidence_jpeg=bytes(m.evidence_image.data))
