@@ -9,7 +9,6 @@ readers that do not share our code: the `mcap` library, protobuf, rosbags, OpenC
 """
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -26,10 +25,10 @@ from mr_mllm_ros.replay.result_messages import result_typestore
 from mr_mllm_ros.viz.layout import foxglove_layout
 
 sys.path.insert(0, str(Path(__file__).parent))
+from chromium import screenshot  # noqa: E402
 from foxglove_decode import boxes, decode, stamp_ns  # noqa: E402
 from replay_bags import NS, encodings_bag, write_config  # noqa: E402
 
-CHROMIUM = Path('/usr/bin/chromium')
 REPO = Path(__file__).resolve().parents[1]
 BEFORE_S, AFTER_S = 0.6, 0.4
 
@@ -167,18 +166,7 @@ def test_report_shows_evidence_and_clips_in_headless_chromium(replayed, tmp_path
     assert page.count('class="evidence"') == sum(len(r['alerts']) for r in recs)
     assert page.count('href="clips/') == len(recs)
     assert all(f'clips/{clip_name(r)}' in page for r in recs)
-    if not CHROMIUM.exists():
-        pytest.skip('chromium is not installed at /usr/bin/chromium (scripts/setup.sh '
-                    'installs it where apt-get works)')
-    png = tmp_path / 'report.png'
-    cmd = [str(CHROMIUM), '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic',
-           '--no-first-run', '--disable-background-networking',
-           '--disable-component-update', '--disable-sync',
-           f'--user-data-dir={tmp_path / "profile"}', f'--screenshot={png}',
-           '--window-size=1200,2000', (replayed / 'report.html').resolve().as_uri()]
-    subprocess.run(cmd, capture_output=True, timeout=90, check=False)
-    shot = cv2.imread(str(png))
-    assert shot is not None and shot.shape[:2] == (2000, 1200), 'no screenshot written'
+    shot = screenshot(replayed / 'report.html', tmp_path)
     # The evidence images are on screen in their red frame (#d62828), not just in the HTML.
     b, g, r = (shot[..., i].astype(int) for i in range(3))
     border = (abs(r - 0xd6) < 12) & (abs(g - 0x28) < 12) & (abs(b - 0x28) < 12)

@@ -40,35 +40,18 @@ FONT_SIZE = 14.0
 @dataclass(frozen=True)
 class CameraTopics:
     ns: str
-
-    @property
-    def image(self) -> str:
-        return f'{self.ns}/image'
-
-    @property
-    def annotations(self) -> str:
-        return f'{self.ns}/annotations'
-
-    @property
-    def description(self) -> str:
-        return f'{self.ns}/scene_description'
-
-    @property
-    def alerts(self) -> str:
-        return f'{self.ns}/alerts'
-
-    @property
-    def evidence(self) -> str:
-        return f'{self.ns}/alerts/evidence'
-
-    @property
-    def alert_log(self) -> str:
-        return f'{self.ns}/alerts/log'
+    image: str
+    annotations: str
+    description: str
+    alerts: str
+    evidence: str
+    alert_log: str
 
 
 def camera_topics(namespace: str) -> CameraTopics:
     ns = '/' + namespace.strip('/') if namespace.strip('/') else ''
-    return CameraTopics(ns)
+    return CameraTopics(ns, f'{ns}/image', f'{ns}/annotations', f'{ns}/scene_description',
+                        f'{ns}/alerts', f'{ns}/alerts/evidence', f'{ns}/alerts/log')
 
 
 def timestamp(ns: int) -> Timestamp:
