@@ -69,6 +69,7 @@ class CameraBridge:
         self._descriptions: deque = deque(maxlen=QUEUE)
         self._alerts: deque = deque(maxlen=QUEUE)
         self._sent_stamp = None
+        self._sent_detections = None
         self._last_sent_s = 0.0
         ns = '/' + namespace.strip('/') if namespace.strip('/') else ''
         node = ros.node
@@ -120,6 +121,12 @@ class CameraBridge:
             a = conv.alert_from_msg(self._alerts.popleft())
             self.channels.log_alerts([a], a.stamp_ns)
             recent_alerts.append(a)
+        late = [a for a in recent_alerts if a.stamp_ns == self._sent_stamp]
+        if late and self._sent_detections is not None:
+            # Alerts come after their frame (scene_node runs after perception): annotate
+            # the frame already sent again, now with its alert objects highlighted.
+            self.channels.log_annotations(self._sent_detections, self._sent_stamp,
+                                          self._sent_stamp, alerts=late)
         now = time.monotonic()
         if now - self._last_sent_s < min_interval_s:
             return
@@ -148,8 +155,9 @@ class CameraBridge:
             frame = conv.frame_from_compressed(image) if fmt else conv.frame_from_image(image)
             data, fmt = images.encode_compressed(frame.image, 'jpeg', 85), 'jpeg'
         self.channels.log_image(data, stamp, image.header.frame_id, stamp, fmt)
+        self._sent_detections = None
         if dets is not None:
-            ds = conv.detection_set_from_msg(dets)
+            self._sent_detections = ds = conv.detection_set_from_msg(dets)
             self.channels.log_annotations(ds, stamp, stamp,
                                           alerts=[a for a in alerts if a.stamp_ns == stamp])
 

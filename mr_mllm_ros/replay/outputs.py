@@ -5,8 +5,10 @@ not), appended with ONE `os.write` per line on an O_APPEND descriptor, so a kill
 leaves whole lines only (a torn last line, possible only on power loss, is cut off on the
 next start). `detections.csv` and `alerts.csv` are appended the same way, right after
 the frame's JSON line, and are rebuilt from results.jsonl whenever a run starts (a kill
-between the two writes is repaired then). The output bags, report.html and summary.json
-are derived data: built from results.jsonl at the end of every run (also after Ctrl-C),
+between the two writes is repaired then). Thumbnails and alert evidence images (thumbs/,
+evidence/) are written before their frame's line. The output bags, the Foxglove MCAPs
+and alert clips (foxglove/, clips/), report.html and summary.json are derived data:
+built from results.jsonl at the end of every run (also after Ctrl-C),
 into a temporary name that is then renamed over the previous one. A re-run into the same
 folder skips the frames results.jsonl already has (identity: bag, topic, log time,
 header stamp).
@@ -40,7 +42,7 @@ THUMBS_DIR = 'thumbs'
 EVIDENCE_DIR = 'evidence'
 FOXGLOVE_DIR = 'foxglove'
 CLIPS_DIR = 'clips'
-DERIVED_DIRS = (EVIDENCE_DIR, FOXGLOVE_DIR, CLIPS_DIR)
+EVIDENCE_DIRS = (EVIDENCE_DIR, FOXGLOVE_DIR, CLIPS_DIR)  # alert evidence, Foxglove, clips
 
 DETECTION_COLUMNS = ('bag', 'topic', 'log_time_ns', 'stamp_ns', 'frame_id', 'set', 'index',
                      'class_id', 'class_name', 'score', 'x1', 'y1', 'x2', 'y2', 'track_id',

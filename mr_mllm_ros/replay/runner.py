@@ -256,7 +256,7 @@ class _Lock:
 def _clear_outputs(out: Path) -> None:
     for name in (o.RESULTS, o.DETECTIONS_CSV, o.ALERTS_CSV, o.REPORT, o.SUMMARY, o.RUN_FILE):
         (out / name).unlink(missing_ok=True)
-    for name in (o.BAGS_DIR, o.THUMBS_DIR, *o.DERIVED_DIRS):
+    for name in (o.BAGS_DIR, o.THUMBS_DIR, *o.EVIDENCE_DIRS):
         if (out / name).exists():
             shutil.rmtree(out / name)
 
