@@ -7,6 +7,7 @@ zeros, so the byte comparison is exact except at padding: there rclpy may hold a
 and rosbags must hold 0. Both directions of deserialisation are checked too.
 """
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -103,3 +104,14 @@ def test_type_hashes_equal_the_ros_build():
         hashes = {h['type_name']: h['hash_string']
                   for h in json.loads(path.read_text())['type_hashes']}
         assert rm.result_typestore().hash_rihs01(name) == hashes[name], name
+
+
+def test_alert_msg_round_trip_keeps_the_proof():
+    """The viewer reads alerts back into core (conversions.alert_from_msg): evidence JPEG,
+    window stamps, values and rationale survive rclpy's message and its CDR."""
+    al = _objects()[2]
+    msg = deserialize_message(serialize_message(conv.alert_msg(al)), CornerCaseAlert)
+    back = conv.alert_from_msg(msg)
+    # Detection.score is float32 on the wire: compare it approximately, the rest exactly.
+    assert back.detections[0].score == pytest.approx(al.detections[0].score, rel=1e-6)
+    assert dataclasses.replace(back, detections=al.detections) == al
