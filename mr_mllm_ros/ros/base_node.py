@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Sequence
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
 from ..core.config import Config
@@ -27,11 +26,9 @@ class ModelLifecycleNode(LifecycleNode):
         self._errors = ErrorCounter(self.get_logger())
         self._subs: list = []
         self._last_error = ''
-        self._diag_group = MutuallyExclusiveCallbackGroup()
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self._diag_timer = self.create_timer(
-            self.get_parameter(diagnostics_period_param).value, self._on_diagnostics_timer,
-            self._diag_group)
+            self.get_parameter(diagnostics_period_param).value, self._on_diagnostics_timer)
         self._worker: InferenceWorker | None = None  # see _start_worker
 
     # subclasses: free everything configure created (called on cleanup and shutdown)
