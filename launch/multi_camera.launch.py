@@ -14,31 +14,23 @@ from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable, Opaque
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode
 
+from mr_mllm_ros.topology import DEFAULT_LOG_LEVEL, camera_list, plan_graph
+
 
 def _nodes(context):
-    cameras = [c.strip().strip('/') for c in
-               LaunchConfiguration('cameras').perform(context).split(',') if c.strip()]
+    cameras = camera_list(LaunchConfiguration('cameras').perform(context))
     batched = LaunchConfiguration('batched').perform(context).lower() == 'true'
     scene = LaunchConfiguration('scene').perform(context).lower() == 'true'
     params = [LaunchConfiguration('params_file').perform(context),
               {'use_sim_time': LaunchConfiguration('use_sim_time').perform(context) == 'true'}]
     ros_args = ['--ros-args', '--log-level', LaunchConfiguration('log_level').perform(context)]
-    nodes = []
-    if batched:
-        nodes.append(LifecycleNode(package='mr_mllm_ros', executable='perception_node',
-                                   name='perception_node', namespace='', output='screen',
-                                   parameters=params + [{'perception.cameras': cameras}],
-                                   arguments=ros_args))
-    for cam in cameras:
-        if not batched:
-            nodes.append(LifecycleNode(package='mr_mllm_ros', executable='perception_node',
-                                       name='perception_node', namespace=cam, output='screen',
-                                       parameters=params, arguments=ros_args))
-        if scene:
-            nodes.append(LifecycleNode(package='mr_mllm_ros', executable='scene_node',
-                                       name='scene_node', namespace=cam, output='screen',
-                                       parameters=params, arguments=ros_args))
-    return nodes
+    kinds = ('perception', 'scene') if scene else ('perception',)
+    # The same plan `mr-mllm up` starts (mr_mllm_ros/topology.py).
+    return [LifecycleNode(package='mr_mllm_ros', executable=f'{p.kind}_node',
+                          name=f'{p.kind}_node', namespace=p.namespace, output='screen',
+                          parameters=params + ([p.parameters] if p.parameters else []),
+                          arguments=ros_args)
+            for p in plan_graph(cameras, kinds, batched)]
 
 
 def generate_launch_description():
@@ -55,7 +47,7 @@ def generate_launch_description():
                               description='ROS 2 parameters file (see config/mr_mllm.yaml)'),
         DeclareLaunchArgument('use_sim_time', default_value='false',
                               description='Use /clock (bag replay, simulation)'),
-        DeclareLaunchArgument('log_level', default_value='info',
+        DeclareLaunchArgument('log_level', default_value=DEFAULT_LOG_LEVEL,
                               description='debug, info, warn, error'),
         DeclareLaunchArgument('fastdds_profile',
                               default_value=os.path.join(share, 'config',

@@ -17,6 +17,8 @@ from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode
 
+from mr_mllm_ros.topology import DEFAULT_LOG_LEVEL
+
 
 def generate_launch_description():
     share = get_package_share_directory('mr_mllm_ros')
@@ -32,7 +34,7 @@ def generate_launch_description():
                                           '(relative names resolve in the namespace)'),
         DeclareLaunchArgument('use_sim_time', default_value='false',
                               description='Use /clock (bag replay, simulation)'),
-        DeclareLaunchArgument('log_level', default_value='info',
+        DeclareLaunchArgument('log_level', default_value=DEFAULT_LOG_LEVEL,
                               description='debug, info, warn, error'),
         DeclareLaunchArgument('scene', default_value='false',
                               description='Also start scene_node (descriptions, VQA, alerts)'),

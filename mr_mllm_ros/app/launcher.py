@@ -24,6 +24,7 @@ from pathlib import Path
 
 from ..core.config import share_dir
 from ..core.parent_watch import PARENT_PID_ENV
+from ..topology import DEFAULT_LOG_LEVEL
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ class NodeSpec:
     namespace: str = ''
     params_files: list[str] = field(default_factory=list)
     parameters: dict[str, object] = field(default_factory=dict)  # name -> value (-p)
-    log_level: str = 'info'
+    log_level: str = DEFAULT_LOG_LEVEL
     name: str = ''  # remap the node name (several of a kind in one namespace)
 
     def node_paths(self) -> list[str]:

@@ -165,7 +165,8 @@ class PerceptionNode(ModelLifecycleNode):
         since = (time.monotonic() - self._last_image_time) if self._last_image_time else None
         warning = ''
         if since is None:
-            warning = 'no image received yet'
+            topics = ', '.join(s.topic_name for s in self._subs) or 'the image topic'
+            warning = f'no image yet on {topics}'
         elif since > config.perception.stale_after_s:
             warning = f'camera stream stale: no image for {since:.1f} s'
         model = pipeline.detector.name if pipeline else ''

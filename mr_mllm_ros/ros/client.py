@@ -86,12 +86,6 @@ class ServiceTimeout(RosCallError):
 
 #: Longest close() waits for the executor thread (a callback in flight finishes first).
 _JOIN_S = 3.0
-#: After a service is first discovered, wait this long before the first request. Our side
-#: sees the server's endpoints before the server has matched our response reader, and
-#: Fast DDS's server waits only ~100 ms for that match before it drops the response: under
-#: load (a graph test on a busy 2-core machine) the first call of a fresh client then
-#: never got its answer. Later calls through the same (cached) client are not delayed.
-_FIRST_CALL_SETTLE_S = 0.5
 
 
 class RosClient:
@@ -176,12 +170,9 @@ class RosClient:
         """Call a service and return its response. Raises ServiceNotFound when the
         service is not discovered within `wait_service_s` (naming what the graph does
         offer) and ServiceTimeout when no response comes within `timeout` s."""
-        fresh = (srv_type, name) not in self._service_clients
         client = self.service_client(srv_type, name)
         if not client.wait_for_service(timeout_sec=wait_service_s):
             raise ServiceNotFound(self._not_found(name, wait_service_s))
-        if fresh:
-            time.sleep(_FIRST_CALL_SETTLE_S)
         future = client.call_async(request)
         done = threading.Event()
         future.add_done_callback(lambda _: done.set())
@@ -192,9 +183,10 @@ class RosClient:
         return future.result()
 
     def service_client(self, srv_type: type, name: str):
-        """This client's one rclpy client for (type, name), made on first use. Deep
-        history: responses to many calls in flight that arrive together must not push
-        each other out (a depth-10 client lost 8 of 20 concurrent answers)."""
+        """This client's one rclpy client for (type, name), made on first use and kept
+        (no discovery round per call). Deep history (SERVICE_QOS): with the default
+        KEEP_LAST 10, responses to more than ten calls in flight that arrive before the
+        executor takes them would push each other out."""
         key = (srv_type, name)
         if key not in self._service_clients:
             self._service_clients[key] = self.node.create_client(

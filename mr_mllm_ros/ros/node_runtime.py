@@ -17,7 +17,6 @@ from __future__ import annotations
 import ctypes
 import gc
 import os
-import re
 import sys
 import threading
 import time
@@ -27,6 +26,7 @@ import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 
+from ..core.errors import reason_key
 from ..core.offline import apply_offline_env
 from ..core.parent_watch import end_with_parent
 
@@ -59,15 +59,8 @@ class ErrorCounter:
         self._last_log: dict[str, float] = {}
         self._unlogged: dict[str, int] = {}
 
-    @staticmethod
-    def reason_key(message: str) -> str:
-        """'step 1919 is smaller than ...' -> 'step N is smaller than ...' (a stable key;
-        digits inside words such as rgb8 or mono16 stay)."""
-        first = message.split('\n', 1)[0]
-        return re.sub(r'\b\d+\b', 'N', re.sub(r'\b\d+x\d+\b', 'NxN', first))[:120]
-
     def add(self, what: str, message: str) -> None:
-        key = self.reason_key(message)
+        key = reason_key(message)
         now = time.monotonic()
         with self._lock:
             self.by_reason[key] = self.by_reason.get(key, 0) + 1
