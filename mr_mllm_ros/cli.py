@@ -23,6 +23,7 @@ COMMANDS = (
     ('describe', 'describe', 'detect + describe images in-process (no ROS)'),
     ('up', 'up', 'start the nodes from a params file (installs without `ros2 launch`)'),
     ('ask', 'ask', 'ask a running scene_node a question (ask_scene service)'),
+    ('view', 'view', 'serve the live graph to Foxglove (WebSocket): images, boxes, alerts'),
     ('publish-images', 'publish_images', 'publish image files or sample photos as a camera'),
     ('eval', 'eval', 'measure detections, grounding and alerts against labelled data'),
     ('replay', 'replay', 'analyse recorded bags offline: results, result bag, report.html'),

@@ -201,6 +201,14 @@ class AlertsConfig:
                                 '+ one-line reason), configured by the mllm_judgement rule.')
     judgement_rate_hz: float = spec('How often the MLLM judgement runs at most.', low=0.0,
                                     high=30.0)
+    evidence_max_side: int = spec('Evidence image of an alert (the triggering frame, boxes '
+                                  'drawn, JPEG): longer side in pixels; 0 = no evidence '
+                                  'image.', low=0, high=8192)
+    evidence_jpeg_quality: int = spec('JPEG quality of the evidence image.', low=1, high=100)
+    clip_before_s: float = spec('Replay: seconds before an alert in its MCAP clip (clips/).',
+                                low=0.0, high=600.0)
+    clip_after_s: float = spec('Replay: seconds after an alert in its MCAP clip (clips/).',
+                               low=0.0, high=600.0)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from .alerts import FEEDBACK_TYPES, PER_FRAME_TYPES, AlertEngine
 from .config import Config
 from .detection import Detector, create_detector
+from .evidence import with_evidence
 from .mllm import MllmBackend
 from .reinforce import Reinforcer
 from .scene import SceneReasoner
@@ -97,7 +98,12 @@ class ScenePipeline:
         """Per-frame rule alerts (cheap; every frame)."""
         if self.alerts is None:
             return []
-        return self.alerts.evaluate(frame, ds, now_s, types=PER_FRAME_TYPES)
+        return self._with_evidence(self.alerts.evaluate(frame, ds, now_s,
+                                                        types=PER_FRAME_TYPES), frame, ds)
+
+    def _with_evidence(self, alerts: list[Alert], frame: Frame, ds: DetectionSet) -> list[Alert]:
+        cfg = self.config.alerts
+        return with_evidence(alerts, frame, ds, cfg.evidence_max_side, cfg.evidence_jpeg_quality)
 
     def scene_changed(self, ds: DetectionSet) -> bool:
         """True on the first frame, when the set of classes changes, or when a new track
@@ -129,6 +135,7 @@ class ScenePipeline:
         if self.alerts is not None:
             alerts += self.alerts.evaluate(None, refined, now_s, rejected, types=FEEDBACK_TYPES)
             alerts += self._judge(frame, refined, now_s)
+        alerts = self._with_evidence(alerts, frame, refined)
         return Reasoning(refined, tuple(rejected), description, tuple(alerts))
 
     def _judge(self, frame: Frame, ds: DetectionSet, now_s: float) -> list[Alert]:

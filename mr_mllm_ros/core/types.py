@@ -217,6 +217,14 @@ class Alert:
     frame_id: str = ''
     detections: tuple[Detection, ...] = ()
     phrases: tuple[GroundedPhrase, ...] = ()
+    # The proof: stamps of the frames where the condition held in the debounce window
+    # (oldest first; the last is stamp_ns), the condition's values as (key, value) pairs,
+    # a sentence for people, and the triggering frame as JPEG with its boxes drawn
+    # (core.evidence; empty when no frame was at hand, e.g. a stale camera).
+    window_stamps_ns: tuple[int, ...] = ()
+    values: tuple[tuple[str, str], ...] = ()
+    rationale: str = ''
+    evidence_jpeg: bytes = field(default=b'', repr=False)
 
 
 @dataclass(frozen=True)
