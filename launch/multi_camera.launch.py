@@ -1,7 +1,7 @@
 """Several cameras: one perception_node per camera namespace, or one batched
 perception_node serving all of them (`batched:=true`: one model in memory, a
 latest-frame slot per camera, served round-robin). scene_node per camera with
-`scene:=true`.
+`scene:=true`; one memory_node for all of them with `memory:=true`.
 
     ros2 launch mr_mllm_ros multi_camera.launch.py cameras:=front,rear,left
 """
@@ -21,10 +21,11 @@ def _nodes(context):
     cameras = camera_list(LaunchConfiguration('cameras').perform(context))
     batched = LaunchConfiguration('batched').perform(context).lower() == 'true'
     scene = LaunchConfiguration('scene').perform(context).lower() == 'true'
+    memory = LaunchConfiguration('memory').perform(context).lower() == 'true'
     params = [LaunchConfiguration('params_file').perform(context),
               {'use_sim_time': LaunchConfiguration('use_sim_time').perform(context) == 'true'}]
     ros_args = ['--ros-args', '--log-level', LaunchConfiguration('log_level').perform(context)]
-    kinds = ('perception', 'scene') if scene else ('perception',)
+    kinds = ('perception',) + (('scene',) if scene else ()) + (('memory',) if memory else ())
     # The same plan `mr-mllm up` starts (mr_mllm_ros/topology.py).
     return [LifecycleNode(package='mr_mllm_ros', executable=f'{p.kind}_node',
                           name=f'{p.kind}_node', namespace=p.namespace, output='screen',
@@ -42,6 +43,9 @@ def generate_launch_description():
                               description='One perception_node for all cameras'),
         DeclareLaunchArgument('scene', default_value='false',
                               description='Also start one scene_node per camera'),
+        DeclareLaunchArgument('memory', default_value='false',
+                              description='Also start one memory_node for all cameras '
+                                          '(query_memory service)'),
         DeclareLaunchArgument('params_file',
                               default_value=os.path.join(share, 'config', 'mr_mllm.yaml'),
                               description='ROS 2 parameters file (see config/mr_mllm.yaml)'),

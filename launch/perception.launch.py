@@ -1,4 +1,5 @@
-"""One camera: perception_node (+ scene_node with `scene:=true`) in a camera namespace.
+"""One camera: perception_node (+ scene_node with `scene:=true`, memory_node with
+`memory:=true`) in a camera namespace.
 
     ros2 launch mr_mllm_ros perception.launch.py namespace:=front_cam \
         params_file:=/path/to/my_params.yaml
@@ -38,6 +39,9 @@ def generate_launch_description():
                               description='debug, info, warn, error'),
         DeclareLaunchArgument('scene', default_value='false',
                               description='Also start scene_node (descriptions, VQA, alerts)'),
+        DeclareLaunchArgument('memory', default_value='false',
+                              description='Also start memory_node (scene memory, '
+                                          'query_memory service)'),
         DeclareLaunchArgument('fastdds_profile',
                               default_value=os.path.join(share, 'config',
                                                          'fastdds_large_images.xml'),
@@ -59,7 +63,9 @@ def generate_launch_description():
                           condition=IfCondition(LaunchConfiguration('scene')),
                           remappings=[('image', LaunchConfiguration('image_topic'))],
                           **common)
+    memory = LifecycleNode(executable='memory_node', name='memory_node',
+                           condition=IfCondition(LaunchConfiguration('memory')), **common)
     return LaunchDescription(args + [
         SetEnvironmentVariable('FASTDDS_DEFAULT_PROFILES_FILE',
                                LaunchConfiguration('fastdds_profile')),
-        perception, scene])
+        perception, scene, memory])

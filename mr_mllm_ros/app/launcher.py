@@ -32,10 +32,11 @@ NODE_MODULES = {
     'perception': 'mr_mllm_ros.nodes.perception_node',
     'scene': 'mr_mllm_ros.nodes.scene_node',
     'combined': 'mr_mllm_ros.nodes.combined',  # perception + scene in one process
+    'memory': 'mr_mllm_ros.nodes.memory_node',  # one for all cameras
 }
 #: The ROS node(s) each kind of process holds (node names before any remapping).
 NODE_NAMES = {'perception': ('perception_node',), 'scene': ('scene_node',),
-              'combined': ('perception_node', 'scene_node')}
+              'combined': ('perception_node', 'scene_node'), 'memory': ('memory_node',)}
 
 #: Respawn back-off: first delay, cap, and how long a child must run to reset it.
 RESPAWN_DELAY_S, RESPAWN_DELAY_MAX_S, RESPAWN_STABLE_S = 1.0, 30.0, 60.0

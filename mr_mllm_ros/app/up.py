@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import time
 
 from ..topology import DEFAULT_LOG_LEVEL, camera_list, plan_graph
@@ -25,7 +27,8 @@ def add_arguments(p) -> None:
     p.add_argument('--namespace', action='append', default=[],
                    help='camera namespace (repeat for several cameras; default: none)')
     p.add_argument('--nodes', default='perception,scene',
-                   help='comma-separated: perception, scene (default: both)')
+                   help='comma-separated: perception, scene, memory (default: perception,'
+                        'scene; memory = one memory_node for every camera namespace)')
     p.add_argument('--batched', action='store_true',
                    help='one perception_node for all cameras (perception.cameras)')
     p.add_argument('--one-process', action='store_true',
@@ -33,6 +36,9 @@ def add_arguments(p) -> None:
     p.add_argument('--log-level', default=DEFAULT_LOG_LEVEL)
     p.add_argument('--duration', type=float, default=0.0,
                    help='stop after this many seconds (0 = until Ctrl-C / SIGTERM)')
+    p.add_argument('--view', type=int, nargs='?', const=8765, metavar='PORT',
+                   help='also serve the graph to Foxglove (`mr-mllm view`) on PORT '
+                        '(default 8765)')
     p.add_argument('--respawn', action='store_true',
                    help='restart a node process that exits (back-off 1, 2, 4 ... 30 s)')
     p.add_argument('--respawn-max', type=int, default=10, metavar='N',
@@ -65,6 +71,9 @@ def run(args) -> int:
     with NodeGroup(specs, respawn=args.respawn, respawn_max=args.respawn_max) as group:
         log.info('started %d node process(es) in ROS_DOMAIN_ID=%s; Ctrl-C stops them',
                  len(specs), group.env['ROS_DOMAIN_ID'])
+        viewer = None if args.view is None else subprocess.Popen(
+            [sys.executable, '-m', 'mr_mllm_ros.cli', 'view', '--port', str(args.view),
+             *(f'--namespace={ns}' for ns in args.namespace)], env=group.env)
         started = time.monotonic()
         try:
             if args.ready_timeout > 0:
@@ -74,5 +83,9 @@ def run(args) -> int:
                 group.wait(left)
         except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP: the normal way to stop
             log.info('stopping %d node process(es)', len(specs))
+        finally:
+            if viewer is not None:
+                viewer.terminate()
+                viewer.wait(10)
         codes = group.stop()
     return 0 if all(c in (0, None, -2, 130) for c in codes) else 1

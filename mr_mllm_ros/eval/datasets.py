@@ -31,7 +31,7 @@ import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -370,33 +370,9 @@ def write_bag(path: str | os.PathLike, topic: str, images: Iterable[np.ndarray],
               rate_hz: float = 10.0, frame_id: str = 'camera',
               compressed: bool = False) -> None:
     """A rosbag2 (sqlite3) of RGB images at `rate_hz`, stamps from 1 s: for tests and to
-    turn an image sequence into a recording. Identical consecutive images are encoded
-    once."""
-    from rosbags.rosbag2 import Writer
-    from rosbags.typesys import Stores, get_typestore
-
-    from ..core.images import encode_compressed, image_to_raw
-    ts = get_typestore(Stores.ROS2_HUMBLE)
-    types: Any = ts.types
-    msgtype = IMAGE_MSGTYPES[1] if compressed else IMAGE_MSGTYPES[0]
-    with Writer(Path(path), version=8) as writer:
-        conn = writer.add_connection(topic, msgtype, typestore=ts)
-        previous, payload = None, None
-        for i, rgb in enumerate(images):
-            t_ns = 1_000_000_000 + round(i * 1e9 / rate_hz)
-            header = types['std_msgs/msg/Header'](
-                stamp=types['builtin_interfaces/msg/Time'](sec=t_ns // 1_000_000_000,
-                                                           nanosec=t_ns % 1_000_000_000),
-                frame_id=frame_id)
-            if rgb is not previous:
-                previous = rgb
-                payload = np.frombuffer(encode_compressed(rgb, 'jpeg'), np.uint8) \
-                    if compressed else image_to_raw(rgb, 'rgb8')
-            if compressed:
-                msg = types[msgtype](header=header, format='jpeg', data=payload)
-            else:
-                msg = types[msgtype](header=header, height=payload.height,
-                                     width=payload.width, encoding=payload.encoding,
-                                     is_bigendian=0, step=payload.step,
-                                     data=np.frombuffer(payload.data, np.uint8))
-            writer.write(conn, t_ns, ts.serialize_cdr(msg, msgtype))
+    turn an image sequence into a recording (replay.bag_writer)."""
+    from ..replay.bag_writer import NS, image_message, write_bag as write
+    period = 1.0 / rate_hz
+    msgs = [image_message(rgb, 'jpeg' if compressed else 'rgb8',
+                          NS + round(i * NS * period), frame_id) for i, rgb in enumerate(images)]
+    write(path, {topic: msgs}, 'sqlite3', start_ns=NS, period_s=period)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import cv2
@@ -25,6 +25,7 @@ from ..core.types import Box, DetectionSet, Frame
 from . import outputs as o
 from .bag_reader import NS, BagInfo, ReadLog, decode, header_of, iter_raw, reason_key
 
+TRACK_IDS_PER_UNIT = 1_000_000
 
 @dataclass(frozen=True)
 class Unit:
@@ -40,6 +41,7 @@ class Unit:
 class FrameOutput:
     record: dict
     thumbnail: bytes | None = None
+    evidence: dict = field(default_factory=dict)  # evidence/ file name -> alert JPEG
 
 
 @dataclass
@@ -71,6 +73,8 @@ class UnitProcessor:
         done = done if done is not None else Counter()
         readlog = readlog if readlog is not None else ReadLog()
         self.pipeline.reset()
+        # Track ids restart per unit, in a range of the unit's own: Ray-identical, unique.
+        self.pipeline.perception.reset_tracking(unit.segment * TRACK_IDS_PER_UNIT + 1)
         previous_classes: frozenset | None = None
         index = -1
         for raw in iter_raw(info, [unit.topic], unit.start_ns, unit.stop_ns, readlog):
@@ -111,13 +115,14 @@ class UnitProcessor:
                           trigger=self.pipeline.scene.schedule.last_trigger)
             return FrameOutput(record)
         described = result.description is not None
+        alerts, evidence = o.alerts_json(record, result.alerts)
         record.update(
             status='ok', models=self.models,
             detections=o.detection_set_json(result.detections),
             refined=o.detection_set_json(result.refined)
             if described and result.refined is not None else None,
             description=o.description_json(result.description) if described else None,
-            alerts=[o.alert_json(a) for a in result.alerts], trigger=result.trigger,
+            alerts=alerts, trigger=result.trigger,
             timings_ms={'decode': decode_ms, **result.timings_ms})
         classes = frozenset(d.class_name for d in result.detections)
         thumb = None
@@ -127,7 +132,7 @@ class UnitProcessor:
             flagged = {d for a in result.alerts for d in a.detections}
             highlight = {i for i, d in enumerate(shown) if d in flagged}
             thumb = thumbnail(msg.frame, shown, highlight, self.thumb_side)
-        return FrameOutput(record, thumb)
+        return FrameOutput(record, thumb, evidence)
 
     def run_unit(self, unit: Unit, info: BagInfo, done: Counter | None = None) -> UnitResult:
         readlog = ReadLog()

@@ -35,6 +35,7 @@ from ..core.pipeline import Pipeline
 from ..core.schedule import TRIGGERS
 from . import outputs as o
 from .bag_reader import NS, BagInfo, ReadLog, open_bag
+from .memory_db import write_memory_db
 from .processing import Unit, UnitProcessor, UnitResult
 from .ray_fanout import run_units_on_ray
 
@@ -130,7 +131,7 @@ class _Lock:
 def _clear_outputs(out: Path) -> None:
     for name in (o.RESULTS, o.DETECTIONS_CSV, o.ALERTS_CSV, o.REPORT, o.SUMMARY, o.RUN_FILE):
         (out / name).unlink(missing_ok=True)
-    for name in (o.BAGS_DIR, o.THUMBS_DIR):
+    for name in (o.BAGS_DIR, o.THUMBS_DIR, *o.EVIDENCE_DIRS):
         if (out / name).exists():
             shutil.rmtree(out / name)
 
@@ -211,7 +212,7 @@ def run_replay(options: ReplayOptions, config: Config, *, pipeline: Pipeline | N
                 if p not in report['problems']:
                     report['problems'].append(p)
             for fo in ur.outputs:
-                writer.write(fo.record, fo.thumbnail)
+                writer.write(fo.record, fo.thumbnail, fo.evidence)
             result.new_frames += len(ur.outputs)
             if on_unit is not None:
                 on_unit(ur)
@@ -241,7 +242,8 @@ def run_replay(options: ReplayOptions, config: Config, *, pipeline: Pipeline | N
         finally:
             bar.close()
             writer.close()
-        _finalize(out, result, bag_reports, infos, options)
+        write_memory_db(out, config.memory)  # before the report: its timeline reads it
+        _finalize(out, result, bag_reports, infos, options, config)
     finally:
         lock.release()
     result.wall_s = time.monotonic() - t_start
@@ -253,8 +255,10 @@ def _norm(topic: str) -> str:
 
 
 def _finalize(out: Path, result: ReplayResult, bag_reports: dict, infos: list[BagInfo],
-              options: ReplayOptions) -> None:
-    """Derived outputs from results.jsonl: output bags, summary.json, report.html."""
+              options: ReplayOptions, config: Config) -> None:
+    """Derived outputs from results.jsonl: output bags, Foxglove MCAPs and alert clips,
+    summary.json, report.html."""
+    from .foxglove_outputs import write_foxglove_outputs
     from .report import write_report
     storages = {i.path: i.storage for i in infos}
     triggers: Counter = Counter()  # MLLM reasoning steps by what started them
@@ -275,10 +279,14 @@ def _finalize(out: Path, result: ReplayResult, bag_reports: dict, infos: list[Ba
                 result.skipped[rec.get('reason', '?')] = \
                     result.skipped.get(rec.get('reason', '?'), 0) + 1
     result.result_bags = o.write_result_bags(out, storages)
+    foxglove = write_foxglove_outputs(out, config.alerts.clip_before_s,
+                                      config.alerts.clip_after_s, config.max_image_pixels)
     for path, report in bag_reports.items():
         if path in result.result_bags:
             report['result_bag'] = result.result_bags[path]['path']
             report['result_messages'] = result.result_bags[path]['messages']
+        if path in foxglove:
+            report['foxglove'] = foxglove[path]
         result.problems += [p for p in report['problems'] if p not in result.problems]
     result.bags = list(bag_reports.values())
     result.mllm_calls = {k: triggers.get(k, 0) for k in (*TRIGGERS, 'question')}

@@ -13,7 +13,7 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from ..core.config import Config
 from ..core.inference_worker import InferenceWorker
 from . import conversions as conv
-from .node_runtime import ErrorCounter, release_memory
+from .node_runtime import ErrorCounter, freeze_heap, release_memory
 from .params import ConfigParameters
 
 
@@ -53,6 +53,10 @@ class ModelLifecycleNode(LifecycleNode):
         for s in self._subs:
             self.destroy_subscription(s)
         self._subs = []
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        freeze_heap()  # the model is loaded: keep its objects out of the cyclic GC's walks
+        return super().on_activate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._release()
