@@ -5,7 +5,10 @@ The bag shows the shipped photos as a 2 Hz JPEG camera (`SCENES`); the offline d
 (YOLOv3-tiny) sees a different class set in each (camera: persons, coffee: a "toilet",
 grace_hopper: a tie, motorcycle: a motorbike), so each switch is a scene change.
 `SCHEDULE` puts every threshold a quarter period off the frame grid, so a live run whose
-clock jitters by less than that reasons on the same frames as the replay.
+clock jitters by less than that reasons on the same frames as the replay. No tracker
+(`DETECTOR`): a live graph's tracker has seen the frames before the bag (a warm-up), a
+replay's starts fresh, so their first track ids - and the scene changes new ids make -
+would differ for a reason that is not the schedule's.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ SCHEDULE = {'scene.description_rate_hz': 1 / 4.25, 'scene.describe_on_change': T
 #: at 7.5 for 1.75 s after 6.5 (8.5); changes at 12.5 and 15.5.
 EXPECTED_STEPS = {0.0: 'change', 4.5: 'rate', 6.5: 'change', 8.5: 'change',
                   12.5: 'change', 15.5: 'change'}
+DETECTOR = {'detector.tracker': 'none'}
 RULES = {'rules': [
     {'name': 'person_anywhere', 'type': 'hazard_in_region', 'severity': 'CRITICAL',
      'debounce': {'n': 1, 'm': 1}, 'cooldown_s': 2.75, 'classes': ['person'],
@@ -68,7 +72,8 @@ def write_config(tmp: Path, url: str) -> Path:
     rules = tmp / 'schedule_rules.yaml'
     rules.write_text(yaml.safe_dump(RULES))
     nested: dict = {}
-    for key, value in {**mllm_settings(url), 'alerts.rules_file': str(rules)}.items():
+    for key, value in {**mllm_settings(url), **DETECTOR,
+                       'alerts.rules_file': str(rules)}.items():
         section, name = key.split('.')
         nested.setdefault(section, {})[name] = value
     path = tmp / 'schedule_config.yaml'
