@@ -54,8 +54,9 @@ soft tokens.
   objects reads only those (descriptions still read all): 0.99 by step 100
   (docs/BENCHMARKS.md, fusion toy).
 - The re-scoring head is the perception side of the mutual reinforcement: it is trained
-  (BCE) on datasets that mark detections right or wrong and exposed as
-  `FusionRuntime.rescore`.
+  (BCE) on datasets that mark detections right or wrong, exposed as
+  `FusionRuntime.rescore`, and blended into core.reinforce's check of uncertain boxes
+  (reinforce.fusion_weight).
 
 An adapter is a folder: `adapter.safetensors` (weights) + `adapter.json` (its
 `AdapterConfig` and provenance). Loading checks every tensor shape against the config and
