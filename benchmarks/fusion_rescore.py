@@ -51,6 +51,14 @@ def roc_auc(right: list[float], wrong: list[float]) -> float:
     return wins / (len(right) * len(wrong))
 
 
+def print_table(rows: dict[str, dict]) -> None:
+    print(f'\n{"":28s}{"AUC":>7s}{"wrong dropped":>15s}{"right dropped":>15s}')
+    for name, row in rows.items():
+        print(f'{name:28s}{row["auc"]:7.3f}'
+              f'{row.get("wrong_dropped", "-")!s:>9s}/{row["wrong"]:<5d}'
+              f'{row.get("right_dropped", "-")!s:>9s}/{row["right"]:<5d}')
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--steps', type=int, default=60)
@@ -116,14 +124,9 @@ def main() -> int:
            'held_out_scenes': len(held_out), 'reject_probability': reject, 'results': rows,
            'check_seconds': round(time.perf_counter() - t0, 1),
            'total_seconds': round(time.perf_counter() - t_start, 1)}
+    print_table(rows)
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(out, indent=1))
-    print(f'\n{"":28s}{"AUC":>7s}{"wrong dropped":>15s}{"right dropped":>15s}')
-    for name, row in rows.items():
-        print(f'{name:28s}{row["auc"]:7.3f}'
-              f'{row.get("wrong_dropped", "-")!s:>9s}/{row["wrong"]:<5d}'
-              f'{row.get("right_dropped", "-")!s:>9s}/{row["right"]:<5d}')
     return 0
 
 
