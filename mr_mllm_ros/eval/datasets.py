@@ -43,7 +43,6 @@ from .metrics import Box, Obj, canonical_class
 
 SAMPLE_PREFIX = 'sample:'
 SOLID_PREFIX = 'solid:'
-IMAGE_MSGTYPES = ('sensor_msgs/msg/Image', 'sensor_msgs/msg/CompressedImage')
 
 
 def _bad(path: os.PathLike | str, where: str, what: str) -> ConfigError:
