@@ -1,5 +1,5 @@
 # The two commands of the README. Both set up .venv first (idempotent, see scripts/setup.sh).
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test clean
 
 setup:
 	bash scripts/setup.sh

@@ -8,9 +8,9 @@ setup(
     name=package_name,
     version='0.1.0',
     packages=find_packages(exclude=['test', 'test.*', 'benchmarks']),
-    # Prompt templates and the packaged default configuration travel inside the Python
-    # package too, so `pip install` users (no ament share dir) find them.
-    package_data={package_name: ['prompts/*.yaml', 'data/*']},
+    # Prompt templates travel inside the Python package; config/ and launch/ go to
+    # share/mr_mllm_ros (data_files), where core.config.share_dir finds them.
+    package_data={package_name: ['prompts/*.yaml']},
     data_files=[
         ('share/ament_index/resource_index/packages', ['resource/' + package_name]),
         ('share/' + package_name, ['package.xml']),

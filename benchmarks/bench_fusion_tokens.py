@@ -41,7 +41,7 @@ apply_offline_env()
 import torch  # noqa: E402
 
 from mr_mllm_ros.core.config import load_config  # noqa: E402
-from mr_mllm_ros.core.fusion_data import toy_scenes  # noqa: E402
+from mr_mllm_ros.core.fusion.data import toy_scenes  # noqa: E402
 from mr_mllm_ros.core.types import Box, Detection, DetectionSet  # noqa: E402
 
 SIZES = {'VGA 640x480': (480, 640), '720p 1280x720': (720, 1280),
@@ -101,12 +101,12 @@ def llm_prefill(k: int, image_token_counts: dict, repeats: int) -> dict:
                             backend.count_tokens, False)
     request = prompts.describe(detections(480, 640), soft_tokens=torch.zeros(k, 576))
     text = backend.prompt_text(request)
-    base = len(backend._encode(text.replace('<soft_tokens>', '')))
+    base = len(backend.encode(text.replace('<soft_tokens>', '')))
     emb = backend.model.get_input_embeddings()
     out = {'prompt_tokens_without_image': base}
 
     def prefill(n: int):
-        ids = torch.tensor([backend._encode(text.replace('<soft_tokens>', '')) + [0] * n])
+        ids = torch.tensor([backend.encode(text.replace('<soft_tokens>', '')) + [0] * n])
         x = emb(ids)
 
         def run():
@@ -138,12 +138,12 @@ def tiny_end_to_end(k: int, repeats: int) -> dict:
                 'mllm.backend': 'transformers_vlm', 'mllm.model': str(paths[family]),
                 'mllm.image_max_side': 0}))
             req = MllmRequest(prefix=(), user='Describe.', image=frame, max_new_tokens=1)
-            inputs = backend._inputs([req])
+            inputs = backend.model_inputs([req])
             n = int(inputs['input_ids'].shape[1])
 
             def run():
                 with torch.inference_mode():
-                    backend.model(**backend._inputs([req]))
+                    backend.model(**backend.model_inputs([req]))
             out[family] = {'input_tokens': n, 'prefill_ms': median_ms(run, repeats)}
             backend.close()
         backend = create_backend(load_config(overrides={
@@ -153,7 +153,7 @@ def tiny_end_to_end(k: int, repeats: int) -> dict:
         runtime = FusionRuntime(Path(tmp) / 'adapter', backend)
         ds = detections(480, 640)
         n = runtime.config.num_soft_tokens                     # H hint + K scene tokens
-        ids = torch.tensor([backend._encode('Describe.') + [0] * n])
+        ids = torch.tensor([backend.encode('Describe.') + [0] * n])
 
         def run_adapter():
             soft = runtime.soft_tokens(frame, ds)

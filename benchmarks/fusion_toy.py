@@ -2,7 +2,7 @@
 
     bash scripts/with_env.sh python benchmarks/fusion_toy.py [--steps 300] [--json out.json]
 
-Synthetic scenes (core.fusion_data.toy_scenes): 2-4 coloured shapes (4 colours by
+Synthetic scenes (core.fusion.data.toy_scenes): 2-4 coloured shapes (4 colours by
 default, --colours; big or small) with jittered detector boxes whose size does not depend
 on the object's, plus sometimes a false detection. Questions: "What colour is <objN>?"
 and "Is <objN> big or small?", answered "<objN> is red" / "<objN> is big". The
@@ -10,7 +10,7 @@ perception-embedded prompt holds class (shape), score and box, so colour and siz
 only in the pixels.
 
 The adapter is trained on the frozen offline default LLM (SmolLM2-135M-Instruct, CPU) with
-`core.fusion_train` and the compact fusion prompt, then measured on held-out scenes
+`core.fusion.train` and the compact fusion prompt, then measured on held-out scenes
 (another random seed) two ways:
 - restricted choice: the answer clause whose colour/size word has the highest
   log-probability after the shared tokens ("<obj2> is"), among the colours or 2 sizes
@@ -39,8 +39,8 @@ apply_offline_env()
 import torch  # noqa: E402
 
 from mr_mllm_ros.core.config import load_config, with_changes  # noqa: E402
-from mr_mllm_ros.core.fusion_data import COLOURS, SIZES, ToySpec, toy_scenes  # noqa: E402
-from mr_mllm_ros.core.fusion_train import TrainConfig, Trainer  # noqa: E402
+from mr_mllm_ros.core.fusion.data import COLOURS, SIZES, ToySpec, toy_scenes  # noqa: E402
+from mr_mllm_ros.core.fusion.train import TrainConfig, Trainer  # noqa: E402
 from mr_mllm_ros.core.scene import SceneReasoner  # noqa: E402
 from mr_mllm_ros.core.types import Frame  # noqa: E402
 

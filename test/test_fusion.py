@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from mr_mllm_ros.core import fusion_data
+from mr_mllm_ros.core.fusion import data as fusion_data
 from mr_mllm_ros.core.errors import ConfigError, ModelLoadError
 from mr_mllm_ros.core.fusion import (CONFIG_FILE, WEIGHTS_FILE, AdapterConfig, Featurizer,
                                      SharedQueryFusion, check_fits_llm, load_adapter,

@@ -1,4 +1,4 @@
-"""Training the shared-query fusion adapter (core.fusion_train) on toy scenes.
+"""Training the shared-query fusion adapter (core.fusion.train) on toy scenes.
 
 What is verified: with the LLM frozen, 50 AdamW steps on the toy data halve the training
 loss (the adapter learns to steer the LLM from pixels it cannot read in the prompt);
@@ -26,8 +26,8 @@ import torch
 from mr_mllm_ros.core.config import load_config
 from mr_mllm_ros.core.errors import ModelLoadError
 from mr_mllm_ros.core.fusion import load_adapter, mentioned_objects
-from mr_mllm_ros.core.fusion_data import toy_scenes, write_jsonl
-from mr_mllm_ros.core.fusion_train import TrainConfig, Trainer
+from mr_mllm_ros.core.fusion.data import toy_scenes, write_jsonl
+from mr_mllm_ros.core.fusion.train import TrainConfig, Trainer
 from mr_mllm_ros.core.scene import SceneReasoner
 from mr_mllm_ros.core.types import Frame
 

@@ -491,6 +491,25 @@ def test_compressed_depth_32fc1_is_dequantized():
     np.testing.assert_allclose(decoded[0, 1:].tolist() + decoded[1].tolist(), [2.0, 1.0, 100.0])
 
 
+def test_message_decoders_give_rgb8_and_stretch_single_channel_images():
+    """The one decoder of message fields (nodes, replay, eval): raw = image_from_raw then
+    to_rgb8; a 16-bit PNG and a 32FC1 compressedDepth are stretched over their finite
+    values (NaN -> 0), not refused."""
+    bgr = random_image("bgr8", 5, 7)
+    raw = image_to_raw(bgr, "bgr8")
+    rgb = images.raw_to_rgb8("bgr8", raw.height, raw.width, raw.step, 0, raw.data)
+    np.testing.assert_array_equal(rgb, bgr[..., ::-1])
+    depth = np.array([[0, 1000], [2000, 4000]], dtype=np.uint16)
+    rgb = images.compressed_to_rgb8("16UC1; png", encode_compressed(depth, "png"))
+    assert rgb.dtype == np.uint8 and rgb.shape == (2, 2, 3)
+    np.testing.assert_array_equal(rgb[..., 0], [[0, 64], [128, 255]])
+    inverse = np.array([[0, 52], [102, 3]], dtype=np.uint16)   # nan, 2 m, 1 m, 100 m
+    payload = struct.pack("<iff", 0, 100.0, 2.0) + encode_compressed(inverse, "png")
+    rgb = images.compressed_to_rgb8("32FC1; compressedDepth png", payload)
+    assert rgb.dtype == np.uint8 and rgb.shape == (2, 2, 3)
+    np.testing.assert_array_equal(rgb[..., 0], [[0, 3], [0, 255]])
+
+
 def test_compressed_depth_32fc1_without_header_is_refused():
     png = encode_compressed(np.zeros((2, 2), dtype=np.uint16), "png")
     with pytest.raises(ImageConversionError, match="12-byte compressedDepth header"):

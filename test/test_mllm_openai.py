@@ -23,7 +23,8 @@ from mr_mllm_ros.core.errors import BackendError, ConfigError
 from mr_mllm_ros.core.images import decode_compressed
 from mr_mllm_ros.core.mllm import create_backend
 from mr_mllm_ros.core.mllm.base import ChatMessage, MllmRequest
-from mr_mllm_ros.core.mllm.openai_backend import OpenAiBackend, _retry_after
+from mr_mllm_ros.core.mllm.http_post import retry_after as _retry_after
+from mr_mllm_ros.core.mllm.openai_backend import OpenAiBackend
 from mr_mllm_ros.core.scene import SceneReasoner
 from mr_mllm_ros.core.types import Box, Detection, DetectionSet, Frame
 

@@ -24,11 +24,11 @@ def _det(name, score, x=0, cid=0):
     return Detection(cid, name, score, Box(x, 10, x + 100, 200))
 
 
-def _reinforcer(backend, redetector=None, **overrides):
+def _reinforcer(backend, redetector=None, rescorer=None, **overrides):
     config = load_config(overrides=overrides)
     prompts = PromptBuilder(load_template(config.mllm.prompt_template), config.mllm,
                             backend.count_tokens, backend.sees_images)
-    return Reinforcer(config, backend, prompts, redetector)
+    return Reinforcer(config, backend, prompts, redetector, rescorer)
 
 
 def _index_asked(request):
@@ -48,6 +48,28 @@ def test_confirmed_box_is_verified_and_rescored_rejected_box_dropped():
     assert not car.verified and car.score == 0.9 and car.original_score is None
     # one batched call for both checks
     assert len([r for r in backend.requests if r.task == 'verify']) == 2
+
+
+def test_fusion_head_is_blended_into_the_check():
+    """The fusion adapter's re-scoring head (SceneReasoner.rescore) as a second opinion:
+    P = (1 - w) * P(yes) + w * P(right); a box the head does not score keeps P(yes)."""
+    backend = ScriptedBackend(yes=lambda r: 0.5)
+    calls = []
+
+    def head(frame, ds):
+        calls.append(len(ds))
+        return {0: 0.9, 1: 0.1}
+
+    frame = Frame(np.zeros((480, 640, 3), np.uint8), 5, 'cam')
+    ds = _ds(_det('person', 0.45), _det('dog', 0.30, x=200), _det('cat', 0.35, x=400))
+    out = _reinforcer(backend, rescorer=head, **{'reinforce.fusion_weight': 0.5}).refine(
+        frame, ds)
+    assert out.checked == pytest.approx({0: 0.7, 1: 0.3, 2: 0.5})
+    assert calls == [3]
+    assert [d.class_name for d in out.refined.detections if d.verified] == ['person']
+    # weight 0 (the packaged default): the MLLM alone, the head is not run
+    out = _reinforcer(backend, rescorer=head).refine(frame, ds)
+    assert out.checked == {0: 0.5, 1: 0.5, 2: 0.5} and calls == [3]
 
 
 def test_middle_probability_keeps_the_box_unverified():

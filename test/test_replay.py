@@ -21,7 +21,7 @@ import pytest
 from rosbags.rosbag2 import Reader
 
 from mr_mllm_ros.cli import main
-from mr_mllm_ros.replay import bag_reader
+from mr_mllm_ros.replay import bag_images, bag_reader
 from mr_mllm_ros.replay.outputs import strip_timings
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -104,7 +104,7 @@ def test_direct_cdr_parse_equals_rosbags(little_endian):
             msg = image_msg(rgb, enc, T0 + 123, frame_id, pad=3 if enc == 'bgra8' else 0)
             data = bytes(store.serialize_cdr(msg, msg.__msgtype__,
                                              little_endian=little_endian))
-            fields = bag_reader.parse_image_cdr(data, msg.__msgtype__)
+            fields = bag_images.parse_image_cdr(data, msg.__msgtype__)
             ref = store.deserialize_cdr(data, msg.__msgtype__)
             assert (fields.stamp_ns, fields.frame_id) == (T0 + 123, frame_id)
             assert bytes(fields.data) == bytes(ref.data)
@@ -118,8 +118,8 @@ def test_direct_cdr_parse_equals_rosbags(little_endian):
             assert bag_reader.decode(raw).ok
     # Cut short: not parsed directly, and decode() reports rosbags' reason.
     raw = bag_reader.RawMessage('/t', msg.__msgtype__, 0, data[:40])
-    with pytest.raises(bag_reader._BadCdr):
-        bag_reader.parse_image_cdr(raw.data, raw.msgtype)
+    with pytest.raises(bag_images.BadCdr):
+        bag_images.parse_image_cdr(raw.data, raw.msgtype)
     bad = bag_reader.decode(raw)
     assert not bad.ok and bad.error.startswith('cannot deserialize')
 

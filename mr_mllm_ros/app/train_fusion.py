@@ -13,7 +13,8 @@ The adapter is written to --out (adapter.safetensors + adapter.json, checkpoints
 metrics.jsonl); point `fusion.adapter_path` at that folder. The MLLM is the one the
 config names (mllm.backend transformers_llm or transformers_vlm); records without
 detections are run through the configured detector first. Training settings
-(core.fusion_train.TrainConfig) come from --train-config (YAML/JSON) and the flags below.
+(core.fusion.config.TrainConfig) are the packaged config/fusion.yaml (`train:`), changed by
+--train-config (YAML/JSON, only what differs) and the flags below.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ _FLAGS = {'steps': int, 'lr': float, 'scenes_per_step': int, 'questions_per_scen
 
 def add_arguments(p) -> None:
     mode = p.add_mutually_exclusive_group(required=True)
-    mode.add_argument('--data', metavar='JSONL', help='training data (see core/fusion_data.py)')
+    mode.add_argument('--data', metavar='JSONL', help='training data (see core/fusion/data.py)')
     mode.add_argument('--make-toy', type=int, metavar='N',
                       help='write N synthetic coloured-shape scenes to --out instead')
     mode.add_argument('--from-coco-captions', metavar='JSON',
@@ -51,7 +52,8 @@ def add_arguments(p) -> None:
     p.add_argument('--eval-data', metavar='JSONL', help='held-out data (default: a slice of '
                                                         '--data)')
     p.add_argument('--resume', metavar='CHECKPOINT', help='continue from a checkpoint folder')
-    p.add_argument('--train-config', metavar='YAML', help='TrainConfig fields (YAML or JSON)')
+    p.add_argument('--train-config', metavar='YAML',
+                   help='TrainConfig fields to change (YAML or JSON; defaults: config/fusion.yaml)')
     for flag, tp in _FLAGS.items():
         p.add_argument('--' + flag.replace('_', '-'), type=tp, default=None,
                        help=f'TrainConfig.{flag}')
@@ -65,7 +67,7 @@ def add_arguments(p) -> None:
 
 
 def train_config_from(args):
-    from ..core.fusion_train import TrainConfig
+    from ..core.fusion.train import TrainConfig
     data: dict = {}
     if args.train_config:
         try:
@@ -84,7 +86,7 @@ def train_config_from(args):
 
 
 def _convert(args) -> int:
-    from ..core import fusion_data
+    from ..core.fusion import data as fusion_data
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.make_toy is not None:
@@ -110,8 +112,8 @@ def _convert(args) -> int:
 def run(args) -> int:
     if args.data is None:
         return _convert(args)
-    from ..core import fusion_data
-    from ..core.fusion_train import Trainer
+    from ..core.fusion import data as fusion_data
+    from ..core.fusion.train import Trainer
     config = load_config(args.config) if args.config else load_config()
     train_config = train_config_from(args)
     scenes = fusion_data.read_jsonl(args.data)

@@ -184,6 +184,11 @@ class ReinforceConfig:
                                      low=0.0, high=1.0)
     mllm_weight: float = spec('Re-scored confidence = (1 - w) * detector score + w * P(yes).',
                               low=0.0, high=1.0)
+    fusion_weight: float = spec('With a fusion adapter (fusion.adapter_path): P(yes) of a '
+                                'checked box = (1 - w) * the MLLM\'s P(yes) + w * the '
+                                'adapter re-scoring head\'s P(right); 0 = the MLLM alone '
+                                '(benchmarks/fusion_rescore.py measures the head).',
+                                low=0.0, high=1.0)
     max_checks: int = spec('At most this many boxes are checked per frame (highest scores '
                            'first).', low=0, high=100)
     unknown_labels: list[str] = spec('Detector labels that mean "not sure what this is": '

@@ -20,10 +20,12 @@ from mr_mllm_ros.core.errors import ImageConversionError
 __all__ = [
     "SUPPORTED_ENCODINGS",
     "RawImage",
+    "compressed_to_rgb8",
     "decode_compressed",
     "encode_compressed",
     "image_from_raw",
     "image_to_raw",
+    "raw_to_rgb8",
     "rgb8_to_bgr8",
     "to_rgb8",
 ]
@@ -353,6 +355,28 @@ def decode_compressed(format: str, data: Any, *, max_pixels: int | None = None) 
     if fmt.startswith("32fc1") and "compresseddepth" in fmt:
         return _inverse_depth_to_metres(pixels, depth_params, format)
     return _decoded_to_output(pixels)
+
+
+def compressed_to_rgb8(format: str, data: Any, *, max_pixels: int | None = None) -> np.ndarray:
+    """sensor_msgs/CompressedImage fields -> (H, W, 3) uint8 RGB, the one decoder the nodes,
+    replay and evaluation share.
+
+    A single-channel result (a 16-bit PNG, a compressedDepth image) is stretched 0..255 over
+    its finite values like a mono16 / 32FC1 image: a depth stream is shown, not refused.
+    """
+    array = decode_compressed(format, data, max_pixels=max_pixels)
+    if array.ndim == 2:
+        array = to_rgb8(array, "mono16" if array.dtype == np.uint16 else "32FC1")
+    return array
+
+
+def raw_to_rgb8(encoding: str, height: int, width: int, step: int, is_bigendian: bool | int,
+                data: Any, *, max_pixels: int | None = None) -> np.ndarray:
+    """sensor_msgs/Image fields -> (H, W, 3) uint8 RGB (image_from_raw, then to_rgb8), the
+    one decoder the nodes, replay and evaluation share."""
+    array = image_from_raw(encoding, height, width, step, is_bigendian, data,
+                           max_pixels=max_pixels)
+    return to_rgb8(array, encoding)
 
 
 def encode_compressed(rgb: np.ndarray, fmt: str = "jpeg", quality: int = 90) -> bytes:

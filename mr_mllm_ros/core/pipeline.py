@@ -87,7 +87,8 @@ class ScenePipeline:
         self.reasoner = SceneReasoner(config, backend) \
             if backend is not None or config.mllm.backend != 'none' else None
         self.reinforcer = Reinforcer(config, self.reasoner.backend, self.reasoner.prompts,
-                                     redetector) \
+                                     redetector, self.reasoner.rescore
+                                     if self.reasoner.fusion is not None else None) \
             if self.reasoner is not None and config.reinforce.enabled else None
         self.schedule = ReasoningSchedule(config.scene, config.alerts)
         self._signature: tuple = ()

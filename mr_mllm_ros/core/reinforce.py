@@ -2,7 +2,9 @@
 
 1. Verify: boxes in the uncertain score band get a batched one-token yes/no check (an
    image crop for backends that see images, the perception context otherwise). P(yes)
-   re-scores the box; confirmed boxes are marked `verified`, rejected ones dropped.
+   re-scores the box; confirmed boxes are marked `verified`, rejected ones dropped. With
+   a fusion adapter loaded, its re-scoring head's P(right) is blended in
+   (reinforce.fusion_weight).
 2. Label: boxes with an "unknown" label (or below label_max_score) get an
    open-vocabulary name from the MLLM (class_id -1, the detector's label kept as
    original_class_name).
@@ -17,6 +19,8 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
+from typing import Callable
+
 import numpy as np
 
 from .config import Config
@@ -33,7 +37,8 @@ class Refinement:
     refined: DetectionSet
     #: detections the MLLM rejected (dropped from `refined`)
     rejected: tuple[Detection, ...] = ()
-    #: index in the input set -> P(yes) of every box that was checked
+    #: index in the input set -> P(right) of every box that was checked: the MLLM's P(yes),
+    #: blended with the fusion adapter's re-scoring head when one is loaded
     checked: dict[int, float] = field(default_factory=dict)
     #: indices in `refined` of boxes that got an open-vocabulary label
     relabeled: tuple[int, ...] = ()
@@ -64,13 +69,20 @@ def clean_label(text: str) -> str:
     return ' '.join(words[:2])
 
 
+#: (frame, detections) -> {detection index: P(the box is right)}
+Rescorer = Callable[[Frame, DetectionSet], dict[int, float]]
+
+
 class Reinforcer:
     def __init__(self, config: Config, backend: MllmBackend, prompts: PromptBuilder,
-                 redetector: Detector | None = None):
+                 redetector: Detector | None = None, rescorer: Rescorer | None = None):
         self.config = config
         self.backend = backend
         self.prompts = prompts
         self.redetector = redetector
+        #: the fusion adapter's re-scoring head (SceneReasoner.rescore) when one is loaded:
+        #: its P(right) is blended into the check of uncertain boxes (fusion_weight)
+        self.rescorer = rescorer
 
     def _image_for(self, frame: Frame | None, det: Detection) -> np.ndarray | None:
         if frame is None or not self.backend.sees_images:
@@ -113,7 +125,14 @@ class Reinforcer:
         if not band:
             return {}
         requests = [self.prompts.verify(ds, i, self._image_for(frame, ds[i])) for i in band]
-        return dict(zip(band, self.backend.yes_probability(requests)))
+        checked = dict(zip(band, self.backend.yes_probability(requests)))
+        w = rc.fusion_weight
+        if self.rescorer is None or frame is None or w <= 0:
+            return checked
+        # Mutual reinforcement, both halves: the adapter's head has seen the box's pixels
+        # (and the scene) through the same queries that make the soft tokens.
+        head = self.rescorer(frame, ds)
+        return {i: (1 - w) * p + w * head[i] if i in head else p for i, p in checked.items()}
 
     def redetect(self, frame: Frame | None, ds: DetectionSet,
                  description: GroundedText | None) -> list[Detection]:

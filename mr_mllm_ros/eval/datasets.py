@@ -38,11 +38,11 @@ import numpy as np
 
 from ..core.errors import BagError, ConfigError
 from ..core.sample_images import SAMPLES, load_sample
+from ..replay import bag_reader
 from .metrics import Box, Obj, canonical_class
 
 SAMPLE_PREFIX = 'sample:'
 SOLID_PREFIX = 'solid:'
-IMAGE_MSGTYPES = ('sensor_msgs/msg/Image', 'sensor_msgs/msg/CompressedImage')
 
 
 def _bad(path: os.PathLike | str, where: str, what: str) -> ConfigError:
@@ -305,49 +305,29 @@ class BagImage:
 
 def image_topics(bag: str | os.PathLike) -> dict[str, str]:
     """Topic -> message type of the image topics in a rosbag2 (sqlite3 or mcap)."""
-    from rosbags.highlevel import AnyReader
-    try:
-        with AnyReader([Path(bag)]) as reader:
-            return {c.topic: c.msgtype for c in reader.connections
-                    if c.msgtype in IMAGE_MSGTYPES}
-    except Exception as e:  # rosbags raises its own error types per storage plugin
-        raise BagError(f'cannot read bag {bag}: {e}') from e
+    info = bag_reader.open_bag(bag)
+    return {t: info.topics[t].msgtype for t in info.image_topics()}
 
 
 def iter_bag_images(bag: str | os.PathLike, topic: str | None = None,
                     max_pixels: int | None = None) -> Iterator[BagImage]:
     """Image / CompressedImage messages of one topic (default: the only image topic), in
-    log order, as RGB. An undecodable message raises BagError naming its index."""
-    from rosbags.highlevel import AnyReader
-
-    from ..core.images import decode_compressed, image_from_raw, to_rgb8
-    topics = image_topics(bag)
+    log order, as RGB (replay's bag reader and decoder). An undecodable message raises
+    BagError naming its index."""
+    info = bag_reader.open_bag(bag)
+    topics = info.image_topics()
     if topic is None:
         if len(topics) != 1:
             raise BagError(f'bag {bag} has {len(topics)} image topics '
-                           f'({", ".join(sorted(topics)) or "none"}): choose one with --topic')
-        topic = next(iter(topics))
+                           f'({", ".join(topics) or "none"}): choose one with --topic')
+        topic = topics[0]
     elif topic not in topics:
         raise BagError(f'bag {bag} has no image topic {topic!r}; image topics: '
-                       f'{", ".join(sorted(topics)) or "none"}')
-    with AnyReader([Path(bag)]) as reader:
-        conns = [c for c in reader.connections if c.topic == topic]
-        for index, (conn, log_ns, raw) in enumerate(reader.messages(connections=conns)):
-            try:
-                msg = reader.deserialize(raw, conn.msgtype)
-                if conn.msgtype.endswith('CompressedImage'):
-                    rgb = decode_compressed(msg.format, msg.data, max_pixels=max_pixels)
-                    if rgb.ndim != 3:
-                        rgb = to_rgb8(rgb, 'mono16' if rgb.dtype == np.uint16 else '32FC1')
-                else:
-                    rgb = to_rgb8(image_from_raw(msg.encoding, msg.height, msg.width,
-                                                 msg.step, msg.is_bigendian, msg.data,
-                                                 max_pixels=max_pixels), msg.encoding)
-            except Exception as e:
-                raise BagError(f'bag {bag}, topic {topic}, image #{index}: {e}') from e
-            stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-            yield BagImage(index, stamp or log_ns, msg.header.frame_id,
-                           np.ascontiguousarray(rgb))
+                       f'{", ".join(topics) or "none"}')
+    for index, m in enumerate(bag_reader.iter_frames(info, [topic], max_pixels=max_pixels)):
+        if not m.ok:
+            raise BagError(f'bag {bag}, topic {topic}, image #{index}: {m.error}')
+        yield BagImage(index, m.stamp_ns or m.log_time_ns, m.frame_id, m.frame.image)
 
 
 def photo_scenes(duration_s: float, rate_hz: float, scene_s: float,

@@ -55,17 +55,15 @@ def check_image_msg(msg: Image | CompressedImage, max_pixels: int | None = None)
 def frame_from_image(msg: Image, *, camera: str = '', max_pixels: int | None = None) -> Frame:
     """sensor_msgs/Image -> Frame (RGB8). Raises ImageConversionError on a malformed image.
     msg.data is an array.array in rclpy; core.images reads it without copying."""
-    array = images.image_from_raw(msg.encoding, msg.height, msg.width, msg.step,
-                                  msg.is_bigendian, msg.data, max_pixels=max_pixels)
-    return Frame(images.to_rgb8(array, msg.encoding), stamp_to_ns(msg.header.stamp),
-                 msg.header.frame_id, camera)
+    array = images.raw_to_rgb8(msg.encoding, msg.height, msg.width, msg.step,
+                               msg.is_bigendian, msg.data, max_pixels=max_pixels)
+    return Frame(array, stamp_to_ns(msg.header.stamp), msg.header.frame_id, camera)
 
 
 def frame_from_compressed(msg: CompressedImage, *, camera: str = '',
                           max_pixels: int | None = None) -> Frame:
-    array = images.decode_compressed(msg.format, msg.data, max_pixels=max_pixels)
-    if array.ndim == 2:  # 16-bit PNG (compressedDepth): normalise like a mono16 image
-        array = images.to_rgb8(array, 'mono16')
+    """sensor_msgs/CompressedImage -> Frame (RGB8; depth PNGs stretched, core.images)."""
+    array = images.compressed_to_rgb8(msg.format, msg.data, max_pixels=max_pixels)
     return Frame(array, stamp_to_ns(msg.header.stamp), msg.header.frame_id, camera)
 
 

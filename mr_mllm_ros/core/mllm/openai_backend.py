@@ -31,131 +31,41 @@ BackendError naming the URL (never credentials), the HTTP status and a short exc
 the body. The API key (from the environment variable named by mllm.openai_api_key_env;
 unset or empty = no Authorization header, fine for local servers) never appears in logs or
 error messages.
+
+    openai_backend    the MllmBackend: requests, retries, health (this module)
+    openai_protocol   the chat-completions wire format (endpoint, reply, logprobs)
+    http_post         one POST under a hard deadline (the socket watchdog)
 """
 
 from __future__ import annotations
 
 import base64
-import email.utils
-import functools
-import http.client
 import json
 import logging
 import math
 import os
 import random
-import re
-import socket
 import threading
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
 from typing import Any, Sequence
 
 import numpy as np
 
 from ..config import Config
-from ..errors import BackendError, ConfigError
+from ..errors import BackendError
 from ..images import encode_compressed
 from ..types import Generation
+from . import http_post
 from .base import MllmRequest
+from .http_post import AttemptError
+from .openai_protocol import (decode_json, endpoint, reply_text, yes_probability_from_logprobs,
+                              yes_probability_from_text)
 
 log = logging.getLogger(__name__)
 
-#: Spellings of a one-word yes/no answer in top-logprob tokens (compared after stripping
-#: whitespace, byte-level BPE markers and case).
-YES_TOKENS = frozenset({'yes', 'y'})
-NO_TOKENS = frozenset({'no', 'n'})
-_TOKEN_MARKERS = ' \t\r\n\u0120\u2581.,!:;"\''  # 'Ġ' (GPT-2 BPE) and '▁' (SentencePiece)
-
-_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
-_EXCERPT_CHARS = 200
 _JPEG_QUALITY = 90
 _YES_NO_WORKERS = 8
-
-
-class _Watch:
-    """Hard deadline of one HTTP attempt: when the timer fires, the attempt's socket is
-    shut down, which wakes any blocked connect/send/recv at once."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._sock: socket.socket | None = None
-        self.expired = False
-
-    def attach(self, sock: socket.socket) -> None:
-        with self._lock:
-            self._sock = sock
-            if self.expired:
-                _shutdown(sock)
-
-    def expire(self) -> None:
-        with self._lock:
-            self.expired = True
-            if self._sock is not None:
-                _shutdown(self._sock)
-
-
-def _shutdown(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-
-
-class _WatchedHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, *args, watch: _Watch, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._watch = watch
-
-    def connect(self):
-        super().connect()
-        self._watch.attach(self.sock)
-
-
-class _WatchedHTTPSConnection(http.client.HTTPSConnection):
-    def __init__(self, *args, watch: _Watch, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._watch = watch
-
-    def connect(self):
-        super().connect()
-        self._watch.attach(self.sock)
-
-
-class _WatchedHTTPHandler(urllib.request.HTTPHandler):
-    def http_open(self, req):
-        return self.do_open(functools.partial(_WatchedHTTPConnection, watch=req.watch), req)
-
-
-class _WatchedHTTPSHandler(urllib.request.HTTPSHandler):
-    def https_open(self, req):
-        return self.do_open(functools.partial(_WatchedHTTPSConnection, watch=req.watch), req,
-                            context=self._context)
-
-
-def _build_opener() -> urllib.request.OpenerDirector:
-    """Proxies from the environment as usual, but no redirect handler: a redirected POST
-    would silently become a GET, so a 3xx is reported as an error instead."""
-    opener = urllib.request.OpenerDirector()
-    for handler in (urllib.request.ProxyHandler(), urllib.request.UnknownHandler(),
-                    _WatchedHTTPHandler(), _WatchedHTTPSHandler(),
-                    urllib.request.HTTPDefaultErrorHandler(),
-                    urllib.request.HTTPErrorProcessor()):
-        opener.add_handler(handler)
-    return opener
-
-
-class _AttemptError(Exception):
-    def __init__(self, message: str, retryable: bool, retry_after: float | None = None,
-                 status: int | None = None):
-        super().__init__(message)
-        self.retryable = retryable
-        self.retry_after = retry_after
-        self.status = status
 
 
 class OpenAiBackend:
@@ -181,9 +91,9 @@ class OpenAiBackend:
         self.continue_final_message = continue_final_message
         self._send_logprobs = True  # off once the server rejected them (HTTP 400)
         self._api_key_env = cfg.openai_api_key_env
-        self.endpoint, self.display_url, host = _endpoint(cfg.openai_base_url)
+        self.endpoint, self.display_url, host = endpoint(cfg.openai_base_url)
         self.name = f'{self.model} (openai @ {host})'
-        self._opener = _build_opener()
+        self._opener = http_post.build_opener()
         self._random = random.Random()
         self._lock = threading.Lock()
         self.consecutive_failures = 0
@@ -304,12 +214,8 @@ class OpenAiBackend:
             self._send_logprobs = False
             (data, text), _ = self._call(
                 self._payload(request, image_url, max_tokens=1, temperature=0.0))
-        p = _yes_probability_from_logprobs(data)
-        if p is not None:
-            return p
-        word = text.strip().lstrip(_TOKEN_MARKERS).lower()
-        word = re.split(r'[^a-z]', word, maxsplit=1)[0]
-        return 1.0 if word in YES_TOKENS else 0.0 if word in NO_TOKENS else 0.5
+        p = yes_probability_from_logprobs(data)
+        return p if p is not None else yes_probability_from_text(text)
 
     # ------------------------------------------------------------------ transport
     def _call(self, payload: dict[str, Any]) -> tuple[tuple[dict[str, Any], str], int]:
@@ -324,9 +230,9 @@ class OpenAiBackend:
             failure = None
             try:
                 raw = self._attempt(body, key)
-                data = _decode_json(raw)
-                text = _reply_text(data)
-            except _AttemptError as e:
+                data = decode_json(raw)
+                text = reply_text(data)
+            except AttemptError as e:
                 # Only scrubbed text leaves this block: the exception itself (whose message
                 # may echo the key) must not become the __context__ of the BackendError.
                 failure = (_scrub(str(e), key), e.status, e.retryable, e.retry_after)
@@ -364,202 +270,15 @@ class OpenAiBackend:
         return delay * self._random.uniform(0.5, 1.0)
 
     def _attempt(self, body: bytes, key: str) -> bytes:
-        """One HTTP exchange within the hard deadline; the response body or _AttemptError."""
+        """One HTTP exchange within the hard deadline; the response body or AttemptError."""
         headers = {'Content-Type': 'application/json', 'Accept': 'application/json',
                    'User-Agent': 'mr_mllm_ros'}
         if key:
             headers['Authorization'] = f'Bearer {key}'
-        req = urllib.request.Request(self.endpoint, data=body, headers=headers, method='POST')
-        watch = _Watch()
-        req.watch = watch
-        timer = threading.Timer(self.timeout_s, watch.expire)
-        timer.daemon = True
-        timer.start()
-        timed_out = f'timed out after {self.timeout_s:g} s'
-        try:
-            try:
-                with self._opener.open(req, timeout=self.timeout_s) as resp:
-                    raw = _read_limited(resp)
-            except urllib.error.HTTPError as e:
-                status = e.code
-                try:
-                    excerpt = _excerpt(_read_limited(e, 4096))
-                except (OSError, http.client.HTTPException):
-                    excerpt = ''
-                finally:
-                    e.close()
-                if watch.expired and not excerpt:
-                    raise _AttemptError(f'HTTP {status}, then {timed_out}', True) from None
-                detail = f'HTTP {status}' + (f': {excerpt}' if excerpt else '')
-                if 300 <= status < 400:
-                    location = e.headers.get('Location', '') if e.headers else ''
-                    detail += (f' (redirect to {_safe_url(location)}; set '
-                               'mllm.openai_base_url to the final URL)')
-                retryable = status in (408, 429) or 500 <= status < 600
-                retry_after = _retry_after(e.headers) if retryable else None
-                raise _AttemptError(detail, retryable, retry_after, status) from None
-            except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
-                if watch.expired or isinstance(e, TimeoutError) or \
-                        isinstance(getattr(e, 'reason', None), TimeoutError):
-                    raise _AttemptError(timed_out, True) from None
-                reason = getattr(e, 'reason', None) or e
-                detail = str(reason)
-                raise _AttemptError(f'connection failed: {type(reason).__name__}'
-                                    + (f': {detail}' if detail else ''), True) from None
-            if watch.expired:
-                raise _AttemptError(timed_out, True)
-            return raw
-        finally:
-            timer.cancel()
-
-
-# ---------------------------------------------------------------------- helpers
-
-def _endpoint(base_url: str) -> tuple[str, str, str]:
-    """(POST URL, the same without query for messages, 'host:port')."""
-    parts = urllib.parse.urlsplit(base_url.strip())
-    if parts.scheme not in ('http', 'https') or not parts.hostname:
-        raise ConfigError(f'mllm.openai_base_url = {_safe_url(base_url)!r} must be an '
-                          'http:// or https:// URL, e.g. http://127.0.0.1:8000/v1')
-    if parts.username or parts.password:
-        raise ConfigError('mllm.openai_base_url must not contain credentials; put the API '
-                          'key in the environment variable named by mllm.openai_api_key_env')
-    try:
-        port = parts.port or (443 if parts.scheme == 'https' else 80)
-    except ValueError:
-        raise ConfigError(f'mllm.openai_base_url = {_safe_url(base_url)!r} has an invalid '
-                          'port') from None
-    path = parts.path.rstrip('/') + '/chat/completions'
-    url = urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, parts.query, ''))
-    display = urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, '', ''))
-    host = parts.hostname if ':' not in parts.hostname else f'[{parts.hostname}]'
-    return url, display, f'{host}:{port}'
-
-
-def _safe_url(url: str) -> str:
-    """A URL for messages: no user info, no query (either may hold credentials)."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        netloc = parts.netloc.rsplit('@', 1)[-1]
-        return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, '', ''))
-    except ValueError:
-        return '<invalid URL>'
-
-
-def _read_limited(resp, limit: int = _MAX_RESPONSE_BYTES) -> bytes:
-    chunks, size = [], 0
-    while True:
-        chunk = resp.read(min(65536, limit + 1 - size))
-        if not chunk:
-            return b''.join(chunks)
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            if limit < _MAX_RESPONSE_BYTES:  # an error-body excerpt: the start is enough
-                return b''.join(chunks)[:limit]
-            raise _AttemptError(f'response larger than {limit} bytes', False)
-
-
-def _excerpt(raw: bytes | str, n: int = _EXCERPT_CHARS) -> str:
-    text = raw.decode('utf-8', 'replace') if isinstance(raw, bytes) else raw
-    text = ' '.join(text.split())
-    return text if len(text) <= n else text[:n] + '...'
+        return http_post.post(self._opener, self.endpoint, body, headers, self.timeout_s)
 
 
 def _scrub(message: str, key: str) -> str:
     if key:
         message = message.replace(key, '***')
     return message
-
-
-def _retry_after(headers) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or HTTP-date), None if absent."""
-    value = headers.get('Retry-After') if headers is not None else None
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
-
-
-def _decode_json(raw: bytes) -> dict[str, Any]:
-    try:
-        data = json.loads(raw.decode('utf-8'))
-    except (UnicodeDecodeError, ValueError):
-        raise _AttemptError(f'malformed response: not JSON: {_excerpt(raw)!r}',
-                            False) from None
-    if not isinstance(data, dict):
-        raise _AttemptError(f'malformed response: expected a JSON object, got '
-                            f'{type(data).__name__}: {_excerpt(raw)!r}', False)
-    return data
-
-
-def _reply_text(data: dict[str, Any]) -> str:
-    """choices[0].message.content (a string, or a list of text parts); a non-retryable
-    _AttemptError when the reply does not have that shape."""
-    choices = data.get('choices')
-    if not isinstance(choices, list) or not choices:
-        raise _AttemptError(f'malformed response: no choices ({_excerpt(json.dumps(data))!r})',
-                            False)
-    choice = choices[0]
-    message = choice.get('message') if isinstance(choice, dict) else None
-    if not isinstance(message, dict):
-        raise _AttemptError(f'malformed response: choices[0] has no message '
-                            f'({_excerpt(json.dumps(choice))!r})', False)
-    content = message.get('content')
-    if isinstance(content, list):
-        content = ''.join(p.get('text', '') for p in content
-                          if isinstance(p, dict) and isinstance(p.get('text'), str))
-    if not isinstance(content, str):
-        raise _AttemptError(f'malformed response: choices[0].message has no text content '
-                            f'(finish_reason={choice.get("finish_reason")!r}: '
-                            f'{_excerpt(json.dumps(message))!r})', False)
-    return content
-
-
-def _yes_probability_from_logprobs(data: dict[str, Any]) -> float | None:
-    """P(yes | yes or no) from the first token's top logprobs; None when unusable.
-    Accepts the chat format (logprobs.content[0].top_logprobs = [{token, logprob}]) and
-    the legacy completions format (logprobs.top_logprobs[0] = {token: logprob})."""
-    try:
-        logprobs = data['choices'][0].get('logprobs')
-    except (KeyError, IndexError, TypeError, AttributeError):
-        return None
-    if not isinstance(logprobs, dict):
-        return None
-    pairs: list[tuple[str, float]] = []
-    content = logprobs.get('content')
-    if isinstance(content, list) and content and isinstance(content[0], dict):
-        first = content[0]
-        for entry in first.get('top_logprobs') or []:
-            if isinstance(entry, dict):
-                pairs.append((entry.get('token'), entry.get('logprob')))
-        if not pairs:
-            pairs.append((first.get('token'), first.get('logprob')))
-    else:
-        top = logprobs.get('top_logprobs')
-        if isinstance(top, list) and top and isinstance(top[0], dict):
-            pairs.extend(top[0].items())
-    yes = no = 0.0
-    seen = set()
-    for token, lp in pairs:
-        if not isinstance(token, str) or not isinstance(lp, (int, float)) or token in seen:
-            continue
-        seen.add(token)
-        word = token.strip(_TOKEN_MARKERS).lower()
-        if word in YES_TOKENS:
-            yes += math.exp(lp)
-        elif word in NO_TOKENS:
-            no += math.exp(lp)
-    if yes + no <= 0.0:
-        return None
-    return yes / (yes + no)

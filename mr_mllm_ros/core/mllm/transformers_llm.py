@@ -81,6 +81,10 @@ class TransformersLlmBackend(hf_common.SoftTokenInput):
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)['input_ids']
 
+    # Public names of the two above, for fusion training and the benchmarks.
+    chat_text = _chat_text
+    encode = _encode
+
     def _prompt_ids(self, request: MllmRequest, soft) -> list[int]:
         """Token ids of the prompt; the soft-token marker becomes K placeholder ids."""
         text = self.prompt_text(request)

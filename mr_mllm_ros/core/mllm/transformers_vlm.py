@@ -193,6 +193,14 @@ class TransformersVlmBackend(hf_common.SoftTokenInput):
                                     **kwargs)
         return inputs.to(self.device, dtype=self.dtype)
 
+    #: public name of _inputs, for fusion training and the benchmarks
+    model_inputs = _inputs
+
+    @property
+    def image_kwargs(self) -> dict:
+        """Image-processor kwargs that cap the image size (mllm.image_max_side)."""
+        return self._image_kwargs
+
     # ---------------------------------------------------------------- inference
     def generate(self, request: MllmRequest) -> Generation:
         import torch

@@ -34,8 +34,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .errors import ConfigError
-from .types import Box, Detection, DetectionSet
+from ..errors import ConfigError
+from ..types import Box, Detection, DetectionSet
 
 log = logging.getLogger(__name__)
 
@@ -418,7 +418,7 @@ def convert_refcoco(refs_json: str | Path, instances_json: str | Path,
 def fill_detections(scenes: Iterable[Scene], detector) -> int:
     """Run `detector` (core.detection) on every scene that has no detections; returns how
     many it ran on. Their `correct` labels are unknown (the re-scoring head skips them)."""
-    from .types import Frame
+    from ..types import Frame
     n = 0
     for scene in scenes:
         if scene.detections is None:
