@@ -22,7 +22,7 @@ from ..core.config import Config, load_config
 from ..core.errors import ConfigError
 from ..core.pipeline import FrameResult, Pipeline
 from ..core.types import DetectionSet, Frame, Source
-from ..eval import datasets, metrics, report
+from ..eval import datasets, grounding_floor, metrics, report
 
 log = logging.getLogger(__name__)
 
@@ -319,7 +319,7 @@ def run_grounding(args, config: Config):
     images = list(_group_by_image(samples))
     pipeline = _open(config, args)
     with_mllm = pipeline.scene.reasoner is not None
-    outcomes, rows, citations, results, texts = [], [], [], [], []
+    outcomes, rows, citations, results, texts, described_sets = [], [], [], [], [], []
     described = grounded = 0
     try:
         for k, (image, group) in enumerate(images):
@@ -330,6 +330,7 @@ def run_grounding(args, config: Config):
             results.append(result)
             ds = result.refined if result.refined is not None else result.detections
             sd = result.description
+            described_sets.append(sd.detections if sd is not None else ds)
             if sd is not None and not sd.mllm_model.startswith('none'):
                 described += 1
                 grounded += int(sd.grounded_text.grounded)
@@ -369,6 +370,8 @@ def run_grounding(args, config: Config):
                                'agreement': metrics.phrase_class_agreement(citations),
                                'texts': texts}
               if with_mllm else None,
+              'descriptions_template': grounding_floor.template_descriptions(config,
+                                                                             described_sets),
               'timing': _timing(results)}
     return result, report.grounding_markdown(result), []
 

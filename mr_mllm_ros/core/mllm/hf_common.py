@@ -118,17 +118,25 @@ def generation_kwargs(config: Config, tokenizer, max_new_tokens: int) -> dict:
 
 
 def request_generation_kwargs(config: Config, tokenizer, request, prompt_length: int) -> dict:
-    """generate() arguments for one MllmRequest: decoding settings, stop strings, and the
-    constrained-decoding processor when the request restricts object references."""
+    """generate() arguments for one MllmRequest: decoding settings, stop strings, the
+    constrained-decoding processor when the request restricts object references, and the
+    n-gram repetition guard (mllm.no_repeat_ngram_size)."""
     kwargs = generation_kwargs(config, tokenizer, request.max_new_tokens)
     if request.stop:
         kwargs.update(stop_strings=list(request.stop), tokenizer=tokenizer)
+    processors = []
     if request.allowed_indices is not None:
-        from transformers import LogitsProcessorList
-
         from ..grounding import ObjectReferenceLogitsProcessor
-        kwargs['logits_processor'] = LogitsProcessorList([ObjectReferenceLogitsProcessor(
-            tokenizer, request.allowed_indices, prompt_length, request.answer_prefix)])
+        processors.append(ObjectReferenceLogitsProcessor(
+            tokenizer, request.allowed_indices, prompt_length, request.answer_prefix))
+    if config.mllm.no_repeat_ngram_size:
+        from ..grounding import token_table
+        from ..ngram_guard import NgramLogitsProcessor
+        processors.append(NgramLogitsProcessor(config.mllm.no_repeat_ngram_size,
+                                               prompt_length, token_table(tokenizer).markup))
+    if processors:
+        from transformers import LogitsProcessorList
+        kwargs['logits_processor'] = LogitsProcessorList(processors)
     return kwargs
 
 
