@@ -40,7 +40,7 @@ def images():
     out['grace_hopper+coffee'] = _side_by_side(out['grace_hopper'], out['coffee'])
     out['camera+motorcycle'] = _side_by_side(out['camera'], out['motorcycle'])
     out['coffee+grace_hopper_flipped'] = _side_by_side(out['coffee'],
-                                                      out['grace_hopper_flipped'])
+                                                       out['grace_hopper_flipped'])
     return out
 
 

@@ -224,6 +224,16 @@ class TokenTable:
         self.enders = np.array(sorted(enders), dtype=np.int64)
         #: markup and digit tokens: n-grams made only of these may repeat (core.ngram_guard)
         self.markup = frozenset(i for i, s in enumerate(strings) if s and _is_markup(s))
+        self._containing: dict[frozenset, frozenset] = {}
+
+    def containing(self, chars: Iterable[str]) -> frozenset[int]:
+        """Ids of the tokens whose text holds any of `chars` (cached per set)."""
+        key = frozenset(chars)
+        found = self._containing.get(key)
+        if found is None:
+            found = self._containing[key] = frozenset(
+                i for i, s in enumerate(self.strings) if any(c in s for c in key))
+        return found
 
 
 _MARKUP_CHARS = set('<>/0123456789')

@@ -38,6 +38,7 @@ IOU_THRESHOLD = 0.5
 
 Box = tuple[float, float, float, float]
 
+
 def canonical_class(name: str, class_map: Mapping[str, str] | None = None) -> str:
     """'MotorBike' -> 'motorcycle', 'dining_table' -> 'dining table'; then `class_map`
     (e.g. a dataset's own names -> COCO's, or everything -> 'object')."""
