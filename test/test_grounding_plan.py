@@ -175,6 +175,16 @@ def test_descriptions_and_answers_keep_the_invariants(reasoners, which):
     assert counted.phrases[0].text == 'Two ties' and counted.phrases[0].indices == (0, 1)
 
 
+def test_model_words_that_misplace_an_object_give_way_to_the_template():
+    backend = ScriptedBackend(reply=lambda r: r.answer_prefix + ' is at the left bottom <')
+    sd = SceneReasoner(load_config(), backend).describe(None, TIES)
+    # the ties are at the center bottom and the person at the left: both places are wrong
+    assert sd.text == 'Two ties are at the center bottom and a person is at the left.'
+    backend = ScriptedBackend(reply=lambda r: r.answer_prefix + ' is near the door <')
+    assert SceneReasoner(load_config(), backend).describe(None, TIES).text == \
+        'Two ties are near the door and a person is near the door.'
+
+
 def test_a_usable_connector_is_the_models_words():
     backend = ScriptedBackend(reply=lambda r: r.answer_prefix + ' hang by the door <gr')
     sd = SceneReasoner(load_config(), backend).describe(None, TIES)

@@ -130,6 +130,21 @@ def clean_connector(text: str, vocab: Vocabulary, classes: Sequence[str]) -> str
     return ' ' + text
 
 
+_REGION_WORDS = frozenset(('left', 'right', 'center', 'centre', 'middle', 'top', 'bottom'))
+_VERB = re.compile(r'^ (is|are)\b')
+
+
+def _fit(words: str, m: Mention) -> str:
+    """The model's words for mention `m`, or '' when they place it where the detector
+    did not (region words absent from m.where); 'is'/'are' made to agree with the count."""
+    if not words:
+        return ''
+    said = {w.lower() for w in _WORD.findall(words)} & _REGION_WORDS
+    if not said <= set(m.where.split()):
+        return ''
+    return _VERB.sub(' ' + m.verb, words)
+
+
 def word_plan(backend, request, mentions: Sequence[Mention], ds: DetectionSet,
               vocab: Vocabulary, max_tokens: int, lead: str = '') -> tuple[str, list]:
     """(grounded sentence in grammar form, the backend's Generations): the planned phrases
@@ -145,7 +160,7 @@ def word_plan(backend, request, mentions: Sequence[Mention], ds: DetectionSet,
             allowed_indices=None))
         generations.append(gen)
         cont = gen.text[len(raw):] if gen.text.startswith(raw) else gen.text
-        words = clean_connector(cont, vocab, classes) or f' {m.verb} {m.where}'
+        words = _fit(clean_connector(cont, vocab, classes), m) or f' {m.verb} {m.where}'
         raw += words + _joiner(i, len(mentions))
     return raw + '.', generations
 
