@@ -185,6 +185,22 @@ def test_model_words_that_misplace_an_object_give_way_to_the_template():
         'Two ties are near the door and a person is near the door.'
 
 
+def test_the_whole_description_keeps_the_token_limit():
+    from mr_mllm_ros.core.types import Generation
+    backend = ScriptedBackend()
+    backend.generate = lambda r: (backend.requests.append(r) or Generation(
+        r.answer_prefix + ' hang by the door', generated_tokens=r.max_new_tokens))
+    config = load_config(overrides={'mllm.max_new_tokens': 15,
+                                    'mllm.connector_max_tokens': 12})
+    sd = SceneReasoner(config, backend).describe(None, TIES)
+    assert [r.max_new_tokens for r in backend.requests] == [12, 3]
+    three = TIES.with_detections((*TIES.detections, Detection(9, 'dog', 0.1, Box(0, 0, 9, 9))))
+    backend.requests.clear()
+    sd = SceneReasoner(config, backend).describe(None, three)
+    assert len(backend.requests) == 2     # budget spent: the dog gets the template's words
+    assert sd.text.endswith('a dog is at the left top.')
+
+
 def test_a_usable_connector_is_the_models_words():
     backend = ScriptedBackend(reply=lambda r: r.answer_prefix + ' hang by the door <gr')
     sd = SceneReasoner(load_config(), backend).describe(None, TIES)

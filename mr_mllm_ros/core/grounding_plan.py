@@ -148,19 +148,25 @@ def _fit(words: str, m: Mention) -> str:
 def word_plan(backend, request, mentions: Sequence[Mention], ds: DetectionSet,
               vocab: Vocabulary, max_tokens: int, lead: str = '') -> tuple[str, list]:
     """(grounded sentence in grammar form, the backend's Generations): the planned phrases
-    in order, with the model's words after each (template words where it has none)."""
+    in order, with the model's words after each (template words where it has none). The
+    model writes at most `max_tokens` per stretch and request.max_new_tokens in all."""
     if not getattr(backend, 'writes_text', True):
         return template_sentence(mentions, lead), []
     classes = sorted({d.class_name for d in ds})
     raw, generations = lead, []
+    budget = request.max_new_tokens  # of the whole sentence
     for i, m in enumerate(mentions):
         raw += _markup(m, i == 0 and not lead)
-        gen = backend.generate(dataclasses.replace(
-            request, answer_prefix=raw, stop=CONNECTOR_STOPS, max_new_tokens=max_tokens,
-            allowed_indices=None))
-        generations.append(gen)
-        cont = gen.text[len(raw):] if gen.text.startswith(raw) else gen.text
-        words = _fit(clean_connector(cont, vocab, classes), m) or f' {m.verb} {m.where}'
+        words = ''
+        if budget > 0:
+            gen = backend.generate(dataclasses.replace(
+                request, answer_prefix=raw, stop=CONNECTOR_STOPS,
+                max_new_tokens=min(max_tokens, budget), allowed_indices=None))
+            generations.append(gen)
+            budget -= max(gen.generated_tokens, 1)
+            cont = gen.text[len(raw):] if gen.text.startswith(raw) else gen.text
+            words = _fit(clean_connector(cont, vocab, classes), m)
+        words = words or f' {m.verb} {m.where}'
         raw += words + _joiner(i, len(mentions))
     return raw + '.', generations
 
