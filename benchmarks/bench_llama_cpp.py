@@ -1,14 +1,15 @@
-"""llama.cpp vs transformers for the offline default SmolLM2-135M-Instruct, same prompts,
-one run (each backend in its own child process, so peak RSS is its own).
+"""llama.cpp vs transformers for the offline default SmolLM2-135M-Instruct: the same
+prompts in one process, the two backends' calls interleaved (A, B, A, B, ...) so that both
+see the same load on a shared machine.
 
-    bash scripts/with_env.sh python benchmarks/bench_llama_cpp.py [--json out.json]
+    bash scripts/with_env.sh python benchmarks/bench_llama_cpp.py [--repeats N] [--json F]
 
-Per backend: load time; decode tokens/s (the same free answer request, greedy, n-gram
-guard and constrained decoding on, as in production); time per grounded description (the
-grounding plan over the detections of the sample photos, as scene_node runs it), first
-call and warm; peak RSS of the process. transformers_llm loads the de-quantized fp32
-folder (`mr-mllm models prepare`), llama_cpp the Q4_1 GGUF it came from.
-Nothing asserts on time; docs/BENCHMARKS.md records the numbers.
+Per backend: load time; RSS the process grew by when the backend loaded, and after its
+runs; decode tokens/s (the same free answer request, greedy, n-gram guard and
+constrained decoding on, as in production); time per grounded description (the grounding
+plan over the detections of four sample photos, as scene_node runs it). transformers_llm
+loads the de-quantized fp32 folder (`mr-mllm models prepare`), llama_cpp the Q4_1 GGUF it
+came from. Nothing asserts on time; docs/BENCHMARKS.md records the numbers.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ import argparse
 import json
 import os
 import platform
-import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,80 +34,76 @@ SAMPLES = ('grace_hopper', 'motorcycle', 'camera', 'coffee')
 QUESTION = 'What is the person doing?'
 
 
-def measure(backend: str, repeats: int) -> dict:
-    """One backend, in this process."""
+def _rss_mb() -> float:
+    import psutil
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def run(repeats: int) -> list[dict]:
     from mr_mllm_ros.core.config import load_config
     from mr_mllm_ros.core.pipeline import PerceptionPipeline
     from mr_mllm_ros.core.sample_images import load_sample
     from mr_mllm_ros.core.scene import SceneReasoner
     from mr_mllm_ros.core.types import Frame
 
-    config = load_config(overrides={'mllm.backend': backend})
+    config = load_config()
     perception = PerceptionPipeline(config)
     scenes = []
     for k, name in enumerate(SAMPLES):
         frame = Frame(load_sample(name), k, name)
         scenes.append((frame, perception.detect(frame)))
     perception.close()
-    t0 = time.perf_counter()
-    reasoner = SceneReasoner(config)
-    load_s = time.perf_counter() - t0
-    backend_obj = reasoner.backend
-    # Decode rate: the same answer request, its own reply (max_new_tokens of the config).
-    request = reasoner.prompts.answer(scenes[0][1], QUESTION)
-    backend_obj.generate(request)  # warm-up
-    gen_tokens = gen_s = 0.0
+    rows = {}
+    for backend in BACKENDS:
+        rss, t0 = _rss_mb(), time.perf_counter()
+        reasoner = SceneReasoner(load_config(overrides={'mllm.backend': backend}))
+        rows[backend] = {'backend': backend, 'model': reasoner.backend.name,
+                         'load_s': time.perf_counter() - t0, 'rss_load_mb': _rss_mb() - rss,
+                         'reasoner': reasoner, 'tokens': 0, 'gen_s': 0.0, 'first': [],
+                         'warm': [], 'descriptions': []}
+    for r in rows.values():  # warm-up: one answer each
+        r['reasoner'].backend.generate(r['reasoner'].prompts.answer(scenes[0][1], QUESTION))
     for _ in range(repeats):
-        g = backend_obj.generate(request)
-        gen_tokens += g.generated_tokens
-        gen_s += g.timings_ms['generate'] / 1e3
-    described = []
-    first = []
-    for frame, ds in scenes:
-        t = time.perf_counter()
-        sd = reasoner.describe(frame, ds)
-        first.append(time.perf_counter() - t)
-        described.append(sd.text)
-    warm = []
-    for _ in range(repeats):
+        for r in rows.values():
+            g = r['reasoner'].backend.generate(
+                r['reasoner'].prompts.answer(scenes[0][1], QUESTION))
+            r['tokens'] += g.generated_tokens
+            r['gen_s'] += g.timings_ms['generate'] / 1e3
+    for k in range(1 + repeats):
         for frame, ds in scenes:
-            t = time.perf_counter()
-            reasoner.describe(frame, ds)
-            warm.append(time.perf_counter() - t)
-    reasoner.close()
-    return {'backend': backend, 'model': backend_obj.name, 'load_s': round(load_s, 2),
-            'decode_tokens_per_s': round(gen_tokens / gen_s, 1) if gen_s else None,
-            'describe_first_s': round(sum(first) / len(first), 3),
-            'describe_warm_s': round(sum(warm) / len(warm), 3),
-            'peak_rss_mb': round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-            'descriptions': described}
+            for r in rows.values():
+                t = time.perf_counter()
+                sd = r['reasoner'].describe(frame, ds)
+                (r['first'] if k == 0 else r['warm']).append(time.perf_counter() - t)
+                if k == 0:
+                    r['descriptions'].append(sd.text)
+    out = []
+    for r in rows.values():
+        r['reasoner'].close()
+        out.append({'backend': r['backend'], 'model': r['model'],
+                    'load_s': round(r['load_s'], 2), 'rss_load_mb': round(r['rss_load_mb']),
+                    'decode_tokens_per_s': round(r['tokens'] / r['gen_s'], 1),
+                    'describe_first_s': round(sum(r['first']) / len(r['first']), 3),
+                    'describe_warm_s': round(sum(r['warm']) / max(len(r['warm']), 1), 3),
+                    'descriptions': r['descriptions']})
+    return out
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--json')
     ap.add_argument('--repeats', type=int, default=3)
-    ap.add_argument('--backend', choices=BACKENDS, help=argparse.SUPPRESS)  # child process
     args = ap.parse_args()
-    if args.backend:
-        print(json.dumps(measure(args.backend, args.repeats)))
-        return 0
-    rows = []
-    for backend in BACKENDS:
-        out = subprocess.run([sys.executable, __file__, '--backend', backend,
-                              '--repeats', str(args.repeats)], capture_output=True, text=True,
-                             timeout=1800, env=os.environ)
-        if out.returncode != 0:
-            print(f'{backend}: failed: {out.stderr.strip().splitlines()[-1:]}')
-            continue
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    print(f'machine: {platform.node()} {os.cpu_count()} cores, {time.strftime("%Y-%m-%d")}')
-    print('| backend | load s | decode tok/s | describe first s | describe warm s | '
-          'peak RSS MB |')
+    t0 = time.perf_counter()
+    rows = run(args.repeats)
+    print(f'machine: {platform.node()} {os.cpu_count()} cores, {time.strftime("%Y-%m-%d %H:%M")}'
+          f', load average {os.getloadavg()[0]:.1f}, {time.perf_counter() - t0:.0f} s')
+    print('| backend | load s | RSS on load MB | decode tok/s | describe first s | '
+          'describe warm s |')
     print('|---|---:|---:|---:|---:|---:|')
     for r in rows:
-        print(f'| {r["model"]} | {r["load_s"]} | {r["decode_tokens_per_s"]} | '
-              f'{r["describe_first_s"]} | {r["describe_warm_s"]} | {r["peak_rss_mb"]} |')
+        print(f'| {r["model"]} | {r["load_s"]} | {r["rss_load_mb"]} | '
+              f'{r["decode_tokens_per_s"]} | {r["describe_first_s"]} | {r["describe_warm_s"]} |')
     for r in rows:
         print(f'{r["backend"]} descriptions: {r["descriptions"]}')
     if args.json:
