@@ -15,7 +15,8 @@ setup(
         ('share/ament_index/resource_index/packages', ['resource/' + package_name]),
         ('share/' + package_name, ['package.xml']),
         ('share/' + package_name + '/launch', glob('launch/*.py')),
-        ('share/' + package_name + '/config', glob('config/*.yaml') + glob('config/*.xml')),
+        ('share/' + package_name + '/config', glob('config/*.yaml') + glob('config/*.xml')
+         + glob('config/*.json')),
     ],
     install_requires=['setuptools'],
     zip_safe=True,
@@ -31,6 +32,7 @@ setup(
             'perception_node = mr_mllm_ros.nodes.perception_node:main',
             'scene_node = mr_mllm_ros.nodes.scene_node:main',
             'combined_nodes = mr_mllm_ros.nodes.combined:main',
+            'memory_node = mr_mllm_ros.nodes.memory_node:main',
         ],
     },
 )

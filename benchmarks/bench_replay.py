@@ -52,6 +52,7 @@ from mr_mllm_ros.core.sample_images import SAMPLES, load_sample  # noqa: E402
 from mr_mllm_ros.core.types import DetectionSet  # noqa: E402
 from mr_mllm_ros.replay import outputs as o  # noqa: E402
 from mr_mllm_ros.replay.bag_reader import open_bag  # noqa: E402
+from mr_mllm_ros.replay.bag_writer import image_message, write_bag as bag_writer  # noqa: E402
 from mr_mllm_ros.replay.result_messages import result_typestore  # noqa: E402
 from mr_mllm_ros.replay.runner import (ReplayOptions, UnitProcessor, plan_units,  # noqa: E402
                                        run_replay)
@@ -83,21 +84,9 @@ class NullDetector:
 
 def write_bag(path: Path, storage: str, frames: list[np.ndarray], topic='/cam/image',
               period_s=1 / 30) -> Path:
-    from rosbags.rosbag2 import StoragePlugin, Writer
-    ts = result_typestore()
-    Image = ts.types['sensor_msgs/msg/Image']
-    Header, Time = ts.types['std_msgs/msg/Header'], ts.types['builtin_interfaces/msg/Time']
-    plugin = StoragePlugin.MCAP if storage == 'mcap' else StoragePlugin.SQLITE3
-    with Writer(path, version=9, storage_plugin=plugin) as w:
-        conn = w.add_connection(topic, Image.__msgtype__, typestore=ts)
-        for i, rgb in enumerate(frames):
-            t = T0 + round(i * period_s * NS)
-            raw = images.image_to_raw(rgb, 'rgb8')
-            msg = Image(header=Header(stamp=Time(sec=t // NS, nanosec=t % NS), frame_id='cam'),
-                        height=raw.height, width=raw.width, encoding='rgb8', is_bigendian=0,
-                        step=raw.step, data=np.frombuffer(raw.data, np.uint8))
-            w.write(conn, t, ts.serialize_cdr(msg, Image.__msgtype__))
-    return path
+    msgs = [image_message(rgb, 'rgb8', T0 + round(i * period_s * NS), 'cam')
+            for i, rgb in enumerate(frames)]
+    return bag_writer(path, {topic: msgs}, storage, start_ns=T0, period_s=period_s)
 
 
 def vga_frames(n: int) -> list[np.ndarray]:

@@ -1,7 +1,7 @@
 """Several cameras: one perception_node per camera namespace, or one batched
 perception_node serving all of them (`batched:=true`: one model in memory, a
 latest-frame slot per camera, served round-robin). scene_node per camera with
-`scene:=true`.
+`scene:=true`; one memory_node for all of them with `memory:=true`.
 
     ros2 launch mr_mllm_ros multi_camera.launch.py cameras:=front,rear,left
 """
@@ -14,31 +14,24 @@ from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable, Opaque
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode
 
+from mr_mllm_ros.topology import DEFAULT_LOG_LEVEL, camera_list, plan_graph
+
 
 def _nodes(context):
-    cameras = [c.strip().strip('/') for c in
-               LaunchConfiguration('cameras').perform(context).split(',') if c.strip()]
+    cameras = camera_list(LaunchConfiguration('cameras').perform(context))
     batched = LaunchConfiguration('batched').perform(context).lower() == 'true'
     scene = LaunchConfiguration('scene').perform(context).lower() == 'true'
+    memory = LaunchConfiguration('memory').perform(context).lower() == 'true'
     params = [LaunchConfiguration('params_file').perform(context),
               {'use_sim_time': LaunchConfiguration('use_sim_time').perform(context) == 'true'}]
     ros_args = ['--ros-args', '--log-level', LaunchConfiguration('log_level').perform(context)]
-    nodes = []
-    if batched:
-        nodes.append(LifecycleNode(package='mr_mllm_ros', executable='perception_node',
-                                   name='perception_node', namespace='', output='screen',
-                                   parameters=params + [{'perception.cameras': cameras}],
-                                   arguments=ros_args))
-    for cam in cameras:
-        if not batched:
-            nodes.append(LifecycleNode(package='mr_mllm_ros', executable='perception_node',
-                                       name='perception_node', namespace=cam, output='screen',
-                                       parameters=params, arguments=ros_args))
-        if scene:
-            nodes.append(LifecycleNode(package='mr_mllm_ros', executable='scene_node',
-                                       name='scene_node', namespace=cam, output='screen',
-                                       parameters=params, arguments=ros_args))
-    return nodes
+    kinds = ('perception',) + (('scene',) if scene else ()) + (('memory',) if memory else ())
+    # The same plan `mr-mllm up` starts (mr_mllm_ros/topology.py).
+    return [LifecycleNode(package='mr_mllm_ros', executable=f'{p.kind}_node',
+                          name=f'{p.kind}_node', namespace=p.namespace, output='screen',
+                          parameters=params + ([p.parameters] if p.parameters else []),
+                          arguments=ros_args)
+            for p in plan_graph(cameras, kinds, batched)]
 
 
 def generate_launch_description():
@@ -50,12 +43,15 @@ def generate_launch_description():
                               description='One perception_node for all cameras'),
         DeclareLaunchArgument('scene', default_value='false',
                               description='Also start one scene_node per camera'),
+        DeclareLaunchArgument('memory', default_value='false',
+                              description='Also start one memory_node for all cameras '
+                                          '(query_memory service)'),
         DeclareLaunchArgument('params_file',
                               default_value=os.path.join(share, 'config', 'mr_mllm.yaml'),
                               description='ROS 2 parameters file (see config/mr_mllm.yaml)'),
         DeclareLaunchArgument('use_sim_time', default_value='false',
                               description='Use /clock (bag replay, simulation)'),
-        DeclareLaunchArgument('log_level', default_value='info',
+        DeclareLaunchArgument('log_level', default_value=DEFAULT_LOG_LEVEL,
                               description='debug, info, warn, error'),
         DeclareLaunchArgument('fastdds_profile',
                               default_value=os.path.join(share, 'config',

@@ -1,4 +1,5 @@
-"""One camera: perception_node (+ scene_node with `scene:=true`) in a camera namespace.
+"""One camera: perception_node (+ scene_node with `scene:=true`, memory_node with
+`memory:=true`) in a camera namespace.
 
     ros2 launch mr_mllm_ros perception.launch.py namespace:=front_cam \
         params_file:=/path/to/my_params.yaml
@@ -17,6 +18,8 @@ from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode
 
+from mr_mllm_ros.topology import DEFAULT_LOG_LEVEL
+
 
 def generate_launch_description():
     share = get_package_share_directory('mr_mllm_ros')
@@ -32,10 +35,13 @@ def generate_launch_description():
                                           '(relative names resolve in the namespace)'),
         DeclareLaunchArgument('use_sim_time', default_value='false',
                               description='Use /clock (bag replay, simulation)'),
-        DeclareLaunchArgument('log_level', default_value='info',
+        DeclareLaunchArgument('log_level', default_value=DEFAULT_LOG_LEVEL,
                               description='debug, info, warn, error'),
         DeclareLaunchArgument('scene', default_value='false',
                               description='Also start scene_node (descriptions, VQA, alerts)'),
+        DeclareLaunchArgument('memory', default_value='false',
+                              description='Also start memory_node (scene memory, '
+                                          'query_memory service)'),
         DeclareLaunchArgument('fastdds_profile',
                               default_value=os.path.join(share, 'config',
                                                          'fastdds_large_images.xml'),
@@ -57,7 +63,9 @@ def generate_launch_description():
                           condition=IfCondition(LaunchConfiguration('scene')),
                           remappings=[('image', LaunchConfiguration('image_topic'))],
                           **common)
+    memory = LifecycleNode(executable='memory_node', name='memory_node',
+                           condition=IfCondition(LaunchConfiguration('memory')), **common)
     return LaunchDescription(args + [
         SetEnvironmentVariable('FASTDDS_DEFAULT_PROFILES_FILE',
                                LaunchConfiguration('fastdds_profile')),
-        perception, scene])
+        perception, scene, memory])

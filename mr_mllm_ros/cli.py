@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
 
 from .core.offline import apply_offline_env
@@ -22,9 +23,11 @@ COMMANDS = (
     ('describe', 'describe', 'detect + describe images in-process (no ROS)'),
     ('up', 'up', 'start the nodes from a params file (installs without `ros2 launch`)'),
     ('ask', 'ask', 'ask a running scene_node a question (ask_scene service)'),
+    ('view', 'view', 'serve the live graph to Foxglove (WebSocket): images, boxes, alerts'),
     ('publish-images', 'publish_images', 'publish image files or sample photos as a camera'),
     ('eval', 'eval', 'measure detections, grounding and alerts against labelled data'),
     ('replay', 'replay', 'analyse recorded bags offline: results, result bag, report.html'),
+    ('memory', 'memory', 'ask the scene memory ("when did you last see a tie?") or list it'),
     ('record', 'record', 'record topics into a bag (installs without `ros2 bag`)'),
     ('train-fusion', 'train_fusion', 'train the shared-query fusion adapter (or make its data)'),
     ('models', 'models', 'prepare or list the offline default models'),
@@ -47,8 +50,30 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     return p
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM / SIGHUP, raised in the main thread: every command then unwinds exactly as
+    on Ctrl-C (its `with` blocks stop child processes and ROS clients), and exits with
+    128 + the signal number, as a shell reports a signal's death."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated(signum)
+
+
+def stop_on_signals() -> None:
+    """What systemd and `docker stop` send (SIGTERM) and a closed terminal (SIGHUP) end a
+    command the way Ctrl-C does, instead of killing it without its clean-up."""
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _raise_terminated)
+
+
 def main(argv: list[str] | None = None) -> int:
     apply_offline_env()
+    stop_on_signals()
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -59,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     except MrMllmError as e:
         print(f'mr-mllm {args.command}: error: {e}', file=sys.stderr)
         return 2
+    except Terminated as e:
+        return 128 + e.signum
     except KeyboardInterrupt:
         return 130
 

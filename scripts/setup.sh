@@ -29,6 +29,19 @@ if ! command -v chromium >/dev/null 2>&1; then
   fi
 fi
 
+# PostgreSQL: the scene memory's fleet store; its tests start a throwaway server of their
+# own (initdb + pg_ctl). A system package too, so only where we may install one.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    log "installing postgresql (apt-get, ~30 s) for the scene-memory PostgreSQL tests"
+    apt-get install -y -q postgresql >/dev/null 2>&1 || \
+      { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q postgresql >/dev/null 2>&1; } || \
+      log "could not install postgresql: the PostgreSQL memory tests will be skipped"
+  else
+    log "postgresql not found: the PostgreSQL memory tests will be skipped (apt-get install postgresql)"
+  fi
+fi
+
 if [ ! -x "$venv/bin/python" ]; then
   log "creating $venv"
   "$python" -m venv "$venv"

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from mr_mllm_ros.core import images
 from mr_mllm_ros.core.sample_images import SAMPLES, load_sample
+from mr_mllm_ros.replay.bag_writer import image_message, write_bag as bag_writer
 
 W, H = 64, 48
 MAGENTA = (255, 0, 255)
@@ -49,54 +49,14 @@ def colour_frame(i: int, colour=MAGENTA) -> np.ndarray:
     return rgb
 
 
-def _typestore():
-    from mr_mllm_ros.replay.result_messages import result_typestore
-    return result_typestore()
-
-
 def image_msg(rgb: np.ndarray, encoding: str, stamp_ns: int, frame_id: str = 'cam',
               pad: int = 0):
-    ts = _typestore()
-    header = ts.types['std_msgs/msg/Header'](
-        stamp=ts.types['builtin_interfaces/msg/Time'](sec=stamp_ns // NS,
-                                                      nanosec=stamp_ns % NS),
-        frame_id=frame_id)
-    if encoding in ('jpeg', 'png'):
-        return ts.types['sensor_msgs/msg/CompressedImage'](
-            header=header, format=encoding,
-            data=np.frombuffer(images.encode_compressed(rgb, encoding), np.uint8))
-    if encoding == 'mono8':
-        arr = np.ascontiguousarray(rgb[..., 0])
-    elif encoding == 'bgr8':
-        arr = np.ascontiguousarray(rgb[..., ::-1])
-    elif encoding == 'bgra8':
-        arr = np.dstack([rgb[..., ::-1], np.full(rgb.shape[:2], 255, np.uint8)])
-    else:
-        arr = rgb
-    raw = images.image_to_raw(arr, encoding) if encoding in images.SUPPORTED_ENCODINGS \
-        else images.image_to_raw(rgb, 'rgb8')
-    step = raw.step + pad
-    data = np.zeros(step * raw.height, np.uint8).reshape(raw.height, step)
-    data[:, :raw.step] = np.frombuffer(raw.data, np.uint8).reshape(raw.height, raw.step)
-    return ts.types['sensor_msgs/msg/Image'](
-        header=header, height=raw.height, width=raw.width, encoding=encoding,
-        is_bigendian=0, step=step, data=data.reshape(-1))
+    return image_message(rgb, encoding, stamp_ns, frame_id, pad)
 
 
 def write_bag(path: Path, storage: str, topics: dict[str, list], period_s: float = 0.5):
     """topics: name -> [message, ...]; messages of all topics interleave in time."""
-    from rosbags.rosbag2 import StoragePlugin, Writer
-    ts = _typestore()
-    plugin = StoragePlugin.MCAP if storage == 'mcap' else StoragePlugin.SQLITE3
-    with Writer(path, version=9, storage_plugin=plugin) as w:
-        for k, (topic, msgs) in enumerate(sorted(topics.items())):
-            if not msgs:
-                continue
-            conn = w.add_connection(topic, msgs[0].__msgtype__, typestore=ts)
-            for i, m in enumerate(msgs):
-                t = T0 + round((i * period_s + k * 0.01) * NS)
-                w.write(conn, t, ts.serialize_cdr(m, m.__msgtype__))
-    return path
+    return bag_writer(path, topics, storage, start_ns=T0, period_s=period_s)
 
 
 ENCODING_TOPICS = {  # topic -> (encoding, row padding)

@@ -86,3 +86,12 @@ def test_up_one_process_then_publish_images_then_ask(tmp_path):
             os.killpg(up.pid, signal.SIGKILL)
             up.wait(timeout=10)
     assert up.returncode in (0, -signal.SIGINT), up.stdout.read()
+
+
+@pytest.mark.graph
+def test_ask_without_a_graph_says_the_service_was_not_found_and_what_was_seen():
+    out = _run(['ask', 'Anyone?', '--namespace', 'nobody_here', '--wait-service', '2'],
+               timeout=60)
+    assert out.returncode == 3, out.stdout + out.stderr
+    assert '/nobody_here/ask_scene not found within 2 s' in out.stderr
+    assert 'nodes seen' in out.stderr and 'ROS_DOMAIN_ID' in out.stderr

@@ -26,6 +26,7 @@ from mr_mllm_ros.core.detection import Detector, create_detector  # noqa: E402
 from mr_mllm_ros.core.detection.ultralytics_backend import UltralyticsDetector  # noqa: E402
 from mr_mllm_ros.core.errors import BackendError, ModelLoadError  # noqa: E402
 from mr_mllm_ros.core.models import prepare_all  # noqa: E402
+from mr_mllm_ros.core.pipeline import PerceptionPipeline  # noqa: E402
 from mr_mllm_ros.core.types import Box, Frame  # noqa: E402
 
 skimage_data = pytest.importorskip('skimage.data')
@@ -86,9 +87,9 @@ def fall_detector(models_dir, network_attempts):
 @pytest.fixture(scope='module')
 def tracking_detector(models_dir, network_attempts):
     # warm-up on: it must not use up ByteTrack's first frame (see test_bytetrack_...).
-    det = create_detector(make_config(models_dir, tracker='bytetrack', warmup=True))
-    yield det
-    det.close()
+    pipeline = PerceptionPipeline(make_config(models_dir, tracker='bytetrack', warmup=True))
+    yield pipeline
+    pipeline.close()
 
 
 @pytest.fixture(scope='module')
@@ -172,9 +173,10 @@ def test_packaged_onnx_export_loads_too(astronaut, network_attempts, tmp_path):
 
 @pytest.mark.slow
 def test_bytetrack_ids_are_stable_across_frames(tracking_detector, astronaut):
-    """ByteTrack activates every track found on its first frame at once (later new tracks
-    need a second frame to be confirmed), so ids are there from the first frame on; the
-    warm-up (a plain predict on a black image) does not consume that first frame."""
+    """ByteTrack (core.tracking, applied by the pipeline to any backend's boxes) activates
+    every track found on its first frame at once (later new tracks need a second frame to
+    be confirmed), so ids are there from the first frame on; the detector's warm-up does
+    not consume that first frame."""
     ids = []
     for i in range(3):
         ds = tracking_detector.detect(astronaut_frame(astronaut, i))

@@ -117,7 +117,7 @@ def test_ask_scene_about_grace_hopper_with_valid_grounding(live):
 def test_twenty_concurrent_questions_all_return_and_intake_keeps_going(live):
     ros = live.ros
     assert live.show('camera', until=live.descriptions)[1] is not None  # a frame to ask about
-    client = ros.node.create_client(AskScene, '/live/ask_scene')
+    client = ros.service_client(AskScene, '/live/ask_scene')
     assert client.wait_for_service(timeout_sec=DISCOVERY_S)
     timeout = 25.0
     stop = threading.Event()
@@ -175,7 +175,6 @@ def test_twenty_concurrent_questions_all_return_and_intake_keeps_going(live):
           f'{len(other)} timed out, all back within {elapsed:.1f} s; camera published '
           f'{len(published)} frames at 4 Hz meanwhile, scene_node paired {paired} '
           f'(intake_rate_hz {after[1]["intake_rate_hz"]})')
-    ros.node.destroy_client(client)
 
 
 def test_invalid_utf8_reaches_the_node_as_replacement_characters():

@@ -95,7 +95,8 @@ def test_single_camera_nodes_use_installed_executables(fake_launch):
     nodes = [e for e in entities if type(e).__name__ == 'LifecycleNode']
     assert {'namespace'} <= set(_arguments(entities))
     executables = _installed_executables()
-    assert [n.kwargs['executable'] for n in nodes] == ['perception_node', 'scene_node']
+    assert [n.kwargs['executable'] for n in nodes] == ['perception_node', 'scene_node',
+                                                       'memory_node']
     assert all(n.kwargs['executable'] in executables for n in nodes)
     assert all(n.kwargs['name'] == n.kwargs['executable'] for n in nodes)
 
@@ -105,13 +106,38 @@ def test_multi_camera_makes_one_node_per_camera_or_one_batched(fake_launch, batc
     entities = _load(REPO / 'launch' / 'multi_camera.launch.py')
     opaque = next(e for e in entities if type(e).__name__ == 'OpaqueFunction')
     ctx = _Context({'cameras': 'front, rear,/left', 'batched': batched, 'scene': 'false',
-                    'params_file': 'p.yaml', 'use_sim_time': 'false', 'log_level': 'info'})
+                    'memory': 'false', 'params_file': 'p.yaml', 'use_sim_time': 'false',
+                    'log_level': 'info'})
     nodes = opaque.kwargs['function'](ctx)
     assert len(nodes) == expected
     if batched == 'true':
         assert {'perception.cameras': ['front', 'rear', 'left']} in nodes[0].kwargs['parameters']
     else:
         assert [n.kwargs['namespace'] for n in nodes] == ['front', 'rear', 'left']
+
+
+def test_multi_camera_memory_is_one_node_for_every_camera(fake_launch):
+    entities = _load(REPO / 'launch' / 'multi_camera.launch.py')
+    opaque = next(e for e in entities if type(e).__name__ == 'OpaqueFunction')
+    ctx = _Context({'cameras': 'front,rear', 'batched': 'false', 'scene': 'false',
+                    'memory': 'true', 'params_file': 'p.yaml', 'use_sim_time': 'false',
+                    'log_level': 'info'})
+    nodes = opaque.kwargs['function'](ctx)
+    memory = [n for n in nodes if n.kwargs['executable'] == 'memory_node']
+    assert len(memory) == 1 and memory[0].kwargs['namespace'] == ''
+    assert {'memory.cameras': ['front', 'rear']} in memory[0].kwargs['parameters']
+
+
+def test_up_starts_one_memory_node_for_every_camera():
+    from mr_mllm_ros.app.up import graph_specs
+    specs = graph_specs(['perception', 'scene', 'memory'], ['front', 'rear'], None)
+    memory = [s for s in specs if s.kind == 'memory']
+    assert len(memory) == 1 and memory[0].namespace == ''
+    assert memory[0].parameters == {'memory.cameras': ['front', 'rear']}
+    assert memory[0].node_paths() == ['/memory_node']
+    combined = graph_specs(['perception', 'scene', 'memory'], ['front'], None,
+                           one_process=True)
+    assert [s.kind for s in combined] == ['combined', 'memory']
 
 
 def test_dds_shared_memory_clean_runs():

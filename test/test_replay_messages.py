@@ -7,6 +7,7 @@ zeros, so the byte comparison is exact except at padding: there rclpy may hold a
 and rosbags must hold 0. Both directions of deserialisation are checked too.
 """
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -42,7 +43,9 @@ def _objects():
                               {'generate': 812.5})
     al = Alert(Severity.CRITICAL, 'hazard_in_region', 'person_in_path', 'rule',
                "person in region 'driving_corridor' (score 0.46)", STAMP, 'front_cam', (d0,),
-               (GroundedPhrase('person', 0, 6, (0,)),))
+               (GroundedPhrase('person', 0, 6, (0,)),), (STAMP - 10**8, STAMP),
+               (('score', '0.46'), ('min_score', '0.3')), 'hazard_in_region: score 0.46',
+               bytes(range(256)) * 3)
     return ds, sd, al
 
 
@@ -72,8 +75,9 @@ def test_rosbags_cdr_equals_rclpy(name, rclpy_type, build_rclpy, build_rosbags, 
     assert bytes(store.serialize_cdr(again, again.__msgtype__)) == ours
 
 
-def test_json_round_trip_gives_the_same_messages():
-    """results.jsonl is the source of the output bag: nothing may be lost on the way."""
+def test_json_round_trip_gives_the_same_messages(tmp_path):
+    """results.jsonl (+ the evidence files beside it) is the source of the output bag:
+    nothing may be lost on the way."""
     ds, sd, al = _objects()
     ds2 = detection_set_from_json(json.loads(json.dumps(detection_set_json(ds))),
                                   ds.stamp_ns, ds.frame_id)
@@ -82,7 +86,9 @@ def test_json_round_trip_gives_the_same_messages():
                                 ds.frame_id)
     assert rm.serialize(rm.scene_description_msg(sd2)) == \
         rm.serialize(rm.scene_description_msg(sd))
-    al2 = alert_from_json(json.loads(json.dumps(alert_json(al))))
+    (tmp_path / 'e.jpg').write_bytes(al.evidence_jpeg)
+    al2 = alert_from_json(json.loads(json.dumps(alert_json(al, 'e.jpg'))), tmp_path)
+    assert al2 == al
     assert rm.serialize(rm.alert_msg(al2)) == rm.serialize(rm.alert_msg(al))
 
 
@@ -98,3 +104,14 @@ def test_type_hashes_equal_the_ros_build():
         hashes = {h['type_name']: h['hash_string']
                   for h in json.loads(path.read_text())['type_hashes']}
         assert rm.result_typestore().hash_rihs01(name) == hashes[name], name
+
+
+def test_alert_msg_round_trip_keeps_the_proof():
+    """The viewer reads alerts back into core (conversions.alert_from_msg): evidence JPEG,
+    window stamps, values and rationale survive rclpy's message and its CDR."""
+    al = _objects()[2]
+    msg = deserialize_message(serialize_message(conv.alert_msg(al)), CornerCaseAlert)
+    back = conv.alert_from_msg(msg)
+    # Detection.score is float32 on the wire: compare it approximately, the rest exactly.
+    assert back.detections[0].score == pytest.approx(al.detections[0].score, rel=1e-6)
+    assert dataclasses.replace(back, detections=al.detections) == al

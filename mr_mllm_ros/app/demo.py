@@ -26,7 +26,7 @@ from ..core.annotate import draw_detections
 from ..core.config import load_config, share_dir
 from ..core.sample_images import SAMPLES, load_sample
 from ..ros import conversions as conv
-from ..ros.client import RosClient
+from ..ros.client import RosCallError, RosClient
 from ..ros.qos import ALERTS_QOS, RESULTS_QOS
 from .launcher import NodeGroup, NodeSpec, ensure_local_ros_env
 from .record import demo_recording
@@ -123,11 +123,15 @@ def run(args) -> int:
         if ask_name in stamps:
             request = AskScene.Request(question=question, timeout_s=min(120.0, left()),
                                        stamp=conv.ns_to_stamp(stamps[ask_name]))
-            reply = ros.call(AskScene, f'/{CAMERA_NS}/ask_scene', request,
-                             timeout=min(130.0, left() + 1))
             print(f'\nask_scene about {ask_name}: "{question}"')
+            try:
+                reply = ros.call(AskScene, f'/{CAMERA_NS}/ask_scene', request,
+                                 timeout=min(130.0, left() + 1))
+            except RosCallError as e:
+                reply = None
+                print(f'  {e}')
             if reply is None:
-                print('  no reply within the timeout')
+                pass
             elif not reply.success:
                 print(f'  refused: {reply.error}')
             else:

@@ -34,8 +34,39 @@ def add_arguments(p) -> None:
     p.add_argument('--loop', action='store_true', help='repeat until stopped')
     p.add_argument('--count', type=int, default=0, help='stop after N messages (0 = all)')
     p.add_argument('--wait-subscribers', type=int, default=1, metavar='N',
-                   help='wait (up to --wait-timeout s) for N subscribers before publishing')
-    p.add_argument('--wait-timeout', type=float, default=10.0)
+                   help='before the first image, wait (up to --wait-timeout s) for N '
+                        'subscribers, then until their number has been steady for '
+                        '--settle s (default 1; 0 = publish at once)')
+    p.add_argument('--wait-timeout', type=float, default=30.0)
+    p.add_argument('--settle', type=float, default=1.0,
+                   help='seconds the subscriber count must stay unchanged (default 1): '
+                        'a graph of several nodes is matched one node at a time, and each '
+                        'far side needs a moment to match us as well')
+
+
+def wait_for_readers(ros: RosClient, pub, count: int, timeout_s: float,
+                     settle_s: float) -> int:
+    """Wait for `count` subscribers, then until their number is steady for `settle_s`
+    (all bounded by `timeout_s`), and say who is listening. A photo published once before
+    a subscriber has matched is lost (sensor QoS keeps no history): this is what made a
+    newcomer's `publish-images photo.jpg` never reach scene_node."""
+    topic = pub.topic_name
+    log.info('waiting up to %.0f s for %d subscriber(s) on %s', timeout_s, count, topic)
+    deadline = time.monotonic() + timeout_s
+    if not ros.wait_for_subscribers(pub, count, timeout=timeout_s):
+        log.warning('fewer than %d subscriber(s) on %s after %.0f s; publishing anyway',
+                    count, topic, timeout_s)
+        return pub.get_subscription_count()
+    seen, steady_since = pub.get_subscription_count(), time.monotonic()
+    while time.monotonic() - steady_since < settle_s and time.monotonic() < deadline:
+        time.sleep(0.05)
+        now_seen = pub.get_subscription_count()
+        if now_seen != seen:
+            seen, steady_since = now_seen, time.monotonic()
+    readers = sorted({f'{i.node_namespace.rstrip("/")}/{i.node_name}'
+                      for i in ros.node.get_subscriptions_info_by_topic(topic)})
+    log.info('%d subscriber(s) on %s: %s', seen, topic, ', '.join(readers))
+    return seen
 
 
 def run(args) -> int:
@@ -46,9 +77,8 @@ def run(args) -> int:
                                       and not args.topic.endswith('compressed') else '')
     with RosClient('image_publisher') as ros:
         pub = ros.publisher(CompressedImage if compressed else Image, topic, 10)
-        if not ros.wait_for_subscribers(pub, args.wait_subscribers, timeout=args.wait_timeout):
-            log.warning('fewer than %d subscriber(s) on %s after %.0f s; publishing anyway',
-                        args.wait_subscribers, topic, args.wait_timeout)
+        if args.wait_subscribers > 0:
+            wait_for_readers(ros, pub, args.wait_subscribers, args.wait_timeout, args.settle)
         sent = 0
         period = 1.0 / args.rate if args.rate > 0 else 0.0
         next_t = time.monotonic()

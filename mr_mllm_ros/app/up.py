@@ -3,30 +3,23 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
+import time
 
+from ..topology import DEFAULT_LOG_LEVEL, camera_list, plan_graph
 from .launcher import NodeGroup, NodeSpec
 
 log = logging.getLogger(__name__)
 
 
 def graph_specs(kinds: list[str], namespaces: list[str], params_file: str | None,
-                log_level: str = 'info', batched: bool = False,
+                log_level: str = DEFAULT_LOG_LEVEL, batched: bool = False,
                 one_process: bool = False) -> list[NodeSpec]:
-    """One perception (and/or scene) node per camera namespace, as launch/ does; with
-    `batched`, one perception_node serves every camera (perception.cameras); with
-    `one_process`, each camera's two nodes share a process."""
+    """The processes of topology.plan_graph (the launch files' plan), as NodeSpecs."""
     files = [params_file] if params_file else []
-    namespaces = namespaces or ['']
-    if one_process and set(kinds) == {'perception', 'scene'}:
-        return [NodeSpec('combined', ns, files, {}, log_level) for ns in namespaces]
-    specs: list[NodeSpec] = []
-    for kind in kinds:
-        if kind == 'perception' and batched and len(namespaces) > 1:
-            specs.append(NodeSpec(kind, '', files, {'perception.cameras': namespaces},
-                                  log_level))
-            continue
-        specs += [NodeSpec(kind, ns, files, {}, log_level) for ns in namespaces]
-    return specs
+    return [NodeSpec(p.kind, p.namespace, files, dict(p.parameters), log_level)
+            for p in plan_graph(camera_list(namespaces), kinds, batched, one_process)]
 
 
 def add_arguments(p) -> None:
@@ -34,26 +27,65 @@ def add_arguments(p) -> None:
     p.add_argument('--namespace', action='append', default=[],
                    help='camera namespace (repeat for several cameras; default: none)')
     p.add_argument('--nodes', default='perception,scene',
-                   help='comma-separated: perception, scene (default: both)')
+                   help='comma-separated: perception, scene, memory (default: perception,'
+                        'scene; memory = one memory_node for every camera namespace)')
     p.add_argument('--batched', action='store_true',
                    help='one perception_node for all cameras (perception.cameras)')
     p.add_argument('--one-process', action='store_true',
                    help='perception_node and scene_node of a camera in one process')
-    p.add_argument('--log-level', default='info')
+    p.add_argument('--log-level', default=DEFAULT_LOG_LEVEL)
     p.add_argument('--duration', type=float, default=0.0,
-                   help='stop after this many seconds (0 = until Ctrl-C)')
+                   help='stop after this many seconds (0 = until Ctrl-C / SIGTERM)')
+    p.add_argument('--view', type=int, nargs='?', const=8765, metavar='PORT',
+                   help='also serve the graph to Foxglove (`mr-mllm view`) on PORT '
+                        '(default 8765)')
+    p.add_argument('--respawn', action='store_true',
+                   help='restart a node process that exits (back-off 1, 2, 4 ... 30 s)')
+    p.add_argument('--respawn-max', type=int, default=10, metavar='N',
+                   help='with --respawn: give up after N restarts in all (default 10)')
+    p.add_argument('--ready-timeout', type=float, default=120.0, metavar='S',
+                   help='how long to wait for every node to report active before saying '
+                        'so (default 120; 0 = do not check)')
+
+
+def report_ready(specs: list[NodeSpec], timeout_s: float) -> bool:
+    """Log 'ready' once every node's lifecycle state is active (asked over its
+    get_state service), or what is still missing after `timeout_s`. Only a message for
+    people (and scripts waiting on it): the nodes run either way."""
+    from ..ros.lifecycle_probe import wait_active  # ROS only when asked for
+    paths = [path for spec in specs for path in spec.node_paths()]
+    missing = wait_active(paths, timeout_s)
+    if missing:
+        log.warning('not active after %.0f s: %s', timeout_s, ', '.join(missing))
+        return False
+    log.info('ready: %s active', ', '.join(paths))
+    return True
 
 
 def run(args) -> int:
     kinds = [k.strip() for k in args.nodes.split(',') if k.strip()]
     specs = graph_specs(kinds, args.namespace, args.config, args.log_level, args.batched,
                         args.one_process)
-    with NodeGroup(specs) as group:
+    # SIGTERM and SIGHUP arrive here as KeyboardInterrupt (cli.stop_on_signals): the
+    # `with` stops the children either way.
+    with NodeGroup(specs, respawn=args.respawn, respawn_max=args.respawn_max) as group:
         log.info('started %d node process(es) in ROS_DOMAIN_ID=%s; Ctrl-C stops them',
                  len(specs), group.env['ROS_DOMAIN_ID'])
+        viewer = None if args.view is None else subprocess.Popen(
+            [sys.executable, '-m', 'mr_mllm_ros.cli', 'view', '--port', str(args.view),
+             *(f'--namespace={ns}' for ns in args.namespace)], env=group.env)
+        started = time.monotonic()
         try:
-            group.wait(args.duration)
-        except KeyboardInterrupt:
-            pass
+            if args.ready_timeout > 0:
+                report_ready(specs, args.ready_timeout)
+            left = args.duration - (time.monotonic() - started) if args.duration > 0 else 0.0
+            if args.duration <= 0 or left > 0:
+                group.wait(left)
+        except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP: the normal way to stop
+            log.info('stopping %d node process(es)', len(specs))
+        finally:
+            if viewer is not None:
+                viewer.terminate()
+                viewer.wait(10)
         codes = group.stop()
     return 0 if all(c in (0, None, -2, 130) for c in codes) else 1

@@ -8,7 +8,7 @@ import numpy as np
 from .types import DetectionSet, Source
 
 
-def _color(class_name: str) -> tuple[int, int, int]:
+def class_color(class_name: str) -> tuple[int, int, int]:
     # Stable colour per class name (same class, same colour across frames and runs).
     h = sum((i + 1) * ord(c) for i, c in enumerate(class_name)) % 180
     hsv = np.uint8([[[h, 200, 255]]])
@@ -25,7 +25,7 @@ def draw_detections(rgb: np.ndarray, detections: DetectionSet,
     thick = max(1, round(2 * scale))
     font = 0.45 * max(scale, 0.6)
     for i, d in enumerate(detections):
-        color = (255, 0, 0) if highlight and i in highlight else _color(d.class_name)
+        color = (255, 0, 0) if highlight and i in highlight else class_color(d.class_name)
         p1 = (int(round(d.box.x1)), int(round(d.box.y1)))
         p2 = (int(round(d.box.x2)), int(round(d.box.y2)))
         cv2.rectangle(out, p1, p2, color, thick if d.source == Source.DETECTOR else 1)

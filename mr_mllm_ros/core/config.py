@@ -67,8 +67,13 @@ class DetectorConfig:
     max_detections: int = spec('Keep at most this many detections per frame (highest '
                                'scores).', low=1, high=1000)
     classes: list[str] = spec('Only report these class names; empty = all classes.')
-    tracker: str = spec('Multi-object tracker giving track ids (ultralytics backend only).',
-                        choices=('none', 'bytetrack', 'botsort'), read_only=True)
+    tracker: str = spec('Multi-object tracker giving track ids, for every backend '
+                        '(ultralytics\' ByteTrack / BoT-SORT on the detected boxes); none = '
+                        'track id -1.', choices=('none', 'bytetrack', 'botsort'),
+                        read_only=True)
+    track_buffer: int = spec('Frames a lost track is kept to be found again (occlusions); '
+                             'longer bridges longer gaps but risks joining two objects.',
+                             low=1, high=10000, read_only=True)
     warmup: bool = spec('Run one dummy inference when the model loads, so the first real '
                         'frame is not slow.', read_only=True)
 
@@ -213,6 +218,14 @@ class AlertsConfig:
                                 '+ one-line reason), configured by the mllm_judgement rule.')
     judgement_rate_hz: float = spec('How often the MLLM judgement runs at most.', low=0.0,
                                     high=30.0)
+    evidence_max_side: int = spec('Evidence image of an alert (the triggering frame, boxes '
+                                  'drawn, JPEG): longer side in pixels; 0 = no evidence '
+                                  'image.', low=0, high=8192)
+    evidence_jpeg_quality: int = spec('JPEG quality of the evidence image.', low=1, high=100)
+    clip_before_s: float = spec('Replay: seconds before an alert in its MCAP clip (clips/).',
+                                low=0.0, high=600.0)
+    clip_after_s: float = spec('Replay: seconds after an alert in its MCAP clip (clips/).',
+                               low=0.0, high=600.0)
 
 
 @dataclass(frozen=True)
@@ -220,6 +233,42 @@ class FusionConfig:
     adapter_path: str = spec('Trained shared-query fusion adapter (a folder with '
                              'adapter.safetensors + adapter.json); empty = prompt-only.',
                              read_only=True)
+
+
+@dataclass(frozen=True)
+class MemoryConfig:
+    url: str = spec('Where the scene memory lives: a SQLite file path (relative = in '
+                    '$ROS_HOME, default ~/.ros) or a PostgreSQL URL '
+                    '(postgresql://user@host/db; the password from PGPASSWORD or ~/.pgpass, '
+                    'never from this file).', read_only=True)
+    cameras: list[str] = spec('Camera namespaces memory_node listens to (<cam>/detections, '
+                              '<cam>/scene_description, <cam>/alerts); empty = the node\'s own '
+                              'namespace.', read_only=True)
+    batch_size: int = spec('Items written per transaction at most (a killed process loses '
+                           'at most the batch being collected).', low=1, high=100000,
+                           read_only=True)
+    flush_interval_s: float = spec('Commit what is waiting at least this often.', low=0.01,
+                                   high=60.0, read_only=True)
+    queue_size: int = spec('Items waiting for the writer at most; more are dropped and '
+                           'counted in diagnostics.', low=1, high=10_000_000, read_only=True)
+    watch_gap_s: float = spec('Frames of one camera closer than this form one watched span '
+                              '(a longer gap = the camera was not watching).', low=0.01,
+                              high=3600.0, read_only=True)
+    retention_max_age_s: float = spec('Forget what is older than this before the newest '
+                                      'observation (0 = keep everything).', low=0.0,
+                                      high=3.2e9, read_only=True)
+    retention_max_mb: float = spec('Forget the oldest data while the memory is larger than '
+                                   'this (0 = no limit).', low=0.0, high=1e7, read_only=True)
+    embeddings: bool = spec('Sentence embeddings (all-MiniLM-L6-v2, offline) for '
+                            'descriptions and for question words that name no known class.',
+                            read_only=True)
+    thumbnail_interval_s: float = spec('memory_node also subscribes to <cam>/image and '
+                                       'keeps a JPEG crop of each track, again every this '
+                                       'many seconds it stays in view (beside a SQLite file '
+                                       'in <file>_thumbnails/); 0 = no images, no thumbnails.',
+                                       low=0.0, high=86400.0, read_only=True)
+    max_question_chars: int = spec('Longer questions are refused.', low=1, high=100000)
+    diagnostics_period_s: float = spec('Period of /diagnostics updates.', low=0.1, high=60.0)
 
 
 @dataclass(frozen=True)
@@ -241,6 +290,7 @@ class Config:
     reinforce: ReinforceConfig = spec('MLLM -> perception feedback.')
     alerts: AlertsConfig = spec('Corner-case alerts.')
     fusion: FusionConfig = spec('Shared-query fusion (MR-MLLM soft tokens).')
+    memory: MemoryConfig = spec('Scene memory (memory_node, `mr-mllm memory`, replay).')
 
     def get(self, dotted: str) -> Any:
         obj: Any = self

@@ -2,6 +2,8 @@
 configuration is one of these, with a message that names the problem, so nodes can log
 it once, count it in diagnostics and keep running."""
 
+import re
+
 
 class MrMllmError(Exception):
     """Base class of every error raised on purpose by mr_mllm_ros."""
@@ -25,3 +27,12 @@ class BackendError(MrMllmError, RuntimeError):
 
 class BagError(MrMllmError, RuntimeError):
     """A bag (or part of it) cannot be read or written."""
+
+
+def reason_key(message: str) -> str:
+    """A stable counting key for an error message: its first line with numbers replaced,
+    'step 1919 is smaller than ...' -> 'step N is smaller than ...', '640x480' -> 'NxN';
+    digits inside words (rgb8, mono16) stay. The nodes' /diagnostics and replay's
+    reports count rejected inputs by it."""
+    first = message.split('\n', 1)[0]
+    return re.sub(r'\b\d+\b', 'N', re.sub(r'\b\d+x\d+\b', 'NxN', first))[:120]

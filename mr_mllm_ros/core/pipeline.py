@@ -19,9 +19,11 @@ from dataclasses import dataclass, field
 from .alerts import FEEDBACK_TYPES, PER_FRAME_TYPES, AlertEngine
 from .config import Config
 from .detection import Detector, create_detector
+from .evidence import with_evidence
 from .mllm import MllmBackend
 from .reinforce import Reinforcer
 from .scene import SceneReasoner
+from .tracking import create_tracker
 from .types import Alert, Answer, Detection, DetectionSet, Frame, SceneDescription
 
 
@@ -31,11 +33,16 @@ class PerceptionPipeline:
     def __init__(self, config: Config, detector: Detector | None = None):
         self.config = config
         self.detector = detector if detector is not None else create_detector(config)
+        self.tracker = create_tracker(config.detector.tracker, config.detector.track_buffer)
 
     def detect(self, frame: Frame) -> DetectionSet:
         t0 = time.perf_counter()
         result = self.detector.detect(frame)
         timings = dict(result.timings_ms)
+        if self.tracker is not None:
+            t1 = time.perf_counter()
+            result = self.tracker.update(result, frame)
+            timings['track'] = (time.perf_counter() - t1) * 1e3
         timings['total'] = (time.perf_counter() - t0) * 1e3
         return result.with_detections(result.detections, timings_ms=timings)
 
@@ -43,6 +50,11 @@ class PerceptionPipeline:
         """Apply run-time changeable settings (thresholds, class filter) to the next frame."""
         self.config = config
         self.detector.settings = config.detector
+
+    def reset_tracking(self, first_id: int = 1) -> None:
+        """Forget every track; new ones are numbered from `first_id` (replay units)."""
+        if self.tracker is not None:
+            self.tracker.reset(first_id)
 
     def close(self) -> None:
         self.detector.close()
@@ -86,7 +98,12 @@ class ScenePipeline:
         """Per-frame rule alerts (cheap; every frame)."""
         if self.alerts is None:
             return []
-        return self.alerts.evaluate(frame, ds, now_s, types=PER_FRAME_TYPES)
+        return self._with_evidence(self.alerts.evaluate(frame, ds, now_s,
+                                                        types=PER_FRAME_TYPES), frame, ds)
+
+    def _with_evidence(self, alerts: list[Alert], frame: Frame, ds: DetectionSet) -> list[Alert]:
+        cfg = self.config.alerts
+        return with_evidence(alerts, frame, ds, cfg.evidence_max_side, cfg.evidence_jpeg_quality)
 
     def scene_changed(self, ds: DetectionSet) -> bool:
         """True on the first frame, when the set of classes changes, or when a new track
@@ -118,6 +135,7 @@ class ScenePipeline:
         if self.alerts is not None:
             alerts += self.alerts.evaluate(None, refined, now_s, rejected, types=FEEDBACK_TYPES)
             alerts += self._judge(frame, refined, now_s)
+        alerts = self._with_evidence(alerts, frame, refined)
         return Reasoning(refined, tuple(rejected), description, tuple(alerts))
 
     def _judge(self, frame: Frame, ds: DetectionSet, now_s: float) -> list[Alert]:

@@ -10,9 +10,19 @@ from __future__ import annotations
 import dataclasses
 import enum
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
+
+
+def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over union of two (x1, y1, x2, y2) boxes: the project's one IoU."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (max(0.0, a[2] - a[0]) * max(0.0, a[3] - a[1])
+             + max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1]) - inter)
+    return inter / union if union > 0 else 0.0
 
 
 @dataclass(frozen=True)
@@ -49,12 +59,11 @@ class Box:
         return Box(min(max(self.x1, 0.0), width), min(max(self.y1, 0.0), height),
                    min(max(self.x2, 0.0), width), min(max(self.y2, 0.0), height))
 
+    def corners(self) -> tuple[float, float, float, float]:
+        return (self.x1, self.y1, self.x2, self.y2)
+
     def iou(self, other: 'Box') -> float:
-        ix = max(0.0, min(self.x2, other.x2) - max(self.x1, other.x1))
-        iy = max(0.0, min(self.y2, other.y2) - max(self.y1, other.y1))
-        inter = ix * iy
-        union = self.area + other.area - inter
-        return inter / union if union > 0 else 0.0
+        return box_iou(self.corners(), other.corners())
 
     def normalized_1000(self, width: int, height: int) -> tuple[int, int, int, int]:
         """Corners scaled to 0..1000 (the integer box format of the prompts, as in ChatRex
@@ -208,6 +217,14 @@ class Alert:
     frame_id: str = ''
     detections: tuple[Detection, ...] = ()
     phrases: tuple[GroundedPhrase, ...] = ()
+    # The proof: stamps of the frames where the condition held in the debounce window
+    # (oldest first; the last is stamp_ns), the condition's values as (key, value) pairs,
+    # a sentence for people, and the triggering frame as JPEG with its boxes drawn
+    # (core.evidence; empty when no frame was at hand, e.g. a stale camera).
+    window_stamps_ns: tuple[int, ...] = ()
+    values: tuple[tuple[str, str], ...] = ()
+    rationale: str = ''
+    evidence_jpeg: bytes = field(default=b'', repr=False)
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -354,28 +354,9 @@ def write_bag(path: str | os.PathLike, topic: str, images: Sequence[np.ndarray],
               rate_hz: float = 10.0, frame_id: str = 'camera',
               compressed: bool = False) -> None:
     """A rosbag2 (sqlite3) of RGB images at `rate_hz`, stamps from 1 s: for tests and to
-    turn an image sequence into a recording."""
-    from rosbags.rosbag2 import Writer
-    from rosbags.typesys import Stores, get_typestore
-
-    from ..core.images import encode_compressed, image_to_raw
-    ts = get_typestore(Stores.ROS2_HUMBLE)
-    types: Any = ts.types
-    msgtype = IMAGE_MSGTYPES[1] if compressed else IMAGE_MSGTYPES[0]
-    with Writer(Path(path), version=8) as writer:
-        conn = writer.add_connection(topic, msgtype, typestore=ts)
-        for i, rgb in enumerate(images):
-            t_ns = 1_000_000_000 + round(i * 1e9 / rate_hz)
-            header = types['std_msgs/msg/Header'](
-                stamp=types['builtin_interfaces/msg/Time'](sec=t_ns // 1_000_000_000,
-                                                           nanosec=t_ns % 1_000_000_000),
-                frame_id=frame_id)
-            if compressed:
-                data = np.frombuffer(encode_compressed(rgb, 'jpeg'), np.uint8)
-                msg = types[msgtype](header=header, format='jpeg', data=data)
-            else:
-                raw = image_to_raw(rgb, 'rgb8')
-                msg = types[msgtype](header=header, height=raw.height, width=raw.width,
-                                     encoding=raw.encoding, is_bigendian=0, step=raw.step,
-                                     data=np.frombuffer(raw.data, np.uint8))
-            writer.write(conn, t_ns, ts.serialize_cdr(msg, msgtype))
+    turn an image sequence into a recording (replay.bag_writer)."""
+    from ..replay.bag_writer import NS, image_message, write_bag as write
+    period = 1.0 / rate_hz
+    msgs = [image_message(rgb, 'jpeg' if compressed else 'rgb8',
+                          NS + round(i * NS * period), frame_id) for i, rgb in enumerate(images)]
+    write(path, {topic: msgs}, 'sqlite3', start_ns=NS, period_s=period)

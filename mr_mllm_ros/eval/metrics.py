@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Hashable, Iterable, Mapping, Sequence
 
 from ..core import vocabulary
+from ..core.types import box_iou as iou
 
 IOU_THRESHOLD = 0.5
 
@@ -46,14 +47,6 @@ def canonical_class(name: str, class_map: Mapping[str, str] | None = None) -> st
     if class_map:
         n = class_map.get(n, class_map.get('*', n))
     return n
-
-
-def iou(a: Box, b: Box) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = _area(a) + _area(b) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def _area(b: Box) -> float:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from ..ros.node_runtime import run_node
 from .perception_node import PerceptionNode
-from .scene_node import SCENE_THREADS, SceneNode
+from .scene_node import SceneNode
 
 
 def main(args=None) -> int:
-    return run_node([PerceptionNode, SceneNode], args, threads=SCENE_THREADS + 3)
+    return run_node([PerceptionNode, SceneNode], args)
 
 
 if __name__ == '__main__':

@@ -3,13 +3,14 @@
 Lifecycle: configure loads the model (FAILURE with the reason when weights are missing;
 the node stays up), activate subscribes, deactivate unsubscribes, cleanup frees the model.
 
-Concurrency (MultiThreadedExecutor + one inference thread of our own):
-- intake group: image callbacks only swap the message into a per-camera latest slot and
-  wake the detector thread - O(1), never wait on inference;
+Concurrency (SingleThreadedExecutor + one inference thread of our own; why single:
+ros/node_runtime.py):
+- executor thread: image callbacks only swap the message into a per-camera latest slot
+  and wake the detector thread - O(1), never wait on inference; the /diagnostics timer
+  (stats flow even during a long inference);
 - the detector thread (core.inference_worker; the only thread that runs the model, so
   torch keeps one OpenMP team and one malloc arena): decodes and detects the newest frame
-  of each camera, round-robin, then publishes;
-- diagnostics group: the /diagnostics timer, so stats flow even during a long inference.
+  of each camera, round-robin, then publishes.
 Decoding happens in the worker, so a malformed image is rejected there, counted, and the
 node carries on with the next one.
 """
@@ -19,7 +20,6 @@ from __future__ import annotations
 import threading
 import time
 
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import CompressedImage, Image
 
@@ -43,7 +43,6 @@ SECTIONS = ('camera', 'detector', 'perception')
 class PerceptionNode(ModelLifecycleNode):
     def __init__(self, **kwargs):
         super().__init__(NODE_NAME, SECTIONS, 'perception.diagnostics_period_s', **kwargs)
-        self._intake_group = MutuallyExclusiveCallbackGroup()
         self._pipeline: PerceptionPipeline | None = None
         self._slots: LatestSlots = LatestSlots()
         self._latency = RollingStats()  # ms from receipt to publish
@@ -83,7 +82,7 @@ class PerceptionNode(ModelLifecycleNode):
         for key, prefix, _, _ in self._cameras:
             self._subs.append(self.create_subscription(
                 msg_type, f'{prefix}{topic}', lambda m, k=key: self._on_image(k, m),
-                image_qos(cam), callback_group=self._intake_group))
+                image_qos(cam)))
         self.get_logger().info(f'active: subscribed to {len(self._subs)} {topic} topic(s)')
         return super().on_activate(state)
 
@@ -166,7 +165,8 @@ class PerceptionNode(ModelLifecycleNode):
         since = (time.monotonic() - self._last_image_time) if self._last_image_time else None
         warning = ''
         if since is None:
-            warning = 'no image received yet'
+            topics = ', '.join(s.topic_name for s in self._subs) or 'the image topic'
+            warning = f'no image yet on {topics}'
         elif since > config.perception.stale_after_s:
             warning = f'camera stream stale: no image for {since:.1f} s'
         model = pipeline.detector.name if pipeline else ''

@@ -5,19 +5,21 @@ and core.alerts).
 Lifecycle: configure loads the MLLM and the alert rules (FAILURE with the reason when
 something is missing; the node stays up), activate subscribes, cleanup frees the model.
 
-Concurrency (MultiThreadedExecutor + one MLLM thread of our own):
-- intake group: `image` and `detections` callbacks only store messages in the stamp
-  pairer and trigger the frame worker - O(1), never wait on the MLLM;
-- frame group: for the newest new pair, decode the image, evaluate the per-frame alert
-  rules and notice scene changes (new track, different class set); the description timer;
+Concurrency (SingleThreadedExecutor + two threads of our own; why single:
+ros/node_runtime.py):
+- executor thread: `image` and `detections` callbacks only store messages in the stamp
+  pairer and wake the frame thread - O(1); the description timer only ticks the MLLM
+  thread; /diagnostics and the camera-stale check; the ask_scene service is a coroutine:
+  it validates and queues the request (bounded: full -> an immediate `busy`), then awaits
+  its answer without holding the executor (the MLLM thread, or a timeout timer, completes
+  an rclpy Future, which wakes the executor);
+- frame thread: for the newest new pair, decode the image, evaluate the per-frame alert
+  rules and notice scene changes (new track, different class set);
 - the MLLM thread (core.inference_worker, the only thread that runs the model - one
   OpenMP team, one malloc arena): at description_rate_hz and on scene changes (never more
   often than min_description_interval_s) MLLM verification/labelling ->
   detections_refined, description -> scene_description, feedback alerts, MLLM judgement;
-  it goes round: the questions waiting (arrival order), then a description if one is due;
-- vqa: the service callback (own reentrant group) validates and queues the request
-  (bounded: full -> an immediate `busy`), then waits for its answer up to its timeout;
-- diag group: /diagnostics and the camera-stale check.
+  it goes round: the questions waiting (arrival order), then a description if one is due.
 """
 
 from __future__ import annotations
@@ -27,14 +29,16 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
+from rclpy.task import Future
 from sensor_msgs.msg import CompressedImage
 
 from mr_mllm_interfaces.msg import CornerCaseAlert, DetectionArray, SceneDescription
 from mr_mllm_interfaces.srv import AskScene
 
 from ..core.errors import ConfigError, MrMllmError
+from ..core.inference_worker import InferenceWorker
 from ..core.pairing import StampPairer
 from ..core.pipeline import ScenePipeline
 from ..core.stats import RollingStats
@@ -58,6 +62,12 @@ class _VqaJob:
     answer: Answer | None = None
     error: str = ''
     cancelled: bool = False
+    on_done: object = None  # called once answered or refused (wakes the service coroutine)
+
+    def finish(self) -> None:
+        self.done.set()
+        if self.on_done is not None:
+            self.on_done()
 
 
 def validate_question(question: str, timeout_s: float, max_chars: int) -> str:
@@ -79,9 +89,6 @@ def validate_question(question: str, timeout_s: float, max_chars: int) -> str:
 class SceneNode(ModelLifecycleNode):
     def __init__(self, **kwargs):
         super().__init__(NODE_NAME, SECTIONS, 'scene.diagnostics_period_s', **kwargs)
-        self._intake_group = MutuallyExclusiveCallbackGroup()
-        self._frame_group = MutuallyExclusiveCallbackGroup()
-        self._vqa_group = ReentrantCallbackGroup()
         self._pipeline: ScenePipeline | None = None
         self._pairer: StampPairer | None = None
         self._describe_stats = RollingStats()  # ms per description
@@ -94,14 +101,14 @@ class SceneNode(ModelLifecycleNode):
         self._described_stamp = -1       # newest pair described
         self._last_describe_time = 0.0
         self._last_frame_time: float | None = None
-        self._started = time.monotonic()
         self._failures = 0          # consecutive reasoning failures (back-off)
         self._retry_at = 0.0
         self._pubs: dict[str, object] = {}
-        self._frame_guard = None
         self._describe_timer = None
         self._service = None
         self._start_worker('mllm', self._mllm_work, self._answer_job)  # self._worker
+        self._frames = InferenceWorker('frames', self._frame_work, None, self._on_worker_bug)
+        self._frames.start()
 
     # ----------------------------------------------------------------- lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -119,14 +126,15 @@ class SceneNode(ModelLifecycleNode):
             'refined': self.create_lifecycle_publisher(DetectionArray, 'detections_refined',
                                                        RESULTS_QOS),
         }
-        self._frame_guard = self.create_guard_condition(self._frame_work, self._frame_group)
         rate = config.scene.description_rate_hz
         if rate > 0:
-            self._describe_timer = self.create_timer(1.0 / rate, self._worker.tick,
-                                                     self._frame_group)
+            self._describe_timer = self.create_timer(1.0 / rate, self._worker.tick)
+        # Reentrant: a request awaiting its answer holds its callback group until it
+        # returns, and in the node's default (mutually exclusive) group that would stop
+        # every other request, subscription and timer meanwhile.
         self._service = self.create_service(AskScene, 'ask_scene', self._on_ask,
                                             qos_profile=SERVICE_QOS,
-                                            callback_group=self._vqa_group)
+                                            callback_group=ReentrantCallbackGroup())
         self._last_error = ''
         rules = len(pipeline.alerts.rules) if pipeline.alerts is not None else 0
         self.get_logger().info(f'configured: {pipeline.model_name}, {rules} alert rules, '
@@ -139,11 +147,10 @@ class SceneNode(ModelLifecycleNode):
         # Frames are kept until their detections arrive: the subscription depth only needs
         # to absorb bursts; the pairer holds pair_buffer_size frames.
         self._subs = [
-            self.create_subscription(image_type, image_topic, self._on_image, image_qos(cam),
-                                     callback_group=self._intake_group),
+            self.create_subscription(image_type, image_topic, self._on_image, image_qos(cam)),
             self.create_subscription(DetectionArray, 'detections', self._on_detections,
-                                     RESULTS_QOS, callback_group=self._intake_group)]
-        self._started = time.monotonic()
+                                     RESULTS_QOS)]
+        self._last_frame_time = None
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -154,7 +161,7 @@ class SceneNode(ModelLifecycleNode):
     def _refuse_queued_questions(self) -> None:
         for job in self._worker.drain():  # answer whoever is still waiting
             job.error = 'node is shutting down'
-            job.done.set()
+            job.finish()
 
     def _release(self) -> None:
         self._unsubscribe()
@@ -165,24 +172,25 @@ class SceneNode(ModelLifecycleNode):
         if self._describe_timer is not None:
             self.destroy_timer(self._describe_timer)
             self._describe_timer = None
-        with self._worker.paused():  # lets a description or answer in flight finish
+        # Lets a description, an answer or a frame in flight finish.
+        with self._worker.paused(), self._frames.paused():
             for pub in self._pubs.values():
                 self.destroy_lifecycle_publisher(pub)
             self._pubs = {}
             pipeline, self._pipeline = self._pipeline, None
             if pipeline is not None:
                 pipeline.close()
-        if self._frame_guard is not None:
-            self.destroy_guard_condition(self._frame_guard)
-            self._frame_guard = None
         with self._state_lock:
             self._latest = None
         if self._pairer is not None:
             self._pairer.clear()
 
+    def destroy_node(self) -> None:
+        self._frames.stop()
+        super().destroy_node()
+
     def _model_name(self) -> str:
         return self._pipeline.model_name if self._pipeline is not None else ''
-
 
     # -------------------------------------------------------------------- intake
     def _on_image(self, msg) -> None:
@@ -194,13 +202,13 @@ class SceneNode(ModelLifecycleNode):
             return
         pairer = self._pairer
         if pairer is not None and pairer.add_frame(conv.stamp_to_ns(msg.header.stamp), msg):
-            self._frame_guard.trigger()
+            self._frames.tick()
 
     def _on_detections(self, msg: DetectionArray) -> None:
         pairer = self._pairer
         if pairer is not None and pairer.add_detections(conv.stamp_to_ns(msg.header.stamp),
                                                         msg):
-            self._frame_guard.trigger()
+            self._frames.tick()
 
     def _decode(self, image_msg, det_msg) -> tuple[Frame, DetectionSet]:
         limit = self._config.max_image_pixels
@@ -209,7 +217,7 @@ class SceneNode(ModelLifecycleNode):
             else conv.frame_from_image(image_msg, max_pixels=limit)
         return frame, conv.detection_set_from_msg(det_msg)
 
-    # -------------------------------------------------------------- frame worker
+    # --------------------------------------------------------------- frame thread
     def _frame_work(self) -> None:
         latest = self._pairer.latest() if self._pairer is not None else None
         if latest is None or latest[0] <= self._latest_stamp:
@@ -277,7 +285,7 @@ class SceneNode(ModelLifecycleNode):
                 pub.publish(conv.alert_msg(a))
 
     # ----------------------------------------------------------------------- VQA
-    def _on_ask(self, request: AskScene.Request, response: AskScene.Response):
+    async def _on_ask(self, request: AskScene.Request, response: AskScene.Response):
         received = time.monotonic()
         config = self._config
         response.mllm_model = self._model_name()
@@ -298,11 +306,9 @@ class SceneNode(ModelLifecycleNode):
         timeout = min(float(request.timeout_s), config.scene.vqa_max_timeout_s)
         job = _VqaJob(request.question, conv.stamp_to_ns(request.stamp),
                       received + timeout, received)
-        if not self._worker.submit(job, config.scene.vqa_queue_size):
-            return fail('busy')
-        if not job.done.wait(timeout):
-            job.cancelled = True
-            return fail(f'timeout after {timeout:.1f} s')
+        if not await self._answered(job, timeout, config.scene.vqa_queue_size):
+            return fail('busy' if not job.done.is_set() and not job.cancelled
+                        else f'timeout after {timeout:.1f} s')
         if job.answer is None:
             return fail(job.error or 'no answer')
         a = job.answer
@@ -316,10 +322,35 @@ class SceneNode(ModelLifecycleNode):
         self._vqa_stats.add(response.latency_s * 1e3)
         return response
 
+    async def _answered(self, job: _VqaJob, timeout: float, queue_size: int) -> bool:
+        """Queue `job` and await it, for at most `timeout` s, without holding the
+        executor: True when the MLLM thread finished it (answer or error), False when the
+        queue was full (job not done, not cancelled) or the time ran out (cancelled)."""
+        # set_result wakes the executor only through a done callback (rclpy schedules it
+        # as a task): hence the no-op callback. Either side may finish first.
+        finished: Future = Future(executor=self.executor)
+        finished.add_done_callback(lambda _: None)
+
+        def finish() -> None:
+            if not finished.done():
+                finished.set_result(None)
+        job.on_done = finish
+        if not self._worker.submit(job, queue_size):
+            return False
+        timer = self.create_timer(timeout, finish)
+        try:
+            await finished
+        finally:
+            self.destroy_timer(timer)
+        if not job.done.is_set():
+            job.cancelled = True
+            return False
+        return True
+
     def _answer_job(self, job: _VqaJob) -> None:  # on the MLLM thread
         if job.cancelled or time.monotonic() >= job.deadline:
             job.error = 'timeout before the question was reached'
-            job.done.set()
+            job.finish()
             return
         try:
             pair = self._frame_for(job.stamp_ns)
@@ -332,7 +363,7 @@ class SceneNode(ModelLifecycleNode):
         except Exception as e:  # a bug must not leave the caller waiting out its timeout
             self.get_logger().error(f'VQA: {e!r}')
             job.error = 'internal error'
-        job.done.set()
+        job.finish()
 
     def _frame_for(self, stamp_ns: int) -> tuple[Frame, DetectionSet] | str:
         if stamp_ns == 0:
@@ -349,11 +380,15 @@ class SceneNode(ModelLifecycleNode):
     # --------------------------------------------------------------- diagnostics
     def _on_diagnostics_timer(self) -> None:
         pipeline = self._pipeline
+        warning = ''
         if pipeline is not None and self._subs:
-            started = self._last_frame_time if self._last_frame_time is not None \
-                else self._started
-            self._publish_alerts(pipeline.stale_alerts(time.monotonic(), started,
-                                                       self.get_namespace()))
+            if self._last_frame_time is None:
+                # Not a stale camera but none yet (a graph started before its driver):
+                # a WARN in diagnostics, not a CRITICAL alert every max_age_s.
+                warning = f'no image yet on {self._subs[0].topic_name}'
+            else:
+                self._publish_alerts(pipeline.stale_alerts(
+                    time.monotonic(), self._last_frame_time, self.get_namespace()))
         values = {
             'intake_rate_hz': f'{self._paired_stats.rate_hz():.2f}',
             'frames_paired': str(self._paired_stats.count),
@@ -370,17 +405,11 @@ class SceneNode(ModelLifecycleNode):
             for rule, count in pipeline.alerts.stats().items():
                 values[f'alerts: {rule}'] = str(count)
         self._publish_status('scene', pipeline is not None, 'describing', self._model_name(),
-                             values)
-
-
-#: Executor threads: intake, frame, diagnostics, one per queued VQA request waiting for
-#: its answer (vqa_queue_size) and a few for immediate (busy/invalid) replies. None of
-#: them runs the MLLM (that is the MLLM thread's alone).
-SCENE_THREADS = 12
+                             values, warning)
 
 
 def main(args=None) -> int:
-    return run_node(SceneNode, args, threads=SCENE_THREADS)
+    return run_node(SceneNode, args)
 
 
 if __name__ == '__main__':

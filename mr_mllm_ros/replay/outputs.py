@@ -5,8 +5,10 @@ not), appended with ONE `os.write` per line on an O_APPEND descriptor, so a kill
 leaves whole lines only (a torn last line, possible only on power loss, is cut off on the
 next start). `detections.csv` and `alerts.csv` are appended the same way, right after
 the frame's JSON line, and are rebuilt from results.jsonl whenever a run starts (a kill
-between the two writes is repaired then). The output bags, report.html and summary.json
-are derived data: built from results.jsonl at the end of every run (also after Ctrl-C),
+between the two writes is repaired then). Thumbnails and alert evidence images (thumbs/,
+evidence/) are written before their frame's line. The output bags, the Foxglove MCAPs
+and alert clips (foxglove/, clips/), report.html and summary.json are derived data:
+built from results.jsonl at the end of every run (also after Ctrl-C),
 into a temporary name that is then renamed over the previous one. A re-run into the same
 folder skips the frames results.jsonl already has (identity: bag, topic, log time,
 header stamp).
@@ -37,6 +39,10 @@ SUMMARY = 'summary.json'
 RUN_FILE = 'run.json'
 BAGS_DIR = 'bags'
 THUMBS_DIR = 'thumbs'
+EVIDENCE_DIR = 'evidence'
+FOXGLOVE_DIR = 'foxglove'
+CLIPS_DIR = 'clips'
+EVIDENCE_DIRS = (EVIDENCE_DIR, FOXGLOVE_DIR, CLIPS_DIR)  # alert evidence, Foxglove, clips
 
 DETECTION_COLUMNS = ('bag', 'topic', 'log_time_ns', 'stamp_ns', 'frame_id', 'set', 'index',
                      'class_id', 'class_name', 'score', 'x1', 'y1', 'x2', 'y2', 'track_id',
@@ -114,18 +120,42 @@ def description_from_json(j: dict, stamp_ns: int, frame_id: str) -> SceneDescrip
                             j['prompt_tokens'], j['generated_tokens'], j.get('timings_ms', {}))
 
 
-def alert_json(a: Alert) -> dict:
+def alert_json(a: Alert, evidence: str = '') -> dict:
+    """`evidence`: the name of the alert's evidence JPEG under evidence/ ('' = none); the
+    bytes are not in the JSON."""
     return {'severity': a.severity.name, 'code': a.code, 'rule': a.rule,
             'raised_by': a.raised_by, 'message': a.message, 'stamp_ns': int(a.stamp_ns),
             'frame_id': a.frame_id, 'objects': [detection_json(d) for d in a.detections],
-            'phrases': phrases_json(a.phrases)}
+            'phrases': phrases_json(a.phrases),
+            'window_stamps_ns': [int(t) for t in a.window_stamps_ns],
+            'values': [[str(k), str(v)] for k, v in a.values], 'rationale': a.rationale,
+            'evidence': evidence}
 
 
-def alert_from_json(j: dict) -> Alert:
+def alert_from_json(j: dict, evidence_dir: Path | None = None) -> Alert:
+    """The Alert of alert_json; its evidence JPEG is read from `evidence_dir` when given."""
+    jpeg = b''
+    if evidence_dir is not None and j.get('evidence'):
+        path = evidence_dir / j['evidence']
+        jpeg = path.read_bytes() if path.is_file() else b''
     return Alert(Severity[j['severity']], j['code'], j['rule'], j['raised_by'], j['message'],
                  j['stamp_ns'], j['frame_id'],
                  tuple(detection_from_json(d) for d in j['objects']),
-                 phrases_from_json(j['phrases']))
+                 phrases_from_json(j['phrases']), tuple(j.get('window_stamps_ns', ())),
+                 tuple((k, v) for k, v in j.get('values', ())), j.get('rationale', ''), jpeg)
+
+
+def alerts_json(record: dict, alerts: Iterable[Alert]) -> tuple[list[dict], dict[str, bytes]]:
+    """A frame's alerts as JSON, and their evidence files (name under evidence/ -> JPEG),
+    named after the frame's identity."""
+    stem = thumb_name(record).rsplit('.', 1)[0]
+    out, files = [], {}
+    for k, a in enumerate(alerts):
+        name = f'{stem}_{k}.jpg' if a.evidence_jpeg else ''
+        if name:
+            files[name] = a.evidence_jpeg
+        out.append(alert_json(a, name))
+    return out, files
 
 
 def strip_timings(obj: Any) -> Any:
@@ -293,9 +323,13 @@ class OutputWriter:
         self.alerts = Appender(out / ALERTS_CSV, _csv_text([ALERT_COLUMNS]))
         self.written = 0
 
-    def write(self, record: dict, thumbnail: bytes | None = None) -> None:
+    def write(self, record: dict, thumbnail: bytes | None = None,
+              evidence: dict[str, bytes] | None = None) -> None:
         if thumbnail:
             write_atomic(self.out / THUMBS_DIR / thumb_name(record), thumbnail)
+        for name, jpeg in (evidence or {}).items():
+            (self.out / EVIDENCE_DIR).mkdir(exist_ok=True)
+            write_atomic(self.out / EVIDENCE_DIR / name, jpeg)
         self.results.write(json_line(record))  # the frame counts as done from here on
         self.detections.write(_csv_text(detection_rows(record)))
         self.alerts.write(_csv_text(alert_rows(record)))
@@ -366,22 +400,25 @@ def offered_qos(name: str) -> list:
                 default, default, QosLiveliness.AUTOMATIC, default, False)]
 
 
-def result_messages(record: dict) -> list[tuple[str, Any]]:
-    """(result topic name, rosbags message) for one results.jsonl record."""
+def result_messages(record: dict, out: Path | None = None) -> list[tuple[str, Any]]:
+    """(result topic name, rosbags message) for one results.jsonl record (`out`: the
+    output folder, where the alerts' evidence images are)."""
     from . import result_messages as rm
     if record.get('status') != 'ok':
         return []
     stamp, frame_id = record['stamp_ns'], record['frame_id']
-    out = [('detections', rm.detection_array_msg(
+    msgs = [('detections', rm.detection_array_msg(
         detection_set_from_json(record['detections'], stamp, frame_id)))]
     if record.get('refined') is not None:
-        out.append(('detections_refined', rm.detection_array_msg(
+        msgs.append(('detections_refined', rm.detection_array_msg(
             detection_set_from_json(record['refined'], stamp, frame_id))))
     if record.get('description') is not None:
-        out.append(('scene_description', rm.scene_description_msg(
+        msgs.append(('scene_description', rm.scene_description_msg(
             description_from_json(record['description'], stamp, frame_id))))
-    out += [('alerts', rm.alert_msg(alert_from_json(a))) for a in record.get('alerts', ())]
-    return out
+    evidence = out / EVIDENCE_DIR if out is not None else None
+    msgs += [('alerts', rm.alert_msg(alert_from_json(a, evidence)))
+             for a in record.get('alerts', ())]
+    return msgs
 
 
 def write_result_bags(out: Path, storages: dict[str, str]) -> dict[str, dict]:
@@ -409,7 +446,7 @@ def write_result_bags(out: Path, storages: dict[str, str]) -> dict[str, dict]:
     try:
         for record in iter_results(out / RESULTS):
             bag = record['bag']
-            msgs = result_messages(record)
+            msgs = result_messages(record, out)
             if not msgs:
                 continue
             if bag not in writers:
@@ -447,6 +484,9 @@ def write_result_bags(out: Path, storages: dict[str, str]) -> dict[str, dict]:
 
 def cleanup_partial(out: Path) -> None:
     """Remove what an interrupted finalisation left (temporary bag folders, tmp files)."""
+    for name in (f'.{FOXGLOVE_DIR}.tmp', f'.{CLIPS_DIR}.tmp'):
+        if (out / name).exists():
+            shutil.rmtree(out / name)
     for name in (f'.{BAGS_DIR}.tmp', f'.{BAGS_DIR}.old'):
         if (out / name).exists():
             if name.endswith('.old') and not (out / BAGS_DIR).exists():

@@ -13,7 +13,8 @@ import html
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .outputs import RESULTS, THUMBS_DIR, iter_results, thumb_name
+from .outputs import EVIDENCE_DIR, RESULTS, THUMBS_DIR, iter_results, thumb_name
+from .timeline import timeline_section
 
 SEVERITY_COLOURS = {'INFO': '#2f6fde', 'WARN': '#e08a00', 'CRITICAL': '#d62828'}
 MAX_ALERT_FRAMES = 1000
@@ -45,6 +46,9 @@ a.obj{font-size:11px;color:#2f6fde;text-decoration:none;vertical-align:super}
 ul.objs{margin:4px 0 0;padding-left:18px;font-size:12px;color:#3b4550}
 .models td:first-child{font-weight:600}
 svg text{font:11px system-ui,sans-serif;fill:#3b4550}
+.why{font-size:12px;color:#3b4550;margin:2px 0}
+img.evidence{display:block;max-width:320px;border:2px solid #d62828;margin:4px 0}
+a.clip{font-size:12px;color:#2f6fde}
 """
 
 
@@ -137,6 +141,30 @@ def _timeline(stats: list[_TopicStats], alert_frames: list[dict]) -> str:
     return ''.join(out)
 
 
+def alert_proof(out: Path, alert: dict) -> str:
+    """An alert's evidence: its rationale and its evidence image (the triggering frame,
+    boxes drawn, the alert's objects in red)."""
+    parts = []
+    if alert.get('rationale'):
+        parts.append(f'<div class="why">{_esc(alert["rationale"])}</div>')
+    path = out / EVIDENCE_DIR / alert['evidence'] if alert.get('evidence') else None
+    if path is not None and path.is_file():
+        data = base64.b64encode(path.read_bytes()).decode('ascii')
+        parts.append(f'<img class="evidence" alt="evidence of {_esc(alert["rule"])}" '
+                     f'src="data:image/jpeg;base64,{data}">')
+    return ''.join(parts)
+
+
+def clip_link(out: Path, frame: dict) -> str:
+    """A link to the MCAP clip cut around the frame's alerts (opens in Foxglove)."""
+    from .foxglove_outputs import CLIPS_DIR, clip_name
+    name = clip_name(frame)
+    if not (out / CLIPS_DIR / name).is_file():
+        return ''
+    return (f'<br><a class="clip" href="{CLIPS_DIR}/{_esc(name)}">clip (MCAP, open in '
+            'Foxglove)</a>')
+
+
 def write_report(out: Path, summary: dict, path: Path | None = None) -> Path:
     """Build report.html in `out` from results.jsonl, thumbs/ and the run summary."""
     stats: dict[tuple[str, str], _TopicStats] = {}
@@ -197,11 +225,12 @@ def write_report(out: Path, summary: dict, path: Path | None = None) -> Path:
                 f'<div><span class="sev" style="background:'
                 f'{SEVERITY_COLOURS.get(a["severity"], "#555")}">{_esc(a["severity"])}</span>'
                 f'<b>{_esc(a["rule"])}</b>: {highlight(a["message"], a["phrases"], f"a{n}")}'
-                f'{_objects(a["objects"], f"a{n}")}</div>' for a in f['alerts'])
+                f'{_objects(a["objects"], f"a{n}")}{alert_proof(out, a)}</div>'
+                for a in f['alerts'])
             h.append(f'<div class="card" id="alert-{n}">{_img(out, f, "alert frame")}'
                      f'<div class="meta">{_esc(Path(f["bag"]).name)} {_esc(f["topic"])}<br>'
                      f'{_esc(_time(f["log_time_ns"]))} &middot; frame {_esc(f["frame_id"])}'
-                     f'</div>{lines}</div>')
+                     f'{clip_link(out, f)}</div>{lines}</div>')
         h.append('</div>')
         if len(alert_frames) > len(shown):
             h.append(f'<p>{len(alert_frames) - len(shown)} more alert frames are in '
@@ -230,6 +259,7 @@ def write_report(out: Path, summary: dict, path: Path | None = None) -> Path:
                      f'{_esc(_time(f["log_time_ns"]))}</div>'
                      f'{_objects(f["detections"], f"p{n}")}</div>')
         h.append('</div>')
+    h.append(timeline_section(out))
     h.append('<h2 id="topics">Topics</h2><table><tr><th>bag</th><th>topic</th>'
              '<th>frames</th><th>decoded</th><th>skipped</th><th>detections</th>'
              '<th>descriptions</th><th>alerts</th><th>time span</th></tr>')

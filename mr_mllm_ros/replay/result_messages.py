@@ -4,8 +4,8 @@ The .msg files of mr_mllm_interfaces are registered with the rosbags Kilted type
 (`get_types_from_msg`), so a bag written here carries the same message definitions and
 RIHS01 type hashes that ROS 2 Kilted computes, and its CDR bytes equal rclpy's
 `serialize_message` of the message ros.conversions builds from the same core objects (a
-test compares them byte for byte). The builders below mirror ros.conversions field by
-field; keep the two in step.
+test compares them byte for byte): both build them with ros.message_mapping, the one
+field mapping, here through a rosbags message factory.
 """
 
 from __future__ import annotations
@@ -14,19 +14,15 @@ import os
 import sys
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import numpy as np
 
 from ..core.errors import BagError
-from ..core.types import Alert, Detection, DetectionSet, GroundedPhrase, SceneDescription, Source
-
-PACKAGE = 'mr_mllm_interfaces'
-DETECTION_ARRAY = f'{PACKAGE}/msg/DetectionArray'
-SCENE_DESCRIPTION = f'{PACKAGE}/msg/SceneDescription'
-CORNER_CASE_ALERT = f'{PACKAGE}/msg/CornerCaseAlert'
-_SOURCE = {Source.DETECTOR: 0, Source.MLLM: 1}  # Detection.SOURCE_DETECTOR / SOURCE_MLLM
-NS = 1_000_000_000
+from ..core.types import Alert, DetectionSet, SceneDescription
+from ..ros import message_mapping as mapping
+from ..ros.message_mapping import (CORNER_CASE_ALERT, DETECTION_ARRAY, PACKAGE,  # noqa: F401
+                                   SCENE_DESCRIPTION)
 
 
 def msg_dirs() -> list[Path]:
@@ -59,65 +55,32 @@ def result_typestore():
     return store
 
 
-def _t(name: str):
-    return result_typestore().types[name]
+class _RosbagsMessages:
+    """ros.message_mapping's MessageFactory for the rosbags typestore's classes."""
+
+    def __call__(self, msgtype: str, **fields):
+        return result_typestore().types[msgtype](**fields)
+
+    def int32s(self, values) -> np.ndarray:
+        return np.asarray(values, dtype=np.int32)
+
+    def uint8s(self, data: bytes) -> np.ndarray:
+        return np.frombuffer(bytes(data), dtype=np.uint8)
 
 
-def _header(stamp_ns: int, frame_id: str):
-    stamp = _t('builtin_interfaces/msg/Time')(sec=int(stamp_ns // NS),
-                                              nanosec=int(stamp_ns % NS))
-    return _t('std_msgs/msg/Header')(stamp=stamp, frame_id=frame_id)
-
-
-def _timings(timings_ms) -> list:
-    cls = _t(f'{PACKAGE}/msg/StageTiming')
-    return [cls(stage=str(k), duration_ms=float(v)) for k, v in timings_ms.items()]
-
-
-def detection_msg(d: Detection):
-    cx, cy = d.box.center
-    box = _t(f'{PACKAGE}/msg/BoundingBox2D')(center_x=float(cx), center_y=float(cy),
-                                             size_x=float(d.box.width),
-                                             size_y=float(d.box.height))
-    return _t(f'{PACKAGE}/msg/Detection')(
-        class_id=int(d.class_id), class_name=d.class_name, score=float(d.score), bbox=box,
-        track_id=int(d.track_id), source=_SOURCE[d.source], verified=bool(d.verified),
-        original_class_name=d.class_name if d.original_class_name is None
-        else d.original_class_name,
-        original_score=float(d.score if d.original_score is None else d.original_score))
-
-
-def phrases_msg(phrases: Sequence[GroundedPhrase]) -> list:
-    cls = _t(f'{PACKAGE}/msg/GroundedPhrase')
-    return [cls(text=p.text, start=int(p.start), end=int(p.end),
-                detection_indices=np.asarray(p.indices, dtype=np.int32)) for p in phrases]
+MESSAGES = _RosbagsMessages()
 
 
 def detection_array_msg(ds: DetectionSet):
-    return _t(DETECTION_ARRAY)(header=_header(ds.stamp_ns, ds.frame_id),
-                               detections=[detection_msg(d) for d in ds.detections],
-                               image_width=int(ds.image_width),
-                               image_height=int(ds.image_height),
-                               model_name=ds.model_name, timings=_timings(ds.timings_ms))
+    return mapping.detection_array_msg(MESSAGES, ds)
 
 
 def scene_description_msg(sd: SceneDescription):
-    gt, ds = sd.grounded_text, sd.detections
-    return _t(SCENE_DESCRIPTION)(
-        header=_header(ds.stamp_ns, ds.frame_id), text=gt.text, raw_text=gt.raw_text,
-        phrases=phrases_msg(gt.phrases), detections=[detection_msg(d) for d in ds.detections],
-        grounded=bool(gt.grounded), detector_model=sd.detector_model,
-        mllm_model=sd.mllm_model, fusion_adapter=sd.fusion_adapter,
-        prompt_tokens=int(sd.prompt_tokens), generated_tokens=int(sd.generated_tokens),
-        timings=_timings(sd.timings_ms))
+    return mapping.scene_description_msg(MESSAGES, sd)
 
 
 def alert_msg(a: Alert):
-    return _t(CORNER_CASE_ALERT)(header=_header(a.stamp_ns, a.frame_id),
-                                 severity=int(a.severity), code=a.code, rule=a.rule,
-                                 raised_by=a.raised_by, message=a.message,
-                                 grounding=phrases_msg(a.phrases),
-                                 detections=[detection_msg(d) for d in a.detections])
+    return mapping.alert_msg(MESSAGES, a)
 
 
 def serialize(msg) -> bytes:

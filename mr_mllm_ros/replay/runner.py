@@ -34,8 +34,10 @@ from ..core.pipeline import Pipeline, ScenePipeline
 from ..core.types import Box, DetectionSet, Frame
 from . import outputs as o
 from .bag_reader import NS, BagInfo, ReadLog, decode, header_of, iter_raw, open_bag, reason_key
+from .memory_db import write_memory_db
 
 log = logging.getLogger(__name__)
+TRACK_IDS_PER_UNIT = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ class Unit:
 class FrameOutput:
     record: dict
     thumbnail: bytes | None = None
+    evidence: dict = field(default_factory=dict)  # evidence/ file name -> alert JPEG
 
 
 @dataclass
@@ -154,6 +157,8 @@ class UnitProcessor:
         done = done if done is not None else Counter()
         readlog = readlog if readlog is not None else ReadLog()
         self._fresh_scene_state()
+        # Track ids restart per unit, in a range of the unit's own: Ray-identical, unique.
+        self.pipeline.perception.reset_tracking(unit.segment * TRACK_IDS_PER_UNIT + 1)
         previous_classes: frozenset | None = None
         index = -1
         for raw in iter_raw(info, [unit.topic], unit.start_ns, unit.stop_ns, readlog):
@@ -193,13 +198,14 @@ class UnitProcessor:
                           reason=reason_key(str(e)), timings_ms={'decode': decode_ms})
             return FrameOutput(record)
         described = result.description is not None
+        alerts, evidence = o.alerts_json(record, result.alerts)
         record.update(
             status='ok', models=self.models,
             detections=o.detection_set_json(result.detections),
             refined=o.detection_set_json(result.refined)
             if described and result.refined is not None else None,
             description=o.description_json(result.description) if described else None,
-            alerts=[o.alert_json(a) for a in result.alerts],
+            alerts=alerts,
             timings_ms={'decode': decode_ms, **result.timings_ms})
         classes = frozenset(d.class_name for d in result.detections)
         thumb = None
@@ -209,7 +215,7 @@ class UnitProcessor:
             flagged = {d for a in result.alerts for d in a.detections}
             highlight = {i for i, d in enumerate(shown) if d in flagged}
             thumb = thumbnail(msg.frame, shown, highlight, self.thumb_side)
-        return FrameOutput(record, thumb)
+        return FrameOutput(record, thumb, evidence)
 
     def run_unit(self, unit: Unit, info: BagInfo, done: Counter | None = None) -> UnitResult:
         readlog = ReadLog()
@@ -254,7 +260,7 @@ class _Lock:
 def _clear_outputs(out: Path) -> None:
     for name in (o.RESULTS, o.DETECTIONS_CSV, o.ALERTS_CSV, o.REPORT, o.SUMMARY, o.RUN_FILE):
         (out / name).unlink(missing_ok=True)
-    for name in (o.BAGS_DIR, o.THUMBS_DIR):
+    for name in (o.BAGS_DIR, o.THUMBS_DIR, *o.EVIDENCE_DIRS):
         if (out / name).exists():
             shutil.rmtree(out / name)
 
@@ -336,7 +342,7 @@ def run_replay(options: ReplayOptions, config: Config, *, pipeline: Pipeline | N
                 if p not in report['problems']:
                     report['problems'].append(p)
             for fo in ur.outputs:
-                writer.write(fo.record, fo.thumbnail)
+                writer.write(fo.record, fo.thumbnail, fo.evidence)
             result.new_frames += len(ur.outputs)
             if on_unit is not None:
                 on_unit(ur)
@@ -367,7 +373,8 @@ def run_replay(options: ReplayOptions, config: Config, *, pipeline: Pipeline | N
         finally:
             bar.close()
             writer.close()
-        _finalize(out, result, bag_reports, infos, options)
+        write_memory_db(out, config.memory)  # before the report: its timeline reads it
+        _finalize(out, result, bag_reports, infos, options, config)
     finally:
         lock.release()
     result.wall_s = time.monotonic() - t_start
@@ -379,8 +386,10 @@ def _norm(topic: str) -> str:
 
 
 def _finalize(out: Path, result: ReplayResult, bag_reports: dict, infos: list[BagInfo],
-              options: ReplayOptions) -> None:
-    """Derived outputs from results.jsonl: output bags, summary.json, report.html."""
+              options: ReplayOptions, config: Config) -> None:
+    """Derived outputs from results.jsonl: output bags, Foxglove MCAPs and alert clips,
+    summary.json, report.html."""
+    from .foxglove_outputs import write_foxglove_outputs
     from .report import write_report
     storages = {i.path: i.storage for i in infos}
     for rec in o.iter_results(out / o.RESULTS):
@@ -398,10 +407,14 @@ def _finalize(out: Path, result: ReplayResult, bag_reports: dict, infos: list[Ba
                 result.skipped[rec.get('reason', '?')] = \
                     result.skipped.get(rec.get('reason', '?'), 0) + 1
     result.result_bags = o.write_result_bags(out, storages)
+    foxglove = write_foxglove_outputs(out, config.alerts.clip_before_s,
+                                      config.alerts.clip_after_s, config.max_image_pixels)
     for path, report in bag_reports.items():
         if path in result.result_bags:
             report['result_bag'] = result.result_bags[path]['path']
             report['result_messages'] = result.result_bags[path]['messages']
+        if path in foxglove:
+            report['foxglove'] = foxglove[path]
         result.problems += [p for p in report['problems'] if p not in result.problems]
     result.bags = list(bag_reports.values())
     summary = {'bags': result.bags, 'frames': result.frames, 'frames_ok': result.frames_ok,

@@ -8,13 +8,12 @@ from __future__ import annotations
 from typing import Sequence
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
 from ..core.config import Config
 from ..core.inference_worker import InferenceWorker
 from . import conversions as conv
-from .node_runtime import ErrorCounter, release_memory
+from .node_runtime import ErrorCounter, freeze_heap, release_memory
 from .params import ConfigParameters
 
 
@@ -27,11 +26,9 @@ class ModelLifecycleNode(LifecycleNode):
         self._errors = ErrorCounter(self.get_logger())
         self._subs: list = []
         self._last_error = ''
-        self._diag_group = MutuallyExclusiveCallbackGroup()
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self._diag_timer = self.create_timer(
-            self.get_parameter(diagnostics_period_param).value, self._on_diagnostics_timer,
-            self._diag_group)
+            self.get_parameter(diagnostics_period_param).value, self._on_diagnostics_timer)
         self._worker: InferenceWorker | None = None  # see _start_worker
 
     # subclasses: free everything configure created (called on cleanup and shutdown)
@@ -56,6 +53,10 @@ class ModelLifecycleNode(LifecycleNode):
         for s in self._subs:
             self.destroy_subscription(s)
         self._subs = []
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        freeze_heap()  # the model is loaded: keep its objects out of the cyclic GC's walks
+        return super().on_activate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._release()

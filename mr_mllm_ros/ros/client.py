@@ -1,5 +1,14 @@
 """A small in-process ROS client for the demo, `mr-mllm ask`, graph tests and benchmarks:
-publish, collect what topics carry, call services - every wait bounded by a timeout."""
+publish, collect what topics carry, call services - every wait bounded by a timeout.
+
+One SingleThreadedExecutor spins the client's node in a background thread (a
+MultiThreadedExecutor here added waits of up to 316 ms to a closed loop:
+docs/BENCHMARKS.md#executor); the caller's thread publishes and waits on Events. The
+client owns its rclpy Context, so closing it never tears down someone else's, and close()
+stops the executor and joins its thread *before* the node and the context go: shutting
+the context down under a thread still waiting in the executor hung `mr-mllm ask` for good
+(rclpy's logging teardown waits on it).
+"""
 
 from __future__ import annotations
 
@@ -9,9 +18,13 @@ import time
 from typing import Any, Callable, Generic, TypeVar
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.context import Context
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
+from rclpy.signals import SignalHandlerOptions
+
+from .qos import SERVICE_QOS
 
 M = TypeVar('M')
 log = logging.getLogger(__name__)
@@ -59,29 +72,51 @@ class Collector(Generic[M]):
             return list(self.messages)
 
 
+class RosCallError(Exception):
+    """A service call that brought no response; the message says which way it failed."""
+
+
+class ServiceNotFound(RosCallError):
+    """The service was not discovered in time."""
+
+
+class ServiceTimeout(RosCallError):
+    """The service was there, the request went out, no response came in time."""
+
+
+#: Longest close() waits for the executor thread (a callback in flight finishes first).
+_JOIN_S = 3.0
+
+
 class RosClient:
-    """Owns a node spinning in a background thread. Use as a context manager."""
+    """Owns a node spinning in a background thread. Use as a context manager.
+
+    Signals: the client installs none (rclpy's handlers are off for its context), so
+    SIGINT stays Python's KeyboardInterrupt in the caller's thread and a CLI command
+    decides what SIGTERM means (app/signals.py turns it into the same clean exit)."""
 
     def __init__(self, name: str = 'mr_mllm_client', namespace: str = ''):
-        self._own_context = not rclpy.ok()
-        if self._own_context:
-            rclpy.init(args=[])
-        self.node: Node = rclpy.create_node(name, namespace=namespace)
-        self._closing = False
-        self._executor = MultiThreadedExecutor(num_threads=2)
+        self._context = Context()
+        rclpy.init(args=[], context=self._context,
+                   signal_handler_options=SignalHandlerOptions.NO)
+        self.node: Node = rclpy.create_node(name, namespace=namespace, context=self._context)
+        self._closed = False
+        self._service_clients: dict[tuple[type, str], Any] = {}
+        self._executor = SingleThreadedExecutor(context=self._context)
         self._executor.add_node(self.node)
-        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread = threading.Thread(target=self._spin, name=f'{name}_spin', daemon=True)
         self._thread.start()
 
     def _spin(self) -> None:
         # A callback that raises would end spin(): log it and keep serving the others.
-        while not self._closing:
+        while self._context.ok() and not self._closed:
             try:
                 self._executor.spin()
+                return  # executor shut down
             except ExternalShutdownException:
                 return
             except Exception:
-                if self._closing:
+                if self._closed:
                     return  # shutdown races while closing are not errors
                 log.exception('a callback of %s failed', self.node.get_name())
 
@@ -92,12 +127,19 @@ class RosClient:
         self.close()
 
     def close(self) -> None:
-        self._closing = True
-        self._executor.shutdown(timeout_sec=2.0)
+        """Stop the executor, join its thread, then destroy the node and the context (in
+        that order; bounded). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._executor.shutdown(timeout_sec=_JOIN_S)
+        self._thread.join(timeout=_JOIN_S)
+        if self._thread.is_alive():
+            log.warning('%s: executor thread still running after %.0f s; leaving it',
+                        self.node.get_name(), _JOIN_S)
         self.node.destroy_node()
-        if self._own_context and rclpy.ok():
-            rclpy.shutdown()
-        self._thread.join(timeout=2.0)
+        if self._context.ok():
+            rclpy.shutdown(context=self._context)
 
     def collect(self, msg_type: type[M], topic: str, qos: QoSProfile | int = 10) -> Collector[M]:
         collector: Collector[M] = Collector()
@@ -125,20 +167,44 @@ class RosClient:
 
     def call(self, srv_type: type, name: str, request: Any, timeout: float = 30.0,
              wait_service_s: float = 10.0):
-        """Call a service; None when the service is missing or the call times out."""
-        client = self.node.create_client(srv_type, name)
-        try:
-            if not client.wait_for_service(timeout_sec=wait_service_s):
-                return None
-            future = client.call_async(request)
-            done = threading.Event()
-            future.add_done_callback(lambda _: done.set())
-            if not done.wait(timeout):
-                client.remove_pending_request(future)
-                return None
-            return future.result()
-        finally:
-            self.node.destroy_client(client)
+        """Call a service and return its response. Raises ServiceNotFound when the
+        service is not discovered within `wait_service_s` (naming what the graph does
+        offer) and ServiceTimeout when no response comes within `timeout` s."""
+        client = self.service_client(srv_type, name)
+        if not client.wait_for_service(timeout_sec=wait_service_s):
+            raise ServiceNotFound(self._not_found(name, wait_service_s))
+        future = client.call_async(request)
+        done = threading.Event()
+        future.add_done_callback(lambda _: done.set())
+        if not done.wait(timeout):
+            client.remove_pending_request(future)
+            raise ServiceTimeout(f'{client.srv_name}: no response within {timeout:.0f} s '
+                                 f'(the server is there but did not answer in time)')
+        return future.result()
+
+    def service_client(self, srv_type: type, name: str):
+        """This client's one rclpy client for (type, name), made on first use and kept
+        (no discovery round per call). Deep history (SERVICE_QOS): with the default
+        KEEP_LAST 10, responses to more than ten calls in flight that arrive before the
+        executor takes them would push each other out."""
+        key = (srv_type, name)
+        if key not in self._service_clients:
+            self._service_clients[key] = self.node.create_client(
+                srv_type, name, qos_profile=SERVICE_QOS)
+        return self._service_clients[key]
+
+    def _not_found(self, name: str, waited_s: float) -> str:
+        full = self.node.resolve_service_name(name)
+        leaf = full.rsplit('/', 1)[-1]
+        similar = sorted(n for n, _ in self.node.get_service_names_and_types()
+                         if n.rsplit('/', 1)[-1] == leaf)
+        nodes = sorted(f'{ns.rstrip("/")}/{n}' for n, ns in
+                       self.node.get_node_names_and_namespaces() if n != self.node.get_name())
+        seen = (f'services named {leaf!r} seen: {", ".join(similar)}' if similar
+                else f'no service named {leaf!r} in the graph')
+        return (f'{full} not found within {waited_s:.0f} s; {seen}; nodes seen: '
+                f'{", ".join(nodes) if nodes else "none"} '
+                f'(ROS_DOMAIN_ID must match the graph\'s)')
 
     def request_reply(self, publisher, msg, replies: Collector[M],
                       predicate: Callable[[M], bool], timeout: float,

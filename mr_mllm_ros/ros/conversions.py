@@ -1,25 +1,29 @@
-"""Core types <-> ROS messages. Pure functions: no node, no rclpy.init needed."""
+"""Core types <-> ROS messages. Pure functions: no node, no rclpy.init needed.
+
+Messages of this package are built by ros.message_mapping (the one field mapping, shared
+with the replay's rosbags messages) through an rclpy message factory."""
 
 from __future__ import annotations
 
-from typing import Sequence
+import importlib
+from functools import lru_cache
+from typing import Any, Sequence
 
 import numpy as np
 from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from mr_mllm_interfaces.msg import (BoundingBox2D, CornerCaseAlert, Detection as DetectionMsg,
+from mr_mllm_interfaces.msg import (CornerCaseAlert, Detection as DetectionMsg,
                                     DetectionArray, GroundedPhrase as GroundedPhraseMsg,
-                                    SceneDescription as SceneDescriptionMsg, StageTiming)
+                                    SceneDescription as SceneDescriptionMsg)
 
 from ..core import images
 from ..core.types import (Alert, Box, Detection, DetectionSet, Frame, GroundedPhrase,
-                          GroundedText, SceneDescription, Source)
+                          GroundedText, SceneDescription, Severity, Source)
+from . import message_mapping as mapping
 
-_SOURCE_TO_MSG = {Source.DETECTOR: DetectionMsg.SOURCE_DETECTOR,
-                  Source.MLLM: DetectionMsg.SOURCE_MLLM}
-_SOURCE_FROM_MSG = {v: k for k, v in _SOURCE_TO_MSG.items()}
+_SOURCE_FROM_MSG = {v: k for k, v in mapping.SOURCE_CODES.items()}
 
 
 # ------------------------------------------------------------------------------ time
@@ -79,17 +83,30 @@ def compressed_msg(rgb: np.ndarray, fmt: str, stamp_ns: int, frame_id: str) -> C
 
 # ------------------------------------------------------------------------ detections
 
+@lru_cache(maxsize=None)
+def _msg_class(msgtype: str) -> type:
+    pkg, _, name = msgtype.split('/')
+    return getattr(importlib.import_module(f'{pkg}.msg'), name)
+
+
+class _RclpyMessages:
+    """ros.message_mapping's MessageFactory for rclpy message classes."""
+
+    def __call__(self, msgtype: str, **fields: Any) -> Any:
+        return _msg_class(msgtype)(**fields)
+
+    def int32s(self, values: Sequence[int]) -> list[int]:
+        return [int(v) for v in values]
+
+    def uint8s(self, data: bytes) -> bytes:
+        return bytes(data)
+
+
+MESSAGES = _RclpyMessages()
+
+
 def detection_to_msg(d: Detection) -> DetectionMsg:
-    cx, cy = d.box.center
-    return DetectionMsg(
-        class_id=int(d.class_id), class_name=d.class_name, score=float(d.score),
-        # float(): rclpy fills float64 fields from Python ints incorrectly (garbage bits)
-        bbox=BoundingBox2D(center_x=float(cx), center_y=float(cy), size_x=float(d.box.width),
-                           size_y=float(d.box.height)),
-        track_id=int(d.track_id), source=_SOURCE_TO_MSG[d.source], verified=bool(d.verified),
-        original_class_name=d.class_name if d.original_class_name is None
-        else d.original_class_name,
-        original_score=float(d.score if d.original_score is None else d.original_score))
+    return mapping.detection_msg(MESSAGES, d)
 
 
 def detection_from_msg(m: DetectionMsg) -> Detection:
@@ -105,15 +122,8 @@ def detection_from_msg(m: DetectionMsg) -> Detection:
         original_score=float(m.original_score) if changed_score else None)
 
 
-def timings_to_msg(timings_ms) -> list[StageTiming]:
-    return [StageTiming(stage=k, duration_ms=float(v)) for k, v in timings_ms.items()]
-
-
 def detection_array_msg(ds: DetectionSet) -> DetectionArray:
-    return DetectionArray(header=header_of(ds.stamp_ns, ds.frame_id),
-                          detections=[detection_to_msg(d) for d in ds.detections],
-                          image_width=ds.image_width, image_height=ds.image_height,
-                          model_name=ds.model_name, timings=timings_to_msg(ds.timings_ms))
+    return mapping.detection_array_msg(MESSAGES, ds)
 
 
 def detection_set_from_msg(m: DetectionArray) -> DetectionSet:
@@ -127,8 +137,7 @@ def detection_set_from_msg(m: DetectionArray) -> DetectionSet:
 # -------------------------------------------------------------------------- grounding
 
 def phrases_to_msg(phrases: Sequence[GroundedPhrase]) -> list[GroundedPhraseMsg]:
-    return [GroundedPhraseMsg(text=p.text, start=p.start, end=p.end,
-                              detection_indices=list(p.indices)) for p in phrases]
+    return mapping.phrases_msg(MESSAGES, phrases)
 
 
 def phrases_from_msg(msgs: Sequence[GroundedPhraseMsg]) -> tuple[GroundedPhrase, ...]:
@@ -137,15 +146,7 @@ def phrases_from_msg(msgs: Sequence[GroundedPhraseMsg]) -> tuple[GroundedPhrase,
 
 
 def scene_description_msg(sd: SceneDescription) -> SceneDescriptionMsg:
-    gt = sd.grounded_text
-    ds = sd.detections
-    return SceneDescriptionMsg(
-        header=header_of(ds.stamp_ns, ds.frame_id), text=gt.text, raw_text=gt.raw_text,
-        phrases=phrases_to_msg(gt.phrases),
-        detections=[detection_to_msg(d) for d in ds.detections], grounded=gt.grounded,
-        detector_model=sd.detector_model, mllm_model=sd.mllm_model,
-        fusion_adapter=sd.fusion_adapter, prompt_tokens=sd.prompt_tokens,
-        generated_tokens=sd.generated_tokens, timings=timings_to_msg(sd.timings_ms))
+    return mapping.scene_description_msg(MESSAGES, sd)
 
 
 def scene_description_from_msg(m: SceneDescriptionMsg) -> SceneDescription:
@@ -160,7 +161,16 @@ def scene_description_from_msg(m: SceneDescriptionMsg) -> SceneDescription:
 
 
 def alert_msg(a: Alert) -> CornerCaseAlert:
-    return CornerCaseAlert(header=header_of(a.stamp_ns, a.frame_id), severity=int(a.severity),
-                           code=a.code, rule=a.rule, raised_by=a.raised_by, message=a.message,
-                           grounding=phrases_to_msg(a.phrases),
-                           detections=[detection_to_msg(d) for d in a.detections])
+    """The alert with its proof: evidence JPEG, window stamps, rationale, values."""
+    return mapping.alert_msg(MESSAGES, a)
+
+
+def alert_from_msg(m: CornerCaseAlert) -> Alert:
+    return Alert(severity=Severity(m.severity), code=m.code, rule=m.rule,
+                 raised_by=m.raised_by, message=m.message, stamp_ns=stamp_to_ns(m.header.stamp),
+                 frame_id=m.header.frame_id,
+                 detections=tuple(detection_from_msg(d) for d in m.detections),
+                 phrases=phrases_from_msg(m.grounding),
+                 window_stamps_ns=tuple(stamp_to_ns(t) for t in m.window_stamps),
+                 values=tuple((kv.key, kv.value) for kv in m.values), rationale=m.rationale,
+                 evidence_jpeg=bytes(m.evidence_image.data))

@@ -50,12 +50,12 @@ class StageTimer:
 
 def finalize_detections(boxes_xyxy: np.ndarray, scores: np.ndarray, class_ids: np.ndarray,
                         class_names: Sequence[str], frame: Frame, *, conf: float,
-                        max_detections: int, allowed: Sequence[str] = (),
-                        track_ids: np.ndarray | None = None) -> list[Detection]:
+                        max_detections: int, allowed: Sequence[str] = ()) -> list[Detection]:
     """Backend-independent tail: confidence and class filters, clipping to the image,
     highest scores first, at most `max_detections`.
 
-    boxes_xyxy: (N, 4) float pixels; scores: (N,); class_ids: (N,) int; track_ids: (N,)."""
+    boxes_xyxy: (N, 4) float pixels; scores: (N,); class_ids: (N,) int. Track ids are
+    added afterwards by core.tracking."""
     allowed_set = set(allowed)
     order = np.argsort(-scores, kind='stable')
     out: list[Detection] = []
@@ -68,8 +68,7 @@ def finalize_detections(boxes_xyxy: np.ndarray, scores: np.ndarray, class_ids: n
         box = Box(*map(float, boxes_xyxy[i])).clip(frame.width, frame.height)
         if box.area <= 0:
             continue
-        tid = int(track_ids[i]) if track_ids is not None else -1
-        out.append(Detection(class_id=cid, class_name=name, score=score, box=box, track_id=tid))
+        out.append(Detection(class_id=cid, class_name=name, score=score, box=box))
         if len(out) >= max_detections:
             break
     return out

@@ -90,11 +90,10 @@ class UltralyticsDetector:
                                  f'gives boxes ({", ".join(BOX_TASKS)})')
         self.class_names: Sequence[str] = self._names_list(names)
         self._class_ids = self._ids_for(det.classes, strict=True)
-        self._tracker = None if det.tracker == 'none' else f'{det.tracker}.yaml'
         self.name = f'{display} (ultralytics)'
         if det.warmup:
             try:
-                self._run(np.zeros((det.imgsz, det.imgsz, 3), np.uint8), track=False)
+                self._run(np.zeros((det.imgsz, det.imgsz, 3), np.uint8))
             except Exception as e:
                 raise ModelLoadError(f'ultralytics warm-up of {source} on {det.device} '
                                      f'failed: {type(e).__name__}: {e}') from e
@@ -184,18 +183,13 @@ class UltralyticsDetector:
             if self._torch.get_num_threads() != before:
                 self._torch.set_num_threads(before)
 
-    def _run(self, bgr: np.ndarray, *, track: bool):
+    def _run(self, bgr: np.ndarray):
+        # Track ids come from core.tracking (the same tracker for every backend).
         det = self._det
         kwargs: dict[str, Any] = dict(imgsz=det.imgsz, conf=det.conf, iou=det.iou,
                                       max_det=det.max_detections, device=self._device,
                                       half=self._half, classes=self._class_ids, verbose=False)
-        if self._tracker is not None:
-            # Also on plain predict (warm-up): 'tracker' is a predictor setup key, so equal
-            # values let track() reuse the warmed-up predictor.
-            kwargs['tracker'] = self._tracker
         with self._keep_threads():
-            if track:
-                return self._model.track(bgr, persist=True, **kwargs)
             return self._model.predict(bgr, **kwargs)
 
     def detect(self, frame: Frame) -> DetectionSet:
@@ -210,7 +204,7 @@ class UltralyticsDetector:
         with timer.stage('convert'):
             bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)  # ultralytics reads numpy as BGR
         try:
-            result = self._run(bgr, track=self._tracker is not None)[0]
+            result = self._run(bgr)[0]
         except Exception as e:
             raise BackendError(f'ultralytics inference failed ({self.name}): '
                                f'{type(e).__name__}: {e}') from e
@@ -225,19 +219,14 @@ class UltralyticsDetector:
             xyxy = np.zeros((0, 4), np.float32)
             scores = np.zeros((0,), np.float32)
             class_ids = np.zeros((0,), np.int64)
-            track_ids = None
         else:
             xyxy = boxes.xyxy.cpu().numpy()
             scores = boxes.conf.cpu().numpy()
             class_ids = boxes.cls.cpu().numpy().astype(np.int64)
-            ids = boxes.id
-            # Rows the tracker has not confirmed carry no id: -1.
-            track_ids = (ids.cpu().numpy().astype(np.int64) if ids is not None
-                         else np.full(len(scores), -1, np.int64))
         det = self._det
         detections = finalize_detections(
             xyxy, scores, class_ids, self.class_names, frame, conf=det.conf,
-            max_detections=det.max_detections, allowed=det.classes, track_ids=track_ids)
+            max_detections=det.max_detections, allowed=det.classes)
         timings['total'] = (time.perf_counter() - t0) * 1e3
         return make_detection_set(detections, frame, self.name, timings)
 

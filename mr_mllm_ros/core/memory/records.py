@@ -1,0 +1,109 @@
+"""What the scene memory stores and answers with: plain frozen records, and their
+construction from the pipeline's own types (one camera per record)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from ..types import Alert, DetectionSet, SceneDescription
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One detected object in one frame. Box in pixels of an image_w x image_h frame."""
+
+    stamp_ns: int
+    camera: str
+    track_id: int
+    class_name: str
+    score: float
+    box: tuple[float, float, float, float]
+    image_w: int
+    image_h: int
+    thumbnail: str = ''
+
+
+@dataclass(frozen=True)
+class FrameSeen:
+    """A processed frame (with or without objects): what makes "never observed" honest."""
+
+    stamp_ns: int
+    camera: str
+
+
+@dataclass(frozen=True)
+class DescriptionRecord:
+    stamp_ns: int
+    camera: str
+    text: str
+    mllm_model: str
+    #: [{'text': phrase, 'objects': [{'class_name', 'track_id', 'score', 'box'}]}]
+    grounding: tuple = ()
+
+
+@dataclass(frozen=True)
+class AlertRecord:
+    stamp_ns: int
+    camera: str
+    severity: str
+    code: str
+    rule: str
+    message: str
+    #: [{'class_name', 'track_id', 'score', 'box'}]
+    objects: tuple = ()
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """One observation an answer rests on (MemoryEvidence.msg)."""
+
+    stamp_ns: int
+    camera: str
+    track_id: int
+    class_name: str
+    score: float
+    box: tuple[float, float, float, float]
+    thumbnail: str = ''
+
+
+@dataclass(frozen=True)
+class MemoryAnswer:
+    kind: str
+    answer: str
+    evidence: tuple[Evidence, ...] = ()
+    watched_from_ns: int = 0
+    watched_to_ns: int = 0
+    success: bool = True
+    error: str = ''
+    #: The facts behind `answer`, machine-readable (kind-specific; JSON-ready).
+    facts: dict = field(default_factory=dict)
+
+
+def _object(d) -> dict:
+    return {'class_name': d.class_name, 'track_id': int(d.track_id), 'score': float(d.score),
+            'box': [float(v) for v in d.box.corners()]}
+
+
+def observations_of(ds: DetectionSet, camera: str) -> list[Observation]:
+    return [Observation(int(ds.stamp_ns), camera, int(d.track_id), d.class_name,
+                        float(d.score), tuple(float(v) for v in d.box.corners()),
+                        int(ds.image_width), int(ds.image_height)) for d in ds]
+
+
+def description_record(sd: SceneDescription, camera: str) -> DescriptionRecord:
+    dets = sd.detections.detections
+    grounding = tuple({'text': p.text, 'objects': [_object(dets[i]) for i in p.indices
+                                                   if 0 <= i < len(dets)]}
+                      for p in sd.grounded_text.phrases)
+    return DescriptionRecord(int(sd.detections.stamp_ns), camera, sd.text, sd.mllm_model,
+                             grounding)
+
+
+def alert_record(a: Alert, camera: str) -> AlertRecord:
+    return AlertRecord(int(a.stamp_ns), camera, a.severity.name, a.code, a.rule, a.message,
+                       tuple(_object(d) for d in a.detections))
+
+
+def to_json(value) -> str:
+    return json.dumps(value, separators=(',', ':'), ensure_ascii=False)

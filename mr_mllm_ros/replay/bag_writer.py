@@ -1,0 +1,72 @@
+"""The package's one bag writer: image messages into a rosbag2 (sqlite3 or mcap) with
+rosbags, no ROS needed. Turns image sequences into recordings (`mr-mllm eval` data sets,
+benchmarks) and writes the test bags; messages carry this package's message definitions
+(replay.result_messages' typestore), so the bags read back like recorded ones.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ..core import images
+
+NS = 1_000_000_000
+
+
+def image_message(rgb: np.ndarray, encoding: str, stamp_ns: int, frame_id: str = 'camera',
+                  pad: int = 0):
+    """A rosbags sensor_msgs Image (raw `encoding`) or CompressedImage (`jpeg`/`png`) of an
+    (H, W, 3) RGB image; `pad`: extra bytes at the end of each row (step > width).
+    An encoding core.images cannot write is labelled `encoding` over rgb8 bytes (for
+    testing readers)."""
+    from .result_messages import result_typestore
+    ts = result_typestore()
+    header = ts.types['std_msgs/msg/Header'](
+        stamp=ts.types['builtin_interfaces/msg/Time'](sec=stamp_ns // NS,
+                                                      nanosec=stamp_ns % NS),
+        frame_id=frame_id)
+    if encoding in ('jpeg', 'png'):
+        return ts.types['sensor_msgs/msg/CompressedImage'](
+            header=header, format=encoding,
+            data=np.frombuffer(images.encode_compressed(rgb, encoding), np.uint8))
+    if encoding == 'mono8':
+        arr = np.ascontiguousarray(rgb[..., 0])
+    elif encoding == 'bgr8':
+        arr = np.ascontiguousarray(rgb[..., ::-1])
+    elif encoding == 'bgra8':
+        arr = np.dstack([rgb[..., ::-1], np.full(rgb.shape[:2], 255, np.uint8)])
+    else:
+        arr = rgb
+    raw = images.image_to_raw(arr, encoding) if encoding in images.SUPPORTED_ENCODINGS \
+        else images.image_to_raw(rgb, 'rgb8')
+    step = raw.step + pad
+    data = np.zeros(step * raw.height, np.uint8).reshape(raw.height, step)
+    data[:, :raw.step] = np.frombuffer(raw.data, np.uint8).reshape(raw.height, raw.step)
+    return ts.types['sensor_msgs/msg/Image'](
+        header=header, height=raw.height, width=raw.width, encoding=encoding,
+        is_bigendian=0, step=step, data=data.reshape(-1))
+
+
+def write_bag(path: str | os.PathLike, topics: Mapping[str, Sequence[Any]],
+              storage: str = 'sqlite3', start_ns: int = NS, period_s: float = 0.1,
+              stagger_s: float = 0.01) -> Path:
+    """topics: name -> rosbags messages. Message i of the k-th topic (sorted by name) is
+    logged at start_ns + i * period_s + k * stagger_s, so topics interleave in time."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    from .result_messages import result_typestore
+    ts = result_typestore()
+    plugin = StoragePlugin.MCAP if storage == 'mcap' else StoragePlugin.SQLITE3
+    with Writer(Path(path), version=9, storage_plugin=plugin) as w:
+        for k, (topic, msgs) in enumerate(sorted(topics.items())):
+            if not msgs:
+                continue
+            conn = w.add_connection(topic, msgs[0].__msgtype__, typestore=ts)
+            for i, m in enumerate(msgs):
+                t = start_ns + round((i * period_s + k * stagger_s) * NS)
+                w.write(conn, t, ts.serialize_cdr(m, m.__msgtype__))
+    return Path(path)

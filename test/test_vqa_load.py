@@ -1,0 +1,120 @@
+"""VQA under load (the real graph, offline default models): 50 ask_scene requests at once
+from 10 client processes (5 each) get an answer or an immediate `busy` within their
+timeout, nothing hangs, and perception_node and scene_node keep their frame rates."""
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray
+from sensor_msgs.msg import Image
+
+from graph_helpers import DISCOVERY_S, first_exchange, latest_status
+from mr_mllm_interfaces.msg import DetectionArray, SceneDescription
+from mr_mllm_ros.app.launcher import NodeGroup, NodeSpec
+from mr_mllm_ros.core.config import share_dir
+from mr_mllm_ros.core.sample_images import load_sample
+from mr_mllm_ros.ros import conversions as conv
+from mr_mllm_ros.ros.client import RosClient
+from mr_mllm_ros.ros.qos import RESULTS_QOS
+
+pytestmark = pytest.mark.graph
+DEMO_PARAMS = str(share_dir() / 'config' / 'demo.yaml')
+CLIENTS, CALLS, TIMEOUT_S = 10, 5, 30.0
+CAMERA_HZ, IDLE_S = 10.0, 8.0
+CLIENT_SCRIPT = Path(__file__).parent / 'vqa_load_client.py'
+IMMEDIATE_S = 2.0  # a `busy` must come back about at once (a loaded 2-core machine)
+
+
+def _rates(ros, dets, diag, seconds):
+    """(detections/s, scene frames paired/s) over the next `seconds`."""
+    def paired():
+        st = latest_status(diag, '/load/scene_node')
+        return int(st[1]['frames_paired']) if st else 0
+    n0, p0, t0 = len(dets), paired(), time.monotonic()
+    time.sleep(seconds)
+    dt = time.monotonic() - t0
+    return (len(dets) - n0) / dt, (paired() - p0) / dt
+
+
+def test_fifty_concurrent_questions_from_ten_processes(tmp_path):
+    specs = [NodeSpec('perception', 'load', [DEMO_PARAMS]),
+             NodeSpec('scene', 'load', [DEMO_PARAMS])]
+    with NodeGroup(specs, log_dir=tmp_path / 'logs') as group, RosClient('load_test') as ros:
+        pub = ros.publisher(Image, '/load/image', 10)
+        dets = ros.collect(DetectionArray, '/load/detections', RESULTS_QOS)
+        descriptions = ros.collect(SceneDescription, '/load/scene_description', RESULTS_QOS)
+        diag = ros.collect(DiagnosticArray, '/diagnostics', 50)
+        photo = cv2.resize(load_sample('camera'), (640, 480))
+        assert ros.wait_for_subscribers(pub, 2, DISCOVERY_S * 3)
+        assert first_exchange(pub, lambda t: conv.image_msg(photo, 'rgb8', t, 'cam'),
+                              descriptions, 180, every=15.0) is not None
+
+        stop = threading.Event()
+
+        def camera():
+            stamp, period = 1_000_000, 1.0 / CAMERA_HZ
+            next_t = time.monotonic()
+            while not stop.is_set():
+                stamp += 1
+                pub.publish(conv.image_msg(photo, 'rgb8', stamp, 'cam'))
+                next_t += period
+                time.sleep(max(0.0, next_t - time.monotonic()))
+        cam = threading.Thread(target=camera, daemon=True)
+        cam.start()
+        clients: list[subprocess.Popen] = []
+        try:
+            time.sleep(2.0)
+            idle = _rates(ros, dets, diag, IDLE_S)
+            go = tmp_path / 'go'
+            clients += [subprocess.Popen(
+                [sys.executable, str(CLIENT_SCRIPT), '/load/ask_scene', str(CALLS),
+                 str(TIMEOUT_S), str(go), str(tmp_path)],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for _ in range(CLIENTS)]
+            deadline = time.monotonic() + 120
+            while len(list(tmp_path.glob('ready_*'))) < CLIENTS and \
+                    time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert len(list(tmp_path.glob('ready_*'))) == CLIENTS
+            time.sleep(1.0)  # client start-up load has passed
+            n_dets, n_desc = len(dets), len(descriptions)
+            st0 = latest_status(diag, '/load/scene_node')
+            t0 = time.monotonic()
+            go.touch()
+            outs = [c.communicate(timeout=TIMEOUT_S + 60) for c in clients]
+            window = time.monotonic() - t0
+            st1 = latest_status(diag, '/load/scene_node')
+            loaded = ((len(dets) - n_dets) / window,
+                      (int(st1[1]['frames_paired']) - int(st0[1]['frames_paired'])) / window)
+        finally:
+            stop.set()
+            cam.join()
+            for c in clients:
+                if c.poll() is None:
+                    c.kill()
+        assert group.alive()
+    assert all(c.returncode == 0 for c in clients), [o[1][-500:] for o in outs]
+    results = [json.loads(line) for out, _ in outs for line in out.splitlines()]
+    assert len(results) == CLIENTS * CALLS
+    answered = [r for r in results if r['ok']]
+    busy = [r for r in results if not r['ok'] and r['error'] == 'busy']
+    timed_out = [r for r in results if not r['ok'] and r['error'].startswith('timeout')]
+    assert len(answered) + len(busy) + len(timed_out) == len(results), results
+    assert answered
+    assert all(r['wall_s'] <= IMMEDIATE_S for r in busy), sorted(r['wall_s'] for r in busy)
+    assert all(r['wall_s'] <= TIMEOUT_S + 2.0 for r in results)
+    latencies = sorted(r['wall_s'] for r in answered)
+    print(f'\n50 concurrent asks from {CLIENTS} processes: {len(answered)} answered '
+          f'(wall p50 {latencies[len(latencies) // 2]:.1f} s, max {latencies[-1]:.1f} s), '
+          f'{len(busy)} busy (max {max([r["wall_s"] for r in busy] or [0]):.2f} s), '
+          f'{len(timed_out)} timed out; window {window:.1f} s; detections/s idle '
+          f'{idle[0]:.2f} -> {loaded[0]:.2f}, scene frames paired/s {idle[1]:.2f} -> '
+          f'{loaded[1]:.2f}; descriptions in the window {len(descriptions) - n_desc}')
+    assert loaded[0] >= 0.9 * idle[0], (idle, loaded)
+    assert loaded[1] >= 0.9 * idle[1], (idle, loaded)
