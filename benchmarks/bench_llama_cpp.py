@@ -4,17 +4,19 @@ see the same load on a shared machine.
 
     bash scripts/with_env.sh python benchmarks/bench_llama_cpp.py [--repeats N] [--json F]
 
-Per backend: load time; RSS the process grew by when the backend loaded, and after its
-runs; decode tokens/s (the same free answer request, greedy, n-gram guard and
+Per backend: load time; RSS the process grew by when the backend loaded; decode tokens/s
+(a 40-token minus an 8-token reply to the same answer prompt, greedy, n-gram guard and
 constrained decoding on, as in production); time per grounded description (the grounding
-plan over the detections of four sample photos, as scene_node runs it). transformers_llm
-loads the de-quantized fp32 folder (`mr-mllm models prepare`), llama_cpp the Q4_1 GGUF it
-came from. Nothing asserts on time; docs/BENCHMARKS.md records the numbers.
+plan over the detections of four sample photos, as scene_node runs it), first and
+warm. transformers_llm loads the de-quantized fp32 folder (`mr-mllm models prepare`),
+llama_cpp the Q4_1 GGUF it came from. Nothing asserts on time; docs/BENCHMARKS.md records
+the numbers.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -32,6 +34,7 @@ apply_offline_env()
 BACKENDS = ('transformers_llm', 'llama_cpp')
 SAMPLES = ('grace_hopper', 'motorcycle', 'camera', 'coffee')
 QUESTION = 'What is the person doing?'
+DECODE_LONG, DECODE_SHORT = 40, 8
 
 
 def _rss_mb() -> float:
@@ -63,12 +66,16 @@ def run(repeats: int) -> list[dict]:
                          'warm': [], 'descriptions': []}
     for r in rows.values():  # warm-up: one answer each
         r['reasoner'].backend.generate(r['reasoner'].prompts.answer(scenes[0][1], QUESTION))
+    # Decode rate: a 40-token and an 8-token reply to the same prompt (no stop string);
+    # the difference removes the prefill, which the backends' prefix caches treat
+    # differently.
     for _ in range(repeats):
         for r in rows.values():
-            g = r['reasoner'].backend.generate(
-                r['reasoner'].prompts.answer(scenes[0][1], QUESTION))
-            r['tokens'] += g.generated_tokens
-            r['gen_s'] += g.timings_ms['generate'] / 1e3
+            request = r['reasoner'].prompts.answer(scenes[0][1], QUESTION)
+            long, short = (r['reasoner'].backend.generate(dataclasses.replace(
+                request, stop=(), max_new_tokens=n)) for n in (DECODE_LONG, DECODE_SHORT))
+            r['tokens'] += long.generated_tokens - short.generated_tokens
+            r['gen_s'] += (long.timings_ms['generate'] - short.timings_ms['generate']) / 1e3
     for k in range(1 + repeats):
         for frame, ds in scenes:
             for r in rows.values():
