@@ -21,6 +21,12 @@ writes them as JSON with --json); asserts nothing.
 (c) Ray: two bags with the default detector: serial (OpenCV's own threads, and 1
     thread), --ray with 1 and 2 workers (1 CPU each); Ray start-up measured alone.
 
+(d) A long bag: `--long-minutes` (10) of a 30 Hz JPEG camera made of the sample photos
+    (320 px, each photo 20 s in turn: a scene change every 20 s), replayed end to end
+    with the offline default models, `--no-describe` and then with descriptions at the
+    default schedule (core.schedule, in message time): wall time of each, their ratio
+    (target <= 2), frames/s and the MLLM reasoning steps by trigger.
+
 The load average is printed with each line, because this machine is shared. Example:
 
     bash scripts/with_env.sh python benchmarks/bench_replay.py --json output/bench_replay.json
@@ -45,7 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mr_mllm_ros.core import images  # noqa: E402
-from mr_mllm_ros.core.config import load_config  # noqa: E402
+from mr_mllm_ros.core.config import load_config, with_changes  # noqa: E402
 from mr_mllm_ros.core.offline import apply_offline_env  # noqa: E402
 from mr_mllm_ros.core.pipeline import Pipeline  # noqa: E402
 from mr_mllm_ros.core.sample_images import SAMPLES, load_sample  # noqa: E402
@@ -54,8 +60,8 @@ from mr_mllm_ros.replay import outputs as o  # noqa: E402
 from mr_mllm_ros.replay.bag_reader import open_bag  # noqa: E402
 from mr_mllm_ros.replay.bag_writer import image_message, write_bag as bag_writer  # noqa: E402
 from mr_mllm_ros.replay.result_messages import result_typestore  # noqa: E402
-from mr_mllm_ros.replay.runner import (ReplayOptions, UnitProcessor, plan_units,  # noqa: E402
-                                       run_replay)
+from mr_mllm_ros.replay.processing import UnitProcessor  # noqa: E402
+from mr_mllm_ros.replay.runner import ReplayOptions, plan_units, run_replay  # noqa: E402
 
 NS = 1_000_000_000
 T0 = 1_700_000_000 * NS
@@ -255,8 +261,11 @@ def bench_models(tmp: Path, n: int, n_describe: int) -> dict:
         if target.exists():
             shutil.rmtree(target)
         t0 = time.perf_counter()
+        # every frame described: the cost of a description per frame (the default
+        # schedule describes far fewer, see (d))
         res = run_replay(ReplayOptions(bags=(str(bag),), out=str(target), describe=describe,
-                                       end_s=count * 0.5 - 0.25, progress=False), config)
+                                       end_s=count * 0.5 - 0.25, progress=False),
+                         with_changes(config, {'scene.describe_every_frame': True}))
         wall = time.perf_counter() - t0
         recs = list(o.iter_results(target / o.RESULTS))
         frame_s = [sum(r['timings_ms'].values()) / 1e3 for r in recs]
@@ -330,6 +339,37 @@ def bench_ray(tmp: Path, n: int) -> dict:
     return out
 
 
+# ------------------------------------------------------------------------------- (d)
+
+def bench_long(tmp: Path, minutes: float, rate_hz: float = 30.0) -> dict:
+    from mr_mllm_ros.eval.datasets import photo_scenes
+    from mr_mllm_ros.eval.datasets import write_bag as write_photo_bag
+    bag = tmp / 'long'
+    t0 = time.perf_counter()
+    write_photo_bag(bag, '/cam/image/compressed', photo_scenes(minutes * 60, rate_hz, 20.0),
+                    rate_hz=rate_hz, compressed=True)
+    print(f'(d) wrote a {minutes:g} min {rate_hz:g} Hz JPEG bag in '
+          f'{time.perf_counter() - t0:.0f} s', flush=True)
+    config = load_config()
+    out = {}
+    for describe in (False, True):
+        target = tmp / f'long_{describe}'
+        t0 = time.perf_counter()
+        res = run_replay(ReplayOptions(bags=(str(bag),), out=str(target), describe=describe),
+                         config)
+        wall = time.perf_counter() - t0
+        key = 'with_descriptions' if describe else 'no_describe'
+        out[key] = r = {'frames': res.frames_ok, 'wall_s': wall, 'fps': res.frames_ok / wall,
+                        'mllm_calls': res.mllm_calls, 'load': load()}
+        print(f'(d) {key}: {r["frames"]} frames in {wall:.0f} s = {r["fps"]:.1f} frames/s, '
+              f'MLLM reasoning steps {sum(res.mllm_calls.values())} {res.mllm_calls}  '
+              f'[load {r["load"]}]', flush=True)
+    out['ratio'] = out['with_descriptions']['wall_s'] / out['no_describe']['wall_s']
+    print(f'(d) with descriptions / --no-describe: {out["ratio"]:.2f}x (target <= 2)',
+          flush=True)
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--frames', type=int, default=300, help='VGA frames for (a)')
@@ -337,7 +377,9 @@ def main() -> int:
     p.add_argument('--model-frames', type=int, default=60, help='frames for (b) without MLLM')
     p.add_argument('--describe-frames', type=int, default=6, help='frames for (b) with MLLM')
     p.add_argument('--ray-frames', type=int, default=100, help='frames per bag for (c)')
-    p.add_argument('--only', choices=('a', 'b', 'c'), nargs='+', default=['a', 'b', 'c'])
+    p.add_argument('--long-minutes', type=float, default=10.0, help='bag length for (d)')
+    p.add_argument('--only', choices=('a', 'b', 'c', 'd'), nargs='+',
+                   default=['a', 'b', 'c', 'd'])
     p.add_argument('--json', help='write the numbers here')
     args = p.parse_args()
     apply_offline_env()
@@ -354,6 +396,8 @@ def main() -> int:
             results['models'] = bench_models(tmp, args.model_frames, args.describe_frames)
         if 'c' in args.only:
             results['ray'] = bench_ray(tmp, args.ray_frames)
+        if 'd' in args.only:
+            results['long_bag'] = bench_long(tmp, args.long_minutes)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if args.json:

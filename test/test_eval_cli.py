@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from mr_mllm_ros.app.eval import mllm_changes, refer
+from mr_mllm_ros.eval.tasks import mllm_changes, refer
 from mr_mllm_ros.cli import main
 from mr_mllm_ros.core.scene import SceneReasoner
 from mr_mllm_ros.core.types import Box, Detection, DetectionSet, Frame, Generation, Source

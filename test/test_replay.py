@@ -408,11 +408,12 @@ def test_interrupted_runs_leave_valid_outputs_and_resume(tmp_path):
 @pytest.mark.slow
 def test_default_models_describe_the_sample_photos(tmp_path):
     """The offline default models (YOLOv3-tiny + SmolLM2-135M descriptions), unchanged
-    config, on the six shipped photos: every frame described, grounded phrases in the
-    report. Verifies plumbing and grounding, not description quality."""
+    config but --describe-every-frame, on the six shipped photos: every frame described,
+    grounded phrases in the report. Verifies plumbing and grounding, not description
+    quality."""
     encodings_bag(tmp_path / 'photos', 'sqlite3', frames=0)
     assert replay(tmp_path / 'photos', '--out', tmp_path / 'o', '--topics',
-                  '/photos/image') == 0
+                  '/photos/image', '--describe-every-frame') == 0
     recs = lines(tmp_path / 'o')
     assert len(recs) == 6 and all(r['status'] == 'ok' for r in recs)
     described = [r for r in recs if r['description'] is not None]

@@ -8,7 +8,7 @@ from mr_mllm_ros.core.config import load_config
 from mr_mllm_ros.core.pairing import StampPairer
 from mr_mllm_ros.core.pipeline import ScenePipeline
 from mr_mllm_ros.core.types import Box, Detection, DetectionSet, Frame
-from mr_mllm_ros.nodes.scene_node import validate_question
+from mr_mllm_ros.core.schedule import validate_question
 
 from scripted_backend import ScriptedBackend
 

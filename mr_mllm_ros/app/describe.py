@@ -1,4 +1,6 @@
-"""`mr-mllm describe IMAGE`: detection + MLLM on one image, printed with its grounding."""
+"""`mr-mllm describe IMAGE`: detection + MLLM on one image, printed with its grounding.
+
+Every image is its own scene: the pipeline reasons on each (scene.describe_every_frame)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from pathlib import Path
 import cv2
 
 from ..core.annotate import draw_detections
-from ..core.config import load_config
+from ..core.config import load_config, with_changes
 from ..core.pipeline import FrameResult, Pipeline
 from ..core.types import Frame
 from .image_sources import iter_images
@@ -64,7 +66,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     config = load_config(args.config) if args.config else load_config()
-    pipeline = Pipeline(config)
+    pipeline = Pipeline(with_changes(config, {'scene.describe_every_frame': True}))
     results = []
     try:
         for name, rgb in iter_images(args.images):

@@ -4,20 +4,23 @@ Writes DIR/results.jsonl (one line per frame: the source of truth), detections.c
 alerts.csv, bags/<bag>/ (the result topics as mr_mllm_interfaces messages, same storage
 format as the input), foxglove/<bag>.mcap + layout.json (for Foxglove), evidence/ and
 clips/ (each alert's evidence image and MCAP clip), report.html (self-contained) and
-summary.json. Re-running into the
-same DIR resumes; Ctrl-C keeps what was done. Exit status: 0, or 1 when no frame could be
-read at all, 130 when interrupted.
+summary.json. MLLM reasoning follows the live schedule in message time (core.schedule);
+--describe-every-frame reasons on every frame. Re-running into the same DIR resumes;
+Ctrl-C keeps what was done. Exit status: 0, or 1 when no frame could be read at all, 130
+when interrupted.
 """
 
 from __future__ import annotations
 
+import inspect
 import signal
 import sys
 import threading
 from pathlib import Path
 
-from ..core.config import load_config
-from ..replay.runner import ReplayOptions, run_replay
+from ..core.config import load_config, with_changes
+from ..replay.ray_fanout import run_units_on_ray
+from ..replay.runner import OPTION_DEFAULTS, ReplayOptions, run_replay
 
 
 def add_arguments(p) -> None:
@@ -32,14 +35,19 @@ def add_arguments(p) -> None:
                    help='skip the first S seconds of each bag')
     p.add_argument('--end', type=float, metavar='S',
                    help='stop S seconds after the start of each bag')
-    p.add_argument('--every', type=int, default=1, metavar='N',
-                   help='process every N-th message of each topic (default 1)')
+    p.add_argument('--every', type=int, default=OPTION_DEFAULTS['every'], metavar='N',
+                   help='process every N-th message of each topic (default %(default)s)')
     p.add_argument('--no-describe', dest='describe', action='store_false',
                    help='detections and rule alerts only: no MLLM is loaded')
-    p.add_argument('--segment-s', type=float, default=300.0, metavar='S',
+    p.add_argument('--describe-every-frame', action='store_true',
+                   help='reason on every frame (scene.describe_every_frame) instead of at '
+                        'the live schedule (scene.description_rate_hz, on change, never '
+                        'closer than scene.min_description_interval_s), in message time')
+    p.add_argument('--segment-s', type=float, default=OPTION_DEFAULTS['segment_s'],
+                   metavar='S',
                    help='split each topic into time segments of S seconds, the units of '
-                        'work (and of --ray tasks); alert debounce restarts at each '
-                        '(default 300; 0 = never split)')
+                        'work (and of --ray tasks); alert debounce and the schedule restart '
+                        'at each (default %(default)s; 0 = never split)')
     p.add_argument('--restart', action='store_true',
                    help='discard earlier results in DIR instead of resuming')
     p.add_argument('--ray', nargs='?', const='local', metavar='ADDRESS',
@@ -49,12 +57,16 @@ def add_arguments(p) -> None:
                         'models at the same paths')
     p.add_argument('--ray-workers', type=int, metavar='N',
                    help='Ray workers (default: as many as the CPUs allow)')
-    p.add_argument('--ray-cpus-per-worker', type=float, default=1.0, metavar='C')
+    ray_defaults = inspect.signature(run_units_on_ray).parameters
+    p.add_argument('--ray-cpus-per-worker', type=float, metavar='C',
+                   help=f'default {ray_defaults["cpus_per_worker"].default}')
     p.add_argument('--ray-gpus-per-worker', type=float, metavar='G',
                    help='default: 1 when the config puts a model on cuda, else 0')
-    p.add_argument('--ray-init-timeout', type=float, default=120.0, metavar='S')
-    p.add_argument('--progress', action='store_true', default=None,
-                   help='progress bar even when stderr is not a terminal')
+    p.add_argument('--ray-init-timeout', type=float, metavar='S',
+                   help=f'default {ray_defaults["init_timeout_s"].default}')
+    p.add_argument('--progress', action='store_true', default=OPTION_DEFAULTS['progress'],
+                   help='progress bar even when stderr is not a terminal (default: a bar '
+                        'on a terminal, else a log line per 1000 frames)')
     p.add_argument('--no-progress', dest='progress', action='store_false')
 
 
@@ -71,6 +83,8 @@ def run(args) -> int:
         args.bags.insert(0, args.ray)
         args.ray = 'local'
     config = load_config(args.config) if args.config else load_config()
+    if args.describe_every_frame:
+        config = with_changes(config, {'scene.describe_every_frame': True})
     options = ReplayOptions(bags=tuple(args.bags), out=args.out,
                             topics=tuple(args.topics) if args.topics else None,
                             start_s=args.start, end_s=args.end, every=args.every,
@@ -78,10 +92,11 @@ def run(args) -> int:
                             restart=args.restart, progress=args.progress)
     ray = None
     if args.ray:
+        given = {'workers': args.ray_workers, 'cpus_per_worker': args.ray_cpus_per_worker,
+                 'gpus_per_worker': args.ray_gpus_per_worker,
+                 'init_timeout_s': args.ray_init_timeout}
         ray = {'address': None if args.ray == 'local' else args.ray,
-               'workers': args.ray_workers, 'cpus_per_worker': args.ray_cpus_per_worker,
-               'gpus_per_worker': args.ray_gpus_per_worker,
-               'init_timeout_s': args.ray_init_timeout}
+               **{k: v for k, v in given.items() if v is not None}}
     main_thread = threading.current_thread() is threading.main_thread()
     if main_thread:  # SIGTERM finalises the outputs like Ctrl-C
         previous = signal.signal(signal.SIGTERM, _interrupt)
@@ -94,6 +109,10 @@ def run(args) -> int:
           f'({result.new_frames} new, {result.resumed_frames} already done), '
           f'{result.frames_ok} decoded and processed, '
           f'{result.frames - result.frames_ok} skipped')
+    if options.describe:
+        calls = result.mllm_calls
+        print(f'  MLLM reasoning steps: {sum(calls.values())} ('
+              + ', '.join(f'{n} {k.replace("_", " ")}' for k, n in calls.items()) + ')')
     for reason, count in sorted(result.skipped.items()):
         print(f'  skipped {count}: {reason}')
     for problem in result.problems:

@@ -173,6 +173,9 @@ class SceneConfig:
     min_description_interval_s: float = spec('Never describe more often than this, scene '
                                              'changes included (protects the MLLM).',
                                              low=0.0, high=3600.0)
+    describe_every_frame: bool = spec('Reason on every new frame instead (no rate, change or '
+                                      'interval rule, no back-off): per-image commands, '
+                                      '`replay --describe-every-frame`.')
     pair_buffer_size: int = spec('Frames (and detections) kept to pair them by stamp and '
                                  'to answer questions about recent frames.', low=1, high=1000)
     vqa_queue_size: int = spec('ask_scene requests waiting at most; more get an immediate '

@@ -4,11 +4,12 @@ PerceptionPipeline: Frame -> DetectionSet                              (percepti
 ScenePipeline:      per frame:  rule alerts, scene-change detection     (scene_node)
                     per reasoning step: MLLM verification/labels -> description ->
                     re-detection -> feedback alerts -> MLLM judgement
-Pipeline:           both in one process with a reasoning step on every frame
-                    (`mr-mllm describe`, replay, the evaluation).
+                    `schedule` (core.schedule) says when a step runs
+Pipeline:           both in one process, reasoning when the schedule says so, on the
+                    caller's clock (`mr-mllm describe`, replay, the evaluation).
 The nodes call these same objects, so a node and an offline replay cannot drift apart.
-`now_s` is the caller's clock for alert debounce/cooldown: monotonic time in a node, the
-message time in a replay (so a bag debounces as it did live).
+`now_s` is the caller's clock for the schedule and alert debounce/cooldown: monotonic time
+in a node, the message time in a replay (so a bag reasons and debounces as it did live).
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ import time
 from dataclasses import dataclass, field
 
 from .alerts import FEEDBACK_TYPES, PER_FRAME_TYPES, AlertEngine
-from .config import Config
+from .config import Config, with_changes
 from .detection import Detector, create_detector
+from .errors import MrMllmError
 from .evidence import with_evidence
 from .mllm import MllmBackend
 from .reinforce import Reinforcer
 from .scene import SceneReasoner
+from .schedule import ReasoningSchedule
 from .tracking import create_tracker
 from .types import Alert, Answer, Detection, DetectionSet, Frame, SceneDescription
 
@@ -73,7 +76,7 @@ class Reasoning:
 class ScenePipeline:
     """Everything scene_node does, without ROS. Thread-safety: `frame_alerts` and
     `scene_changed` run on the frame thread, `reason`/`answer` on MLLM threads; the
-    backend serialises inference and the alert engine locks itself."""
+    backend serialises inference, the alert engine and the schedule lock themselves."""
 
     def __init__(self, config: Config, *, backend: MllmBackend | None = None,
                  redetector: Detector | None = None):
@@ -86,8 +89,14 @@ class ScenePipeline:
         self.reinforcer = Reinforcer(config, self.reasoner.backend, self.reasoner.prompts,
                                      redetector) \
             if self.reasoner is not None and config.reinforce.enabled else None
+        self.schedule = ReasoningSchedule(config.scene, config.alerts)
         self._signature: tuple = ()
-        self._last_judgement_s: float | None = None
+
+    def fresh(self) -> 'ScenePipeline':
+        """A ScenePipeline on the same models with empty state (alert debounce and
+        cooldowns, scene-change memory, schedule): a new recording or camera."""
+        return ScenePipeline(self.config,
+                             backend=self.reasoner.backend if self.reasoner else None)
 
     @property
     def model_name(self) -> str:
@@ -139,26 +148,14 @@ class ScenePipeline:
         return Reasoning(refined, tuple(rejected), description, tuple(alerts))
 
     def _judge(self, frame: Frame, ds: DetectionSet, now_s: float) -> list[Alert]:
-        """The MLLM's "anything unusual or hazardous?" (alerts.mllm_judgement), at most
-        alerts.judgement_rate_hz; a reason is generated only when it can raise an alert."""
-        cfg = self.config.alerts
-        if not cfg.mllm_judgement or cfg.judgement_rate_hz <= 0:
-            return []
-        if self._last_judgement_s is not None and \
-                now_s - self._last_judgement_s < 1.0 / cfg.judgement_rate_hz:
-            return []
-        self._last_judgement_s = now_s
+        """The MLLM judgement through the mllm_judgement rule, when the schedule says."""
         rule = next((r for r in self.alerts.rules
                      if r.type == 'mllm_judgement' and r.enabled), None)
-        if rule is None:
+        if rule is None or not self.schedule.judgement_due(now_s):
             return []
-        backend = self.reasoner.backend
-        request = self.reasoner.prompts.judge(ds, frame.image if backend.sees_images else None)
-        p_yes = backend.yes_probability([request])[0]
-        reason = backend.generate(request).text.strip() \
-            if p_yes >= rule.params.get('min_probability', 0.5) else ''
+        p_yes, reason = self.reasoner.judge(frame, ds, rule.params['min_probability'])
         return self.alerts.judgement(ds, p_yes, reason, frame.stamp_ns, frame.frame_id,
-                                     backend.name, now_s=now_s)
+                                     self.reasoner.model_name, now_s=now_s)
 
     def stale_alerts(self, now_s: float, last_frame_s: float | None,
                      camera: str) -> list[Alert]:
@@ -168,6 +165,7 @@ class ScenePipeline:
     def answer(self, frame: Frame, ds: DetectionSet, question: str) -> Answer:
         if self.reasoner is None:
             raise ValueError('no MLLM configured (mllm.backend is none)')
+        self.schedule.note_question()
         return self.reasoner.answer(frame, ds, question)
 
     def close(self) -> None:
@@ -177,7 +175,8 @@ class ScenePipeline:
 
 @dataclass(frozen=True)
 class FrameResult:
-    """Everything the in-process pipeline produced for one frame."""
+    """Everything the in-process pipeline produced for one frame. `trigger`: why the
+    frame was reasoned on (core.schedule.TRIGGERS), None when it was not."""
 
     frame: Frame
     detections: DetectionSet
@@ -185,18 +184,21 @@ class FrameResult:
     description: SceneDescription | None = None
     alerts: tuple[Alert, ...] = ()
     timings_ms: dict = field(default_factory=dict)
+    trigger: str | None = None
 
 
 class Pipeline:
-    """Detection + scene pipeline in one process, reasoning on every frame:
-    `mr-mllm describe`, replay, evaluation."""
+    """Detection + scene pipeline in one process, reasoning when `scene.schedule` says:
+    `mr-mllm describe` and the per-image evaluations (scene.describe_every_frame), replay
+    and the alert evaluation (the live schedule, in message time)."""
 
     def __init__(self, config: Config, *, detector: Detector | None = None,
                  backend: MllmBackend | None = None, with_mllm: bool = True):
         self.config = config
         self.perception = PerceptionPipeline(config, detector)
-        self.scene = ScenePipeline(config if with_mllm else _without_mllm(config),
-                                   backend=backend if with_mllm else None)
+        self.scene = ScenePipeline(config if with_mllm else with_changes(
+            config, {'mllm.backend': 'none'}), backend=backend if with_mllm else None)
+        self._frames = 0  # the schedule's frame key
 
     @property
     def model_names(self) -> dict[str, str]:
@@ -205,25 +207,40 @@ class Pipeline:
             names['mllm'] = self.scene.model_name
         return names
 
+    def reset(self) -> None:
+        """Empty scene state (debounce, cooldowns, scene-change memory, schedule) on the
+        same models: the next frame starts a new recording."""
+        self.scene = self.scene.fresh()
+
     def process(self, frame: Frame, now_s: float | None = None,
                 describe: bool = True) -> FrameResult:
+        """Detect, rule alerts, and a reasoning step when the schedule says so (and
+        `describe`). Raises BackendError when that step fails (the schedule backs off)."""
         now_s = frame.stamp_ns / 1e9 if now_s is None else now_s
         t0 = time.perf_counter()
         ds = self.perception.detect(frame)
         t1 = time.perf_counter()
-        alerts = list(self.scene.frame_alerts(frame, ds, now_s))
-        self.scene.scene_changed(ds)
-        reasoning = self.scene.reason(frame, ds, now_s) if describe else Reasoning(ds)
+        scene = self.scene
+        alerts = list(scene.frame_alerts(frame, ds, now_s))
+        changed = scene.scene_changed(ds)
+        self._frames += 1
+        reasoning, trigger = Reasoning(ds), None
+        if describe and scene.reasoner is not None:
+            scene.schedule.note_frame(self._frames, changed, now_s)
+            trigger = scene.schedule.start(self._frames, now_s)
+        if trigger is not None:
+            try:
+                reasoning = scene.reason(frame, ds, now_s)
+            except MrMllmError:
+                scene.schedule.failed(now_s)
+                raise
+            scene.schedule.succeeded()
         alerts += reasoning.alerts
         t2 = time.perf_counter()
         return FrameResult(frame, ds, reasoning.refined, reasoning.description, tuple(alerts),
-                           {'perception': (t1 - t0) * 1e3, 'scene': (t2 - t1) * 1e3})
+                           {'perception': (t1 - t0) * 1e3, 'scene': (t2 - t1) * 1e3},
+                           trigger)
 
     def close(self) -> None:
         self.perception.close()
         self.scene.close()
-
-
-def _without_mllm(config: Config) -> Config:
-    from .config import with_changes
-    return with_changes(config, {'mllm.backend': 'none'})

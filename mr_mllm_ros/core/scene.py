@@ -1,4 +1,5 @@
-"""Scene reasoning on one frame: grounded description and visual question answering.
+"""Scene reasoning on one frame: grounded description, visual question answering and the
+MLLM judgement (every MLLM prompt of a reasoning step is built here or in core.reinforce).
 
 The same object serves scene_node, `mr-mllm describe`, the demo and replay: prompt from
 detections (core.prompts) -> grounding plan worded by the backend, or the backend's free
@@ -165,6 +166,18 @@ class SceneReasoner:
     def _finish(self, raw: str, allowed, detections: DetectionSet) -> GroundedText:
         grounded = parse_grounded(raw, allowed, [d.class_name for d in detections])
         return plan.finish(grounded, detections, self.vocabulary)
+
+    def judge(self, frame: Frame, detections: DetectionSet,
+              min_probability: float) -> tuple[float, str]:
+        """The "anything unusual or hazardous?" judgement: (P(yes), the model's short
+        reason). The reason is generated only when P(yes) >= min_probability, the only
+        case where it can be shown."""
+        image = frame.image if self.backend.sees_images else None
+        request = self.prompts.judge(detections, image)
+        p_yes = self.backend.yes_probability([request])[0]
+        reason = self.backend.generate(request).text.strip() if p_yes >= min_probability \
+            else ''
+        return p_yes, reason
 
     def close(self) -> None:
         self.backend.close()

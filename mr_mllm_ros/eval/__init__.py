@@ -9,6 +9,7 @@ datasets  COCO json, referring-expression JSONL (and RefCOCO pickles), alert lab
 report    JSON, markdown tables and a matplotlib PNG (Agg)
 grounding_floor  the template backend's descriptions of the same detections (the
           baseline `eval grounding` reports beside the MLLM)
-The command line is `mr-mllm eval detections|grounding|alerts` (mr_mllm_ros/app/eval.py);
-it runs the models through core.pipeline.Pipeline, the code path the nodes use.
+tasks     the procedures: run the models through core.pipeline.Pipeline (the code path
+          the nodes use) over a set, score, report
+The command line is `mr-mllm eval detections|grounding|alerts` (mr_mllm_ros/app/eval.py).
 """

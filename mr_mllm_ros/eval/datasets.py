@@ -31,7 +31,7 @@ import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -350,7 +350,23 @@ def iter_bag_images(bag: str | os.PathLike, topic: str | None = None,
                            np.ascontiguousarray(rgb))
 
 
-def write_bag(path: str | os.PathLike, topic: str, images: Sequence[np.ndarray],
+def photo_scenes(duration_s: float, rate_hz: float, scene_s: float,
+                 side: int = 320) -> Iterator[np.ndarray]:
+    """A camera made of the sample photos: each shown for `scene_s` s in turn (a scene
+    change at every switch), `duration_s` s at `rate_hz`, scaled to `side` px on the longer
+    side. For long-bag tests and benchmarks (write_bag takes it as its images)."""
+    photos = []
+    for name in SAMPLES:
+        rgb = load_sample(name)
+        scale = side / max(rgb.shape[:2])
+        photos.append(cv2.resize(rgb, (round(rgb.shape[1] * scale),
+                                       round(rgb.shape[0] * scale)),
+                                 interpolation=cv2.INTER_AREA))
+    for k in range(round(duration_s * rate_hz)):
+        yield photos[int(k / rate_hz // scene_s) % len(photos)]
+
+
+def write_bag(path: str | os.PathLike, topic: str, images: Iterable[np.ndarray],
               rate_hz: float = 10.0, frame_id: str = 'camera',
               compressed: bool = False) -> None:
     """A rosbag2 (sqlite3) of RGB images at `rate_hz`, stamps from 1 s: for tests and to

@@ -26,6 +26,7 @@ from typing import Callable
 from ..core.config import Config
 from ..core.errors import BagError
 from ..core.offline import OFFLINE_ENV, apply_offline_env
+from .processing import UnitProcessor
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,6 @@ class _ReplayWorker:
         apply_offline_env()
         import cv2
         cv2.setNumThreads(max(1, threads))  # one worker must not take every core
-        from .runner import UnitProcessor
         self.processor = UnitProcessor(config, describe=describe, every=every,
                                        thumb_side=thumb_side)
 

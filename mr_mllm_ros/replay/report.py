@@ -212,7 +212,7 @@ def write_report(out: Path, summary: dict, path: Path | None = None) -> Path:
          f'<header><h1>{title}</h1><div class="sub">{total} frames from '
          f'{len({s.bag for s in ordered})} bag(s), {n_alerts} alerts on '
          f'{len(alert_frames)} frames, {sum(s.descriptions for s in ordered)} descriptions'
-         f' &middot; generated {generated}'
+         f'{_calls(summary.get("mllm_calls"))} &middot; generated {generated}'
          '</div></header><main>']
     # Alerts first: they are what a reader came for (and what the screenshot test sees).
     h.append(f'<h2 id="alerts">Alerts ({n_alerts} on {len(alert_frames)} frames)</h2>')
@@ -300,6 +300,14 @@ def write_report(out: Path, summary: dict, path: Path | None = None) -> Path:
     tmp.write_text(''.join(h), encoding='utf-8')
     tmp.replace(target)
     return target
+
+
+def _calls(calls: dict | None) -> str:
+    """' (N MLLM reasoning steps: n change, n rate, ...)' of the summary, '' without."""
+    if not calls or not sum(calls.values()):
+        return ''
+    parts = ', '.join(f'{n} {_esc(k.replace("_", " "))}' for k, n in calls.items() if n)
+    return f' ({sum(calls.values())} MLLM reasoning steps: {parts})'
 
 
 def _even_sample(items: list, n: int) -> list:

@@ -1,15 +1,19 @@
-"""Replay orchestration: plan work units, run the core Pipeline on each frame, write.
+"""Replay orchestration: plan work units, run them (processing.py; serially or as Ray
+tasks, ray_fanout.py), write the outputs.
 
 Work is split into *units*: one (bag, image topic, time segment). Units are processed in
 a fixed order - bags by path, then topic, then time - each with fresh scene state (alert
-debounce/cooldown, scene-change memory; loaded models are kept), so a unit's results
-depend on that unit alone. That is what makes the Ray fan-out (ray_fanout.py, one task
-per unit) write a results.jsonl identical to the serial run's, timings aside; it also
-means alert debounce starts afresh at every segment boundary (`segment_s`, 300 s by
-default; 0 = never split) and at every topic, as it does in a node per camera.
+debounce/cooldown, scene-change memory, reasoning schedule; loaded models are kept), so a
+unit's results depend on that unit alone. That is what makes the Ray fan-out write a
+results.jsonl identical to the serial run's, timings aside; it also means alert debounce
+and the schedule start afresh at every segment boundary (`segment_s`; 0 = never split)
+and at every topic, as they do in a node per camera.
 
-Per frame: `Pipeline.process(frame, now_s=<log time in s>)`, the same object the nodes
-run, so the bag debounces as it did live. `every` keeps every N-th message of a unit.
+MLLM reasoning follows the live schedule (core.schedule) in message time: a step on
+change, at `scene.description_rate_hz`, never closer than the minimum interval; every
+record says what triggered its step (`trigger`), and summary.json, run.json and the
+report count them (`mllm_calls`). `scene.describe_every_frame` (`--describe-every-frame`)
+reasons on every frame instead. A resumed unit's schedule starts again at the resume point.
 """
 
 from __future__ import annotations
@@ -21,27 +25,27 @@ import shutil
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
-import cv2
-
-from ..core.annotate import draw_detections
 from ..core.config import Config
 from ..core.errors import BagError, MrMllmError
-from ..core.pipeline import Pipeline, ScenePipeline
-from ..core.types import Box, DetectionSet, Frame
+from ..core.pipeline import Pipeline
+from ..core.schedule import TRIGGERS
 from . import outputs as o
-from .bag_reader import NS, BagInfo, ReadLog, decode, header_of, iter_raw, open_bag, reason_key
+from .bag_reader import NS, BagInfo, ReadLog, open_bag
 from .memory_db import write_memory_db
+from .processing import Unit, UnitProcessor, UnitResult
+from .ray_fanout import run_units_on_ray
 
 log = logging.getLogger(__name__)
-TRACK_IDS_PER_UNIT = 1_000_000
 
 
 @dataclass(frozen=True)
 class ReplayOptions:
+    """What to replay and how; the defaults here are the command line's too."""
+
     bags: tuple[str, ...]
     out: str
     topics: tuple[str, ...] | None = None  # None: every Image/CompressedImage topic
@@ -52,7 +56,7 @@ class ReplayOptions:
     segment_s: float = 300.0
     thumb_side: int = 320
     restart: bool = False
-    progress: bool | None = None  # None: when stderr is a terminal
+    progress: bool | None = None  # None: a bar on a terminal, else a line per N frames
 
     def fingerprint(self, config: Config) -> dict:
         """What must not change between a run and its resume in the same folder."""
@@ -60,29 +64,8 @@ class ReplayOptions:
                 'start_s': self.start_s, 'end_s': self.end_s, 'segment_s': self.segment_s}
 
 
-@dataclass(frozen=True)
-class Unit:
-    bag: str
-    topic: str
-    start_ns: int | None
-    stop_ns: int | None
-    segment: int
-    estimate: int  # frames expected (progress bar only)
-
-
-@dataclass
-class FrameOutput:
-    record: dict
-    thumbnail: bytes | None = None
-    evidence: dict = field(default_factory=dict)  # evidence/ file name -> alert JPEG
-
-
-@dataclass
-class UnitResult:
-    unit: Unit
-    outputs: list[FrameOutput]
-    problems: list[str]
-    messages_read: int
+#: ReplayOptions' defaults by field name (for the command line).
+OPTION_DEFAULTS = {f.name: f.default for f in fields(ReplayOptions)}
 
 
 @dataclass
@@ -98,6 +81,7 @@ class ReplayResult:
     result_bags: dict = field(default_factory=dict)
     interrupted: bool = False
     wall_s: float = 0.0
+    mllm_calls: dict = field(default_factory=dict)  # trigger -> reasoning steps
 
 
 # ------------------------------------------------------------------------------ plan
@@ -124,119 +108,6 @@ def plan_units(infos: list[BagInfo], options: ReplayOptions) -> list[Unit]:
                 est = count * share * (b - a) / max(hi - lo, 1) / options.every
                 units.append(Unit(info.path, topic, a, b, k, max(1, round(est))))
     return units
-
-
-# ------------------------------------------------------------------------ processing
-
-class UnitProcessor:
-    """Runs units through one Pipeline (models loaded once; scene state per unit). The
-    same class runs in the serial loop and inside every Ray worker."""
-
-    def __init__(self, config: Config, *, describe: bool = True, every: int = 1,
-                 thumb_side: int = 320, pipeline: Pipeline | None = None):
-        self.config = config
-        self.every = max(1, int(every))
-        self.thumb_side = thumb_side
-        self.pipeline = pipeline if pipeline is not None else Pipeline(config,
-                                                                       with_mllm=describe)
-        self.models = dict(self.pipeline.model_names)
-
-    def close(self) -> None:
-        self.pipeline.close()
-
-    def _fresh_scene_state(self) -> None:
-        # A new ScenePipeline on the same MLLM backend: alert debounce, cooldowns and the
-        # scene-change memory start empty; no model is reloaded.
-        old = self.pipeline.scene
-        backend = old.reasoner.backend if old.reasoner is not None else None
-        self.pipeline.scene = ScenePipeline(old.config, backend=backend)
-
-    def run(self, unit: Unit, info: BagInfo, done: Counter | None = None,
-            readlog: ReadLog | None = None) -> Iterator[FrameOutput]:
-        """FrameOutputs of the unit's frames that `done` does not already count."""
-        done = done if done is not None else Counter()
-        readlog = readlog if readlog is not None else ReadLog()
-        self._fresh_scene_state()
-        # Track ids restart per unit, in a range of the unit's own: Ray-identical, unique.
-        self.pipeline.perception.reset_tracking(unit.segment * TRACK_IDS_PER_UNIT + 1)
-        previous_classes: frozenset | None = None
-        index = -1
-        for raw in iter_raw(info, [unit.topic], unit.start_ns, unit.stop_ns, readlog):
-            index += 1
-            if index % self.every:
-                continue
-            head = header_of(raw.data)
-            key = (info.path, raw.topic, raw.log_time_ns, head[0] if head else None)
-            if done.get(key, 0) > 0:
-                done[key] -= 1
-                continue
-            output = self.process(info.path, raw, head, previous_classes)
-            if output.record['status'] == 'ok':
-                previous_classes = frozenset(
-                    d['class_name'] for d in output.record['detections']['items'])
-            yield output
-
-    def process(self, bag: str, raw, head: tuple[int, str] | None,
-                previous_classes: frozenset | None) -> FrameOutput:
-        """One message: decode, Pipeline.process, the results.jsonl record (+ thumbnail
-        when something happened). `head`: header_of(raw.data), the frame's identity."""
-        t0 = time.perf_counter()
-        msg = decode(raw, max_pixels=self.config.max_image_pixels)
-        decode_ms = (time.perf_counter() - t0) * 1e3
-        record = {'bag': bag, 'topic': raw.topic, 'log_time_ns': raw.log_time_ns,
-                  'stamp_ns': head[0] if head else None, 'frame_id': msg.frame_id,
-                  'msgtype': raw.msgtype, 'encoding': msg.encoding, 'width': msg.width,
-                  'height': msg.height}
-        if not msg.ok:
-            record.update(status='skipped', stage='decode', error=msg.error,
-                          reason=reason_key(msg.error), timings_ms={'decode': decode_ms})
-            return FrameOutput(record)
-        try:
-            result = self.pipeline.process(msg.frame, now_s=raw.log_time_ns / NS)
-        except MrMllmError as e:  # a backend failure on this frame: count it, go on
-            record.update(status='skipped', stage='pipeline', error=str(e),
-                          reason=reason_key(str(e)), timings_ms={'decode': decode_ms})
-            return FrameOutput(record)
-        described = result.description is not None
-        alerts, evidence = o.alerts_json(record, result.alerts)
-        record.update(
-            status='ok', models=self.models,
-            detections=o.detection_set_json(result.detections),
-            refined=o.detection_set_json(result.refined)
-            if described and result.refined is not None else None,
-            description=o.description_json(result.description) if described else None,
-            alerts=alerts,
-            timings_ms={'decode': decode_ms, **result.timings_ms})
-        classes = frozenset(d.class_name for d in result.detections)
-        thumb = None
-        if result.alerts or described or classes != previous_classes:
-            shown = result.refined if described and result.refined is not None \
-                else result.detections
-            flagged = {d for a in result.alerts for d in a.detections}
-            highlight = {i for i, d in enumerate(shown) if d in flagged}
-            thumb = thumbnail(msg.frame, shown, highlight, self.thumb_side)
-        return FrameOutput(record, thumb, evidence)
-
-    def run_unit(self, unit: Unit, info: BagInfo, done: Counter | None = None) -> UnitResult:
-        readlog = ReadLog()
-        outs = list(self.run(unit, info, done, readlog))
-        return UnitResult(unit, outs, readlog.problems, readlog.messages_read)
-
-
-def thumbnail(frame: Frame, ds: DetectionSet, highlight: set[int], side: int) -> bytes:
-    """JPEG of the frame scaled to `side` px on its longer side, boxes drawn (highlighted:
-    the objects an alert is about)."""
-    h, w = frame.image.shape[:2]
-    scale = side / max(h, w)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    small = cv2.resize(frame.image, size, interpolation=cv2.INTER_AREA if scale < 1
-                       else cv2.INTER_NEAREST)
-    scaled = ds.with_detections(d.replace(box=Box(d.box.x1 * scale, d.box.y1 * scale,
-                                                  d.box.x2 * scale, d.box.y2 * scale))
-                                for d in ds)
-    drawn = draw_detections(small, scaled, highlight or None)
-    ok, jpg = cv2.imencode('.jpg', drawn[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 80])
-    return jpg.tobytes() if ok else b''
 
 
 # ---------------------------------------------------------------------------- driver
@@ -269,9 +140,9 @@ def _check_fingerprint(out: Path, fingerprint: dict) -> None:
     run_file = out / o.RUN_FILE
     has_results = (out / o.RESULTS).exists() and (out / o.RESULTS).stat().st_size > 0
     if has_results and run_file.exists():
-        previous = json.loads(run_file.read_text())
         fp = json.loads(json.dumps(fingerprint))
-        changed = sorted(_diff(previous, fp))
+        previous = json.loads(run_file.read_text())
+        changed = sorted(_diff({k: previous.get(k) for k in fp}, fp))
         if changed:
             raise BagError(
                 f'{out} holds results of a run with other settings (changed: '
@@ -331,8 +202,7 @@ def run_replay(options: ReplayOptions, config: Config, *, pipeline: Pipeline | N
                         f'no image topic {", ".join(missing)} in this bag')
         units = plan_units(infos, options)
         by_path = {i.path: i for i in infos}
-        progress = options.progress if options.progress is not None else sys.stderr.isatty()
-        bar = _progress_bar(sum(u.estimate for u in units), progress)
+        bar = _progress_bar(sum(u.estimate for u in units), options.progress)
         writer = o.OutputWriter(out)
 
         def emit(ur: UnitResult) -> None:
@@ -350,7 +220,6 @@ def run_replay(options: ReplayOptions, config: Config, *, pipeline: Pipeline | N
         result.resumed_frames = sum(done.values())
         try:
             if ray is not None:
-                from .ray_fanout import run_units_on_ray
                 run_units_on_ray(units, by_path, config, options, done, emit,
                                  progress=bar, **ray)
             else:
@@ -392,6 +261,7 @@ def _finalize(out: Path, result: ReplayResult, bag_reports: dict, infos: list[Ba
     from .foxglove_outputs import write_foxglove_outputs
     from .report import write_report
     storages = {i.path: i.storage for i in infos}
+    triggers: Counter = Counter()  # MLLM reasoning steps by what started them
     for rec in o.iter_results(out / o.RESULTS):
         if rec['bag'] not in storages:  # a bag of an earlier run into this folder
             try:
@@ -401,6 +271,8 @@ def _finalize(out: Path, result: ReplayResult, bag_reports: dict, infos: list[Ba
                 storages[rec['bag']] = 'sqlite3'
         if rec['bag'] in bag_reports:
             result.frames += 1
+            if rec.get('trigger'):
+                triggers[rec['trigger']] += 1
             if rec.get('status') == 'ok':
                 result.frames_ok += 1
             else:
@@ -417,7 +289,13 @@ def _finalize(out: Path, result: ReplayResult, bag_reports: dict, infos: list[Ba
             report['foxglove'] = foxglove[path]
         result.problems += [p for p in report['problems'] if p not in result.problems]
     result.bags = list(bag_reports.values())
+    result.mllm_calls = {k: triggers.get(k, 0) for k in (*TRIGGERS, 'question')}
+    run_file = out / o.RUN_FILE
+    if run_file.exists():
+        o.write_json_atomic(run_file, {**json.loads(run_file.read_text()),
+                                       'mllm_calls': result.mllm_calls})
     summary = {'bags': result.bags, 'frames': result.frames, 'frames_ok': result.frames_ok,
+               'mllm_calls': result.mllm_calls,
                'new_frames': result.new_frames, 'resumed_frames': result.resumed_frames,
                'skipped': result.skipped, 'interrupted': result.interrupted,
                'options': {'topics': options.topics, 'start_s': options.start_s,
@@ -425,6 +303,10 @@ def _finalize(out: Path, result: ReplayResult, bag_reports: dict, infos: list[Ba
                            'describe': options.describe, 'segment_s': options.segment_s}}
     o.write_json_atomic(out / o.SUMMARY, summary)
     write_report(out, summary)
+
+
+#: Without a terminal, the progress is one log line per this many frames.
+PROGRESS_LINE_FRAMES = 1000
 
 
 class _NoBar:
@@ -435,9 +317,28 @@ class _NoBar:
         pass
 
 
-def _progress_bar(total: int, enabled: bool):
-    if not enabled:
+class _ProgressLines(_NoBar):
+    """A log line (frames, rate, ETA) every PROGRESS_LINE_FRAMES frames: for logs."""
+
+    def __init__(self, total: int):
+        self.total, self.n, self.t0 = total, 0, time.monotonic()
+
+    def update(self, n: int = 1) -> None:
+        before, self.n = self.n, self.n + n
+        if self.n // PROGRESS_LINE_FRAMES > before // PROGRESS_LINE_FRAMES:
+            rate = self.n / max(time.monotonic() - self.t0, 1e-9)
+            left = max(self.total - self.n, 0) / rate
+            log.info('replay: %d/~%d frames, %.1f frames/s, ETA %.0f s', self.n, self.total,
+                     rate, left)
+
+
+def _progress_bar(total: int, enabled: bool | None):
+    """A tqdm bar (frames, rate, ETA) when enabled, or by default on a terminal; by
+    default elsewhere, log lines; `enabled` False: nothing."""
+    if enabled is False:
         return _NoBar()
+    if enabled is None and not sys.stderr.isatty():
+        return _ProgressLines(total)
     from tqdm import tqdm
     return tqdm(total=total, unit='frame', file=sys.stderr, dynamic_ncols=True,
                 smoothing=0.1, desc='replay')

@@ -1,0 +1,156 @@
+"""One replay work unit through the core Pipeline: the per-frame path shared by the serial
+run (runner.py) and every Ray worker (ray_fanout.py).
+
+A unit is (bag, image topic, time segment). Each starts with fresh scene state (alert
+debounce/cooldown, scene-change memory, reasoning schedule; loaded models are kept), so
+its results depend on that unit alone. Per frame: `Pipeline.process(frame, now_s=<log
+time in s>)`, the object the nodes run: the bag is reasoned on (core.schedule) and
+debounced in message time, as it was live. `every` keeps every N-th message of a unit.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import cv2
+
+from ..core.annotate import draw_detections
+from ..core.config import Config
+from ..core.errors import MrMllmError
+from ..core.pipeline import Pipeline
+from ..core.types import Box, DetectionSet, Frame
+from . import outputs as o
+from .bag_reader import NS, BagInfo, ReadLog, decode, header_of, iter_raw, reason_key
+
+TRACK_IDS_PER_UNIT = 1_000_000
+
+@dataclass(frozen=True)
+class Unit:
+    bag: str
+    topic: str
+    start_ns: int | None
+    stop_ns: int | None
+    segment: int
+    estimate: int  # frames expected (progress bar only)
+
+
+@dataclass
+class FrameOutput:
+    record: dict
+    thumbnail: bytes | None = None
+    evidence: dict = field(default_factory=dict)  # evidence/ file name -> alert JPEG
+
+
+@dataclass
+class UnitResult:
+    unit: Unit
+    outputs: list[FrameOutput]
+    problems: list[str]
+    messages_read: int
+
+
+class UnitProcessor:
+    """Runs units through one Pipeline (models loaded once; scene state per unit)."""
+
+    def __init__(self, config: Config, *, describe: bool = True, every: int = 1,
+                 thumb_side: int = 320, pipeline: Pipeline | None = None):
+        self.config = config
+        self.every = max(1, int(every))
+        self.thumb_side = thumb_side
+        self.pipeline = pipeline if pipeline is not None else Pipeline(config,
+                                                                       with_mllm=describe)
+        self.models = dict(self.pipeline.model_names)
+
+    def close(self) -> None:
+        self.pipeline.close()
+
+    def run(self, unit: Unit, info: BagInfo, done: Counter | None = None,
+            readlog: ReadLog | None = None) -> Iterator[FrameOutput]:
+        """FrameOutputs of the unit's frames that `done` does not already count."""
+        done = done if done is not None else Counter()
+        readlog = readlog if readlog is not None else ReadLog()
+        self.pipeline.reset()
+        # Track ids restart per unit, in a range of the unit's own: Ray-identical, unique.
+        self.pipeline.perception.reset_tracking(unit.segment * TRACK_IDS_PER_UNIT + 1)
+        previous_classes: frozenset | None = None
+        index = -1
+        for raw in iter_raw(info, [unit.topic], unit.start_ns, unit.stop_ns, readlog):
+            index += 1
+            if index % self.every:
+                continue
+            head = header_of(raw.data)
+            key = (info.path, raw.topic, raw.log_time_ns, head[0] if head else None)
+            if done.get(key, 0) > 0:
+                done[key] -= 1
+                continue
+            output = self.process(info.path, raw, head, previous_classes)
+            if output.record['status'] == 'ok':
+                previous_classes = frozenset(
+                    d['class_name'] for d in output.record['detections']['items'])
+            yield output
+
+    def process(self, bag: str, raw, head: tuple[int, str] | None,
+                previous_classes: frozenset | None) -> FrameOutput:
+        """One message: decode, Pipeline.process, the results.jsonl record (+ thumbnail
+        when something happened). `head`: header_of(raw.data), the frame's identity."""
+        t0 = time.perf_counter()
+        msg = decode(raw, max_pixels=self.config.max_image_pixels)
+        decode_ms = (time.perf_counter() - t0) * 1e3
+        record = {'bag': bag, 'topic': raw.topic, 'log_time_ns': raw.log_time_ns,
+                  'stamp_ns': head[0] if head else None, 'frame_id': msg.frame_id,
+                  'msgtype': raw.msgtype, 'encoding': msg.encoding, 'width': msg.width,
+                  'height': msg.height}
+        if not msg.ok:
+            record.update(status='skipped', stage='decode', error=msg.error,
+                          reason=reason_key(msg.error), timings_ms={'decode': decode_ms})
+            return FrameOutput(record)
+        try:
+            result = self.pipeline.process(msg.frame, now_s=raw.log_time_ns / NS)
+        except MrMllmError as e:  # a backend failure on this frame: count it, go on
+            record.update(status='skipped', stage='pipeline', error=str(e),
+                          reason=reason_key(str(e)), timings_ms={'decode': decode_ms},
+                          trigger=self.pipeline.scene.schedule.last_trigger)
+            return FrameOutput(record)
+        described = result.description is not None
+        alerts, evidence = o.alerts_json(record, result.alerts)
+        record.update(
+            status='ok', models=self.models,
+            detections=o.detection_set_json(result.detections),
+            refined=o.detection_set_json(result.refined)
+            if described and result.refined is not None else None,
+            description=o.description_json(result.description) if described else None,
+            alerts=alerts, trigger=result.trigger,
+            timings_ms={'decode': decode_ms, **result.timings_ms})
+        classes = frozenset(d.class_name for d in result.detections)
+        thumb = None
+        if result.alerts or described or classes != previous_classes:
+            shown = result.refined if described and result.refined is not None \
+                else result.detections
+            flagged = {d for a in result.alerts for d in a.detections}
+            highlight = {i for i, d in enumerate(shown) if d in flagged}
+            thumb = thumbnail(msg.frame, shown, highlight, self.thumb_side)
+        return FrameOutput(record, thumb, evidence)
+
+    def run_unit(self, unit: Unit, info: BagInfo, done: Counter | None = None) -> UnitResult:
+        readlog = ReadLog()
+        outs = list(self.run(unit, info, done, readlog))
+        return UnitResult(unit, outs, readlog.problems, readlog.messages_read)
+
+
+def thumbnail(frame: Frame, ds: DetectionSet, highlight: set[int], side: int) -> bytes:
+    """JPEG of the frame scaled to `side` px on its longer side, boxes drawn (highlighted:
+    the objects an alert is about)."""
+    h, w = frame.image.shape[:2]
+    scale = side / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    small = cv2.resize(frame.image, size, interpolation=cv2.INTER_AREA if scale < 1
+                       else cv2.INTER_NEAREST)
+    scaled = ds.with_detections(d.replace(box=Box(d.box.x1 * scale, d.box.y1 * scale,
+                                                  d.box.x2 * scale, d.box.y2 * scale))
+                                for d in ds)
+    drawn = draw_detections(small, scaled, highlight or None)
+    ok, jpg = cv2.imencode('.jpg', drawn[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 80])
+    return jpg.tobytes() if ok else b''
