@@ -164,18 +164,18 @@ def test_answer_prefix_as_continued_assistant_message(server):
     assert body['add_generation_prompt'] is False
 
 
-def test_scene_reasoner_grounded_description(server):
+def test_scene_reasoner_grounded_answer(server):
     config = make_config(server.url)
     reasoner = SceneReasoner(config, make_backend(server.url))
     server.push(reply('<ground>A man</ground><objects><obj0></objects> walks '
                       '<ground>a dog</ground><objects><obj1></objects>.'))
     frame, dets = scene()
-    desc = reasoner.describe(frame, dets)
-    g = desc.grounded_text
+    answer = reasoner.answer(frame, dets, 'What is happening?')
+    g = answer.grounded_text
     assert g.grounded, g.problems
     assert g.text == 'A man walks a dog.'
     assert [(p.text, p.indices) for p in g.phrases] == [('A man', (0,)), ('a dog', (1,))]
-    assert desc.mllm_model == reasoner.model_name
+    assert answer.mllm_model == reasoner.model_name
     req = server.requests[0]
     assert req.json['max_tokens'] == config.mllm.max_new_tokens
     assert 'You see the camera image' in req.messages[0]['content']  # sees_images prompt
@@ -186,11 +186,10 @@ def test_scene_reasoner_grounded_description(server):
 
 def test_scene_reasoner_drops_reference_to_missing_object(server):
     reasoner = SceneReasoner(make_config(server.url), make_backend(server.url))
-    # No leading <ground> (the server does not force the answer prefix): prepended.
-    server.push(reply('A man</ground><objects><obj7></objects> stands near '
+    server.push(reply('<ground>A man</ground><objects><obj7></objects> stands near '
                       '<ground>a dog</ground><objects><obj1></objects>.'))
     frame, dets = scene()
-    g = reasoner.describe(frame, dets).grounded_text
+    g = reasoner.answer(frame, dets, 'What is happening?').grounded_text
     assert g.grounded is False
     assert 7 not in g.cited_indices()
     assert [(p.text, p.indices) for p in g.phrases] == [('a dog', (1,))]

@@ -96,11 +96,16 @@ class PerceptionConfig:
 class MllmConfig:
     backend: str = spec('MLLM backend: transformers_vlm (sees the image), transformers_llm '
                         '(text LLM that sees the image only through the perception prompt), '
-                        'openai (any OpenAI-compatible server), none (detection only).',
-                        choices=('transformers_vlm', 'transformers_llm', 'openai', 'none'),
+                        'llama_cpp (a GGUF text LLM on llama.cpp; needs llama-cpp-python), '
+                        'openai (any OpenAI-compatible server), template (no model: '
+                        'grounded sentences from the detections and their positions), none '
+                        '(detection only).',
+                        choices=('transformers_vlm', 'transformers_llm', 'llama_cpp', 'openai',
+                                 'template', 'none'),
                         read_only=True)
     model: str = spec('transformers: a local folder (relative = in models_dir) or a hub id '
-                      '(needs HF_HUB_OFFLINE=0 and network); openai: the served model name.',
+                      '(needs HF_HUB_OFFLINE=0 and network); llama_cpp: a .gguf file '
+                      '(relative = in models_dir); openai: the served model name.',
                       read_only=True)
     device: str = spec('transformers device: cpu, cuda or cuda:N.', read_only=True)
     dtype: str = spec('Weights dtype; auto = float32 on CPU, bfloat16 on GPUs that support '
@@ -120,10 +125,22 @@ class MllmConfig:
                               low=0.0, high=2.0)
     repetition_penalty: float = spec('>1 discourages loops in small models.', low=1.0,
                                      high=2.0)
+    no_repeat_ngram_size: int = spec('A reply may not repeat an n-gram of its own tokens '
+                                     '(grounding markup excepted): stops repetition loops. '
+                                     '0 = off (transformers and llama_cpp backends).',
+                                     low=0, high=64)
+    connector_max_tokens: int = spec('Token limit of each stretch of words the model writes '
+                                     'between the planned grounded phrases of a description '
+                                     'or count/presence answer.', low=1, high=256)
+    llama_threads: int = spec('llama_cpp: CPU threads (0 = all cores).', low=0, high=512,
+                              read_only=True)
+    llama_context: int = spec('llama_cpp: context window in tokens.', low=256, high=131072,
+                              read_only=True)
     constrained_decoding: bool = spec('Make references to objects that are not in the '
-                                      'prompt impossible to generate (transformers backends).')
+                                      'prompt impossible to generate (transformers and '
+                                      'llama_cpp backends).')
     kv_reuse: bool = spec('Keep the KV cache of the fixed prompt prefix (system prompt and '
-                          'examples) across frames (transformers_llm).')
+                          'examples) across frames (transformers_llm, llama_cpp).')
     prompt_template: str = spec('Prompt template: a name in mr_mllm_ros/prompts '
                                 '(e.g. scene_v1) or a path to a template YAML.')
     max_objects: int = spec('At most this many detections go into a prompt (highest scores '

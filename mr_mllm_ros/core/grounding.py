@@ -201,21 +201,15 @@ class ReferenceAutomaton:
         return state
 
 
-class _TokenTable:
-    """Per-tokenizer token strings, indexed for the mask computations."""
+class TokenTable:
+    """Token strings of one vocabulary, indexed for the mask computations. Built from a
+    transformers tokenizer (`token_table`) or from any list of strings (llama.cpp)."""
 
-    def __init__(self, tokenizer):
+    def __init__(self, strings: Sequence[str], special_ids: Iterable[int] = ()):
         import numpy as np
-        vocab_size = len(tokenizer)
-        tokens = tokenizer.convert_ids_to_tokens(list(range(vocab_size)))
-        strings = []
-        for t in tokens:
-            try:
-                strings.append(tokenizer.convert_tokens_to_string([t]) if t is not None else '')
-            except Exception:  # a token some tokenizers cannot render alone
-                strings.append('')
-        self.strings = strings
-        self.size = vocab_size
+        self.strings = list(strings)
+        self.size = len(self.strings)
+        strings = self.strings
         self.has_lt = np.array([i for i, s in enumerate(strings) if '<' in s], dtype=np.int64)
         first_digit_or_gt = [i for i, s in enumerate(strings) if s[:1].isdigit() or s[:1] == '>']
         self.digit_or_gt = np.array(first_digit_or_gt, dtype=np.int64)
@@ -226,111 +220,150 @@ class _TokenTable:
         # Tokens that would end a sentence or the reply: not allowed inside an open
         # <ground> phrase (the phrase must be closed and cited first).
         enders = {i for i, s in enumerate(strings) if '.' in s}
-        enders |= set(getattr(tokenizer, 'all_special_ids', []) or [])
+        enders |= {i for i in special_ids if 0 <= i < self.size}
         self.enders = np.array(sorted(enders), dtype=np.int64)
+        #: markup and digit tokens: n-grams made only of these may repeat (core.ngram_guard)
+        self.markup = frozenset(i for i, s in enumerate(strings) if s and _is_markup(s))
+        self._containing: dict[frozenset, frozenset] = {}
+
+    def containing(self, chars: Iterable[str]) -> frozenset[int]:
+        """Ids of the tokens whose text holds any of `chars` (cached per set)."""
+        key = frozenset(chars)
+        found = self._containing.get(key)
+        if found is None:
+            found = self._containing[key] = frozenset(
+                i for i, s in enumerate(self.strings) if any(c in s for c in key))
+        return found
 
 
-_TABLES: dict[int, _TokenTable] = {}
+_MARKUP_CHARS = set('<>/0123456789')
+
+
+def _is_markup(token: str) -> bool:
+    t = token.strip()
+    return bool(t) and (set(t) <= _MARKUP_CHARS or t in ('ground', 'objects', 'obj')
+                        or t.strip('<>/') in ('ground', 'objects', 'obj'))
+
+
+def _hf_token_strings(tokenizer) -> list[str]:
+    tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    strings = []
+    for t in tokens:
+        try:
+            strings.append(tokenizer.convert_tokens_to_string([t]) if t is not None else '')
+        except Exception:  # a token some tokenizers cannot render alone
+            strings.append('')
+    return strings
+
+
+_TABLES: dict[int, TokenTable] = {}
 _TABLES_LOCK = threading.Lock()
 
 
-def token_table(tokenizer) -> _TokenTable:
+def token_table(tokenizer) -> TokenTable:
+    """The (cached) table of a transformers tokenizer."""
     key = id(tokenizer)
     with _TABLES_LOCK:
         table = _TABLES.get(key)
         if table is None or table.size != len(tokenizer):
-            table = _TokenTable(tokenizer)
+            table = TokenTable(_hf_token_strings(tokenizer),
+                               getattr(tokenizer, 'all_special_ids', []) or [])
             _TABLES[key] = table
         return table
 
 
-class ObjectReferenceLogitsProcessor:
-    """transformers LogitsProcessor: at every step, tokens that would complete or extend an
-    invalid `<objN>` get -inf; while a `<ground>` phrase is open, so do tokens that would
-    end the sentence or the reply ('.', EOS), so phrases get closed and cited. Masks are
-    cached per automaton state, so the steady-state cost is one tensor index per step.
+class ReferenceConstraint:
+    """The allowed next tokens of ONE generated sequence, framework-neutral: tokens that
+    would complete or extend an invalid `<objN>` are banned; while a `<ground>` phrase is
+    open, so are tokens that would end the sentence or the reply ('.', EOS), so phrases
+    get closed and cited. Masks (numpy bool, True = allowed) are cached per automaton
+    state, so the steady-state cost is one lookup per step.
 
-    scores: (batch, vocab) float; input_ids: (batch, seq). `prompt_length` is where the
-    generated text starts; `initial_text` is forced reply text already in the prompt (the
-    answer prefix), fed to the automaton first."""
+    `prompt_length` is where the generated tokens start in the ids given to `allowed`;
+    `initial_text` is forced reply text already in the prompt (the answer prefix)."""
 
-    _cache_lock = threading.Lock()
-
-    def __init__(self, tokenizer, allowed: Iterable[int], prompt_length: int,
+    def __init__(self, table: TokenTable, allowed: Iterable[int], prompt_length: int,
                  initial_text: str = '', cache_size: int = 256):
         self.automaton = ReferenceAutomaton(allowed)
-        self.table = token_table(tokenizer)
-        self.prompt_length = prompt_length
-        self._initial = self.automaton.feed('', initial_text) or ''
-        self._initial_text = initial_text
-        self._states: list[str] = []
-        self._seen: list[int] = []
-        self._open: list[int] = []  # per row: open <ground> phrases (opened - closed)
-        self._tails: list[str] = []  # per row: last characters, to spot split tags
+        self.table = table
+        self._state = self.automaton.feed('', initial_text) or ''
+        self._seen = prompt_length
+        self._open = _open_ground_delta(initial_text)  # opened - closed <ground> phrases
+        self._tail = initial_text  # last characters, to spot tags split across tokens
         self._cache: OrderedDict = OrderedDict()
         self._cache_size = cache_size
-        self.steps = 0
 
     def _mask(self, state: str):
-        import torch
-        key = state
-        mask = self._cache.get(key)
+        import numpy as np
+        mask = self._cache.get(state)
         if mask is not None:
-            self._cache.move_to_end(key)
+            self._cache.move_to_end(state)
             return mask
         table, feed = self.table, self.automaton.feed
         strings = table.strings
         if len(state) > 4:  # mid-reference: only digits / '>' can continue
-            allowed = torch.zeros(table.size, dtype=torch.bool)
+            mask = np.zeros(table.size, dtype=bool)
             ok = [i for i in table.digit_or_gt.tolist() if feed(state, strings[i]) is not None]
-            allowed[ok] = True
+            mask[ok] = True
         else:
-            allowed = torch.ones(table.size, dtype=torch.bool)
+            mask = np.ones(table.size, dtype=bool)
             nxt = REF_PREFIX[len(state)] if len(state) < 4 else None
             candidates = set(table.has_lt.tolist())
             if state == '<obj':
                 candidates.update(table.digit_or_gt.tolist())
             elif nxt is not None and state:
                 candidates.update(table.by_first.get(nxt, []))
-            bad = [i for i in candidates if feed(state, strings[i]) is None]
-            allowed[bad] = False
-        self._cache[key] = allowed
+            mask[[i for i in candidates if feed(state, strings[i]) is None]] = False
+        self._cache[state] = mask
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
-        return allowed
+        return mask
+
+    def allowed(self, ids: Sequence[int]):
+        """(vocab,) bool mask of the next token after `ids` (prompt + generated so far),
+        or None when nothing would be allowed (never leave a row without a choice)."""
+        state, new_text = self._state, ''
+        for tok in ids[self._seen:]:
+            s = self.table.strings[tok] if 0 <= tok < self.table.size else ''
+            new_text += s
+            state = self.automaton.feed(state, s)
+            if state is None:  # cannot happen when this constraint chose every token
+                state = ''
+        self._state, self._seen = state, len(ids)
+        # Count tags in the tail + new text, minus those already counted in the tail.
+        tail = self._tail
+        self._open += _open_ground_delta(tail + new_text) - _open_ground_delta(tail)
+        self._tail = (tail + new_text)[-len(GROUND_CLOSE):]
+        mask = self._mask(state)
+        if self._open > 0:
+            mask = mask.copy()
+            mask[self.table.enders] = False
+        return mask if mask.any() else None
+
+
+class ObjectReferenceLogitsProcessor:
+    """transformers LogitsProcessor applying a ReferenceConstraint to every batch row:
+    disallowed tokens get -inf. scores: (batch, vocab) float; input_ids: (batch, seq)."""
+
+    def __init__(self, tokenizer, allowed: Iterable[int], prompt_length: int,
+                 initial_text: str = ''):
+        self.table = token_table(tokenizer)
+        self._make = lambda: ReferenceConstraint(self.table, allowed, prompt_length,
+                                                 initial_text)
+        self._rows: list[ReferenceConstraint] = []
+        self.steps = 0
 
     def __call__(self, input_ids, scores):
         import torch
-        batch = input_ids.shape[0]
-        if not self._states:
-            self._states = [self._initial] * batch
-            self._seen = [self.prompt_length] * batch
-            self._tails = [self._initial_text] * batch
-            self._open = [_open_ground_delta(self._initial_text)] * batch
-        for b in range(batch):
-            state = self._states[b]
-            new_text = ''
-            for tok in input_ids[b, self._seen[b]:].tolist():
-                s = self.table.strings[tok] if tok < self.table.size else ''
-                new_text += s
-                state = self.automaton.feed(state, s)
-                if state is None:  # cannot happen when this processor chose every token
-                    state = ''
-            self._states[b] = state
-            self._seen[b] = input_ids.shape[1]
-            # Count tags in the tail + new text, minus those already counted in the tail.
-            tail = self._tails[b]
-            self._open[b] += _open_ground_delta(tail + new_text) - _open_ground_delta(tail)
-            self._tails[b] = (tail + new_text)[-len(GROUND_CLOSE):]
-            allowed = self._mask(state)
-            if self._open[b] > 0:
-                allowed = allowed.clone()
-                allowed[self.table.enders] = False
-            if not bool(allowed.any()):
-                continue  # never leave a row without a choice
-            n = min(self.table.size, scores.shape[1])
-            row = scores[b, :n]
-            scores[b, :n] = torch.where(allowed[:n].to(row.device), row,
-                                        torch.full_like(row, float('-inf')))
+        if not self._rows:
+            self._rows = [self._make() for _ in range(input_ids.shape[0])]
+        n = min(self.table.size, scores.shape[1])
+        for b, row in enumerate(self._rows):
+            mask = row.allowed(input_ids[b].tolist())
+            if mask is None:
+                continue
+            allowed = torch.from_numpy(mask[:n]).to(scores.device)
+            scores[b, :n] = torch.where(allowed, scores[b, :n],
+                                        torch.full_like(scores[b, :n], float('-inf')))
         self.steps += 1
         return scores

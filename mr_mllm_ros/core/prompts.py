@@ -80,15 +80,20 @@ def load_template(name_or_path: str) -> PromptTemplate:
         raise ConfigError(f'prompt template {path} is malformed: missing or wrong {e}') from e
 
 
-def position_words(box, width: int, height: int) -> str:
-    """'left bottom, large': coarse region words a text-only LLM can repeat (LION's
-    region-level knowledge, made explicit), from the box centre and area share."""
+def region_words(box, width: int, height: int) -> str:
+    """'left bottom', 'center': the image third the box centre falls in."""
     cx, cy = box.center
     horiz = ('left', 'center', 'right')[min(2, int(3 * cx / max(width, 1)))]
     vert = ('top', '', 'bottom')[min(2, int(3 * cy / max(height, 1)))]
+    return f'{horiz}{" " + vert if vert else ""}'
+
+
+def position_words(box, width: int, height: int) -> str:
+    """'left bottom, large': coarse region words a text-only LLM can repeat (LION's
+    region-level knowledge, made explicit), from the box centre and area share."""
     share = box.area / max(width * height, 1)
     size = 'small' if share < 0.05 else 'medium' if share < 0.25 else 'large'
-    return f'{horiz}{" " + vert if vert else ""}, {size}'
+    return f'{region_words(box, width, height)}, {size}'
 
 
 _CONTROL = re.compile(r'[\x00-\x08\x0b-\x1f\x7f]')

@@ -2,7 +2,9 @@
 MLLM judgement (every MLLM prompt of a reasoning step is built here or in core.reinforce).
 
 The same object serves scene_node, `mr-mllm describe`, the demo and replay: prompt from
-detections (core.prompts) -> backend -> grounding parser (core.grounding).
+detections (core.prompts) -> grounding plan worded by the backend, or the backend's free
+answer -> grounding parser (core.grounding) -> finishing checks (core.grounding_plan), so
+every published phrase names the objects it cites.
 
 With `fusion.adapter_path` set, a trained shared-query fusion adapter (core.fusion) turns
 the frame and the prompt's detections into K soft tokens for every description and
@@ -19,10 +21,12 @@ import time
 from pathlib import Path
 
 from .config import Config
+from . import grounding_plan as plan
 from .grounding import parse_grounded
 from .mllm import MllmBackend, create_backend
 from .prompts import PromptBuilder, PromptTemplate, load_template
 from .types import Answer, DetectionSet, Frame, GroundedText, SceneDescription
+from .vocabulary import load_vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +65,7 @@ class SceneReasoner:
                 template = load_template(self.fusion.config.prompt_template)
         self.prompts = PromptBuilder(template, config.mllm, self.backend.count_tokens,
                                      self.backend.sees_images)
+        self.vocabulary = load_vocabulary()
         #: what outputs say about the adapter ('' = prompt-only)
         self.fusion_adapter = config.fusion.adapter_path if self.fusion is not None else ''
 
@@ -103,9 +108,17 @@ class SceneReasoner:
             return SceneDescription(GroundedText(NO_OBJECTS_TEXT, NO_OBJECTS_TEXT),
                                     detections, detections.model_name,
                                     f'none ({self.model_name} not called: no detections)')
-        gen = self.backend.generate(request)
-        grounded = parse_grounded(gen.text, request.extra['object_indices'],
-                                  [d.class_name for d in detections])
+        chosen = request.extra['object_indices']
+        if chosen:
+            raw, gens = plan.word_plan(self.backend, request,
+                                       plan.plan_mentions(detections, chosen, self.vocabulary),
+                                       detections, self.vocabulary,
+                                       self.config.mllm.connector_max_tokens)
+            gen = plan.merge_generations(gens)
+        else:  # a VLM with no detections: its own words, nothing to cite
+            gen = self.backend.generate(request)
+            raw = gen.text
+        grounded = self._finish(raw, chosen, detections)
         timings = dict(gen.timings_ms)
         if soft is not None:
             timings['fusion'] = (t_fusion - t0) * 1e3
@@ -115,17 +128,44 @@ class SceneReasoner:
                                 gen.prompt_tokens, gen.generated_tokens, timings)
 
     def answer(self, frame: Frame | None, detections: DetectionSet, question: str) -> Answer:
+        """Count and presence questions are answered from the detections (the plan cites
+        them, the model words the rest); other questions get the model's free answer,
+        finished so it is one grounded sentence (the template describes the objects the
+        question names, else all)."""
         t0 = time.perf_counter()
         soft = self.soft_tokens(frame, detections, question)
         request = self.prompts.answer(detections, question,
                                       frame.image if frame is not None else None,
                                       soft_tokens=soft)
-        gen = self.backend.generate(request)
-        grounded = parse_grounded(gen.text, request.extra['object_indices'],
-                                  [d.class_name for d in detections])
+        chosen = request.extra['object_indices']
+        counted = plan.count_question(question, detections, self.vocabulary)
+        if counted is not None and not counted.indices:
+            text = plan.no_objects_sentence(counted)
+            grounded = GroundedText(text, text)
+        elif counted is not None or not getattr(self.backend, 'writes_text', True):
+            if counted is None:
+                named = self.vocabulary.mentioned_classes(
+                    question, sorted({detections[i].class_name for i in chosen}))
+                indices = [i for i in chosen if detections[i].class_name in named] or chosen
+            else:
+                indices = counted.indices
+            mentions = plan.plan_mentions(detections, indices, self.vocabulary,
+                                          counted=counted is not None
+                                          and counted.kind == 'count')
+            lead = 'Yes, ' if counted is not None and counted.kind == 'presence' else ''
+            raw, _ = plan.word_plan(self.backend, request, mentions, detections,
+                                    self.vocabulary, self.config.mllm.connector_max_tokens,
+                                    lead)
+            grounded = self._finish(raw, indices, detections)
+        else:
+            grounded = self._finish(self.backend.generate(request).text, chosen, detections)
         model = self.model_name if soft is None \
             else f'{self.model_name} + fusion adapter {self.fusion_adapter}'
         return Answer(question, grounded, detections, model, time.perf_counter() - t0)
+
+    def _finish(self, raw: str, allowed, detections: DetectionSet) -> GroundedText:
+        grounded = parse_grounded(raw, allowed, [d.class_name for d in detections])
+        return plan.finish(grounded, detections, self.vocabulary)
 
     def judge(self, frame: Frame, detections: DetectionSet,
               min_probability: float) -> tuple[float, str]:

@@ -7,6 +7,8 @@ metrics   pure functions (no ROS, no models): box matching at IoU 0.5, per-class
 datasets  COCO json, referring-expression JSONL (and RefCOCO pickles), alert labels over
           image sequences or rosbag2 recordings; `sample:<name>` images
 report    JSON, markdown tables and a matplotlib PNG (Agg)
+grounding_floor  the template backend's descriptions of the same detections (the
+          baseline `eval grounding` reports beside the MLLM)
 tasks     the procedures: run the models through core.pipeline.Pipeline (the code path
           the nodes use) over a set, score, report
 The command line is `mr-mllm eval detections|grounding|alerts` (mr_mllm_ros/app/eval.py).

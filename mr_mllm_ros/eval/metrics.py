@@ -27,47 +27,23 @@ from __future__ import annotations
 import contextlib
 import io
 import math
-import re
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Hashable, Iterable, Mapping, Sequence
 
-from ..core.labels import DARKNET_TO_COCO
+from ..core import vocabulary
 from ..core.types import box_iou as iou
 
 IOU_THRESHOLD = 0.5
 
 Box = tuple[float, float, float, float]
 
-#: Words a grounded phrase may use for a COCO class besides its name (and plurals of
-#: all of them); deliberately short: only unambiguous everyday words.
-PHRASE_SYNONYMS = {
-    'person': ('people', 'man', 'woman', 'boy', 'girl', 'child', 'kid', 'human', 'lady',
-               'guy', 'pedestrian', 'someone', 'astronaut', 'photographer', 'officer'),
-    'bicycle': ('bike', 'cycle'),
-    'motorcycle': ('motorbike', 'motor bike', 'bike', 'scooter'),
-    'airplane': ('aeroplane', 'plane', 'aircraft', 'jet'),
-    'couch': ('sofa',),
-    'tv': ('television', 'tvmonitor', 'tv monitor', 'monitor', 'screen'),
-    'dining table': ('table', 'diningtable'),
-    'potted plant': ('plant', 'pottedplant', 'houseplant'),
-    'cell phone': ('phone', 'mobile phone', 'smartphone'),
-    'cup': ('mug',),
-    'laptop': ('computer', 'notebook'),
-    'sports ball': ('ball',),
-}
-
-_IRREGULAR_PLURALS = {'man': 'men', 'woman': 'women', 'child': 'children', 'person': 'people',
-                      'knife': 'knives', 'mouse': 'mice', 'sheep': 'sheep',
-                      'scissors': 'scissors', 'skis': 'skis'}
-
 
 def canonical_class(name: str, class_map: Mapping[str, str] | None = None) -> str:
     """'MotorBike' -> 'motorcycle', 'dining_table' -> 'dining table'; then `class_map`
     (e.g. a dataset's own names -> COCO's, or everything -> 'object')."""
-    n = ' '.join(str(name).strip().lower().replace('_', ' ').split())
-    n = DARKNET_TO_COCO.get(n, n)
+    n = vocabulary.canonical_class(name)
     if class_map:
         n = class_map.get(n, class_map.get('*', n))
     return n
@@ -281,36 +257,11 @@ def referring_scores(outcomes: Sequence[ReferringOutcome],
     }
 
 
-def _plural(word: str) -> str:
-    *head, last = word.split(' ')
-    if last in _IRREGULAR_PLURALS:
-        last = _IRREGULAR_PLURALS[last]
-    elif last.endswith(('s', 'x', 'z', 'ch', 'sh')):
-        last += 'es'
-    elif last.endswith('y') and len(last) > 1 and last[-2] not in 'aeiou':
-        last = last[:-1] + 'ies'
-    else:
-        last += 's'
-    return ' '.join([*head, last])
-
-
-def class_words(class_name: str) -> set[str]:
-    """Every word (sequence) that names `class_name` in a phrase: the COCO name, its
-    Darknet spelling, PHRASE_SYNONYMS, and the plurals of all of them."""
-    c = canonical_class(class_name)
-    forms = {c, *PHRASE_SYNONYMS.get(c, ())}
-    forms |= {k for k, v in DARKNET_TO_COCO.items() if v == c}
-    return forms | {_plural(f) for f in forms}
-
-
-_WORD_RE = re.compile(r"[a-z]+")
-
-
 def class_in_phrase(class_name: str, phrase: str) -> bool:
-    """Whether the phrase names the class ('A motorbike' names motorcycle, 'two ties'
-    names tie, 'a bicycle' does not name motorcycle). Whole words only."""
-    text = f' {" ".join(_WORD_RE.findall(phrase.lower()))} '
-    return any(f' {w} ' in text for w in class_words(class_name))
+    """Whether the phrase names the class, by the one vocabulary (config/vocabulary.yaml):
+    'A motorbike' names motorcycle, 'two ties' names tie, 'a bicycle' does not name
+    motorcycle. Whole words only."""
+    return vocabulary.load_vocabulary().names(phrase, class_name)
 
 
 def phrase_class_agreement(citations: Iterable[tuple[str, str]]) -> dict:

@@ -162,18 +162,25 @@ def grounding_markdown(result: Mapping[str, Any]) -> str:
             [[r['image'], r['expression'],
               r['cited_class'] if r['cited_index'] is not None else NA,
               r['iou'], r['correct'], r['best_candidate_iou']] for r in ref['samples']]))
-    desc = result.get('descriptions')
-    if desc is not None:
-        a = desc['agreement']
-        out.append(table(['grounded descriptions', 'value'], [
-            ['images described', desc['images']],
-            ['descriptions that follow the grammar', desc['grounded']],
-            ['cited objects', a['citations']],
-            ['cited objects whose class the phrase names', a['share']]]))
-        if a['mismatches']:
-            out.append('Mismatches: ' + '; '.join(
-                f'"{m["phrase"]}" -> {m["class"]}' for m in a['mismatches']) + '.')
-        if desc.get('texts'):
+    desc, floor = result.get('descriptions'), result.get('descriptions_template')
+    if desc is not None or floor is not None:
+        # The MLLM's grounded descriptions beside the template baseline's (no model) of
+        # the same detections: the floor any model has to beat.
+        cols = ([('MLLM', desc)] if desc is not None else []) \
+            + ([(floor['model'], floor)] if floor is not None else [])
+        out.append(table(['grounded descriptions', *[c for c, _ in cols]], [
+            ['images described', *[d['images'] for _, d in cols]],
+            ['descriptions that follow the grammar', *[d.get('grounded', d['images'])
+                                                       for _, d in cols]],
+            ['cited objects', *[d['agreement']['citations'] for _, d in cols]],
+            ['cited objects whose class the phrase names',
+             *[d['agreement']['share'] for _, d in cols]]]))
+        for name, d in cols:
+            if d['agreement']['mismatches']:
+                out.append(f'Mismatches ({name}): ' + '; '.join(
+                    f'"{m["phrase"]}" -> {m["class"]}' for m in d['agreement']['mismatches'])
+                    + '.')
+        if desc is not None and desc.get('texts'):
             out.append('Descriptions:\n\n' + '\n'.join(
                 f'- {t["image"]}: `{t["raw"]}`' for t in desc['texts']))
     out.append(f'Models: {_models(result)}; protocol: {result.get("protocol", NA)}.')

@@ -25,7 +25,7 @@ from ..core.config import Config, with_changes
 from ..core.errors import ConfigError
 from ..core.pipeline import FrameResult, Pipeline
 from ..core.types import DetectionSet, Frame, Source
-from . import datasets, metrics, report
+from . import datasets, grounding_floor, metrics, report
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +234,7 @@ def run_grounding(config: Config, *, data: str | None, refer_file: str | None,
     by_image = list(_group_by_image(samples))
     pipeline = _open(config, with_mllm, per_image=True)
     with_mllm = pipeline.scene.reasoner is not None
-    outcomes, rows, citations, results, texts = [], [], [], [], []
+    outcomes, rows, citations, results, texts, described_sets = [], [], [], [], [], []
     described = grounded = 0
     try:
         for k, (image, group) in enumerate(by_image):
@@ -245,6 +245,7 @@ def run_grounding(config: Config, *, data: str | None, refer_file: str | None,
             results.append(result)
             ds = result.refined if result.refined is not None else result.detections
             sd = result.description
+            described_sets.append(sd.detections if sd is not None else ds)
             if sd is not None and not sd.mllm_model.startswith('none'):
                 described += 1
                 grounded += int(sd.grounded_text.grounded)
@@ -284,6 +285,8 @@ def run_grounding(config: Config, *, data: str | None, refer_file: str | None,
                                'agreement': metrics.phrase_class_agreement(citations),
                                'texts': texts}
               if with_mllm else None,
+              'descriptions_template': grounding_floor.template_descriptions(config,
+                                                                             described_sets),
               'timing': _timing(results)}
     return result, report.grounding_markdown(result), []
 

@@ -66,9 +66,7 @@ class TextLlmHost(_FrozenHost):
         self.vision_fn = None
         eos = self.tokenizer.eos_token_id
         self.eos = eos[0] if isinstance(eos, list) else eos
-        prefix_text = backend.chat_text(prompts.prefix('answer'), False)
-        self.prefix_ids = backend.encode(prefix_text)
-        self._prefix_kv = None
+        self.prefix_ids, _ = backend.prefix_kv(prompts.prefix('answer'))
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)['input_ids']
@@ -82,13 +80,12 @@ class TextLlmHost(_FrozenHost):
         return self.encode(text)
 
     def _prefix(self) -> tuple[int, list]:
-        """(P, [(k, v)] per layer of the shared prefix, batch 1), computed once."""
-        if self._prefix_kv is None:
-            ids = torch.tensor([self.prefix_ids], device=self.device)
-            with torch.no_grad():
-                out = self.model(input_ids=ids, use_cache=True)
-            self._prefix_kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
-        return len(self.prefix_ids), self._prefix_kv
+        """(P, [(k, v)] per layer of the shared prefix, batch 1): the backend's prefix KV
+        cache (P = 0 when the backend could not cache it)."""
+        ids, cache = self.backend.prefix_kv(self.prompts.prefix('answer'))
+        if cache is None:
+            return 0, []
+        return len(ids), [(layer.keys, layer.values) for layer in cache.layers]
 
     def _cache(self, kv, rows=None):
         from transformers import DynamicCache

@@ -20,6 +20,12 @@ def create_backend(config: Config) -> MllmBackend | None:
     if backend == 'transformers_vlm':
         from .transformers_vlm import TransformersVlmBackend
         return TransformersVlmBackend(config)
+    if backend == 'template':
+        from .template_backend import TemplateBackend
+        return TemplateBackend(config)
+    if backend == 'llama_cpp':
+        from .llama_cpp_backend import LlamaCppBackend
+        return LlamaCppBackend(config)
     if backend == 'openai':
         from .openai_backend import OpenAiBackend
         return OpenAiBackend(config)

@@ -118,18 +118,47 @@ def generation_kwargs(config: Config, tokenizer, max_new_tokens: int) -> dict:
 
 
 def request_generation_kwargs(config: Config, tokenizer, request, prompt_length: int) -> dict:
-    """generate() arguments for one MllmRequest: decoding settings, stop strings, and the
-    constrained-decoding processor when the request restricts object references."""
+    """generate() arguments for one MllmRequest: decoding settings, stop strings, the
+    constrained-decoding processor when the request restricts object references, and the
+    n-gram repetition guard (mllm.no_repeat_ngram_size)."""
     kwargs = generation_kwargs(config, tokenizer, request.max_new_tokens)
-    if request.stop:
+    if request.stop and all(len(s) == 1 for s in request.stop):
+        # One-character stops ('.', '<'): a token-set check. transformers' stop_strings
+        # re-embeds the whole vocabulary on every call (~1-4 s on a CPU here).
+        from ..grounding import token_table
+        kwargs['stopping_criteria'] = [StopOnTokens(
+            token_table(tokenizer).containing(request.stop), prompt_length)]
+    elif request.stop:
         kwargs.update(stop_strings=list(request.stop), tokenizer=tokenizer)
+    processors = []
     if request.allowed_indices is not None:
-        from transformers import LogitsProcessorList
-
         from ..grounding import ObjectReferenceLogitsProcessor
-        kwargs['logits_processor'] = LogitsProcessorList([ObjectReferenceLogitsProcessor(
-            tokenizer, request.allowed_indices, prompt_length, request.answer_prefix)])
+        processors.append(ObjectReferenceLogitsProcessor(
+            tokenizer, request.allowed_indices, prompt_length, request.answer_prefix))
+    if config.mllm.no_repeat_ngram_size:
+        from ..grounding import token_table
+        from ..ngram_guard import NgramLogitsProcessor
+        processors.append(NgramLogitsProcessor(config.mllm.no_repeat_ngram_size,
+                                               prompt_length, token_table(tokenizer).markup))
+    if processors:
+        from transformers import LogitsProcessorList
+        kwargs['logits_processor'] = LogitsProcessorList(processors)
     return kwargs
+
+
+class StopOnTokens:
+    """transformers stopping criterion: a row is done once it generated one of `ids`.
+    input_ids: (batch, seq) -> (batch,) bool."""
+
+    def __init__(self, ids: frozenset[int], prompt_length: int):
+        self.ids = ids
+        self.prompt_length = prompt_length
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+        done = [input_ids.shape[1] > self.prompt_length and int(row[-1]) in self.ids
+                for row in input_ids]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
 def release_cuda_memory() -> None:

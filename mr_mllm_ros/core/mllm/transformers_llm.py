@@ -106,26 +106,35 @@ class TransformersLlmBackend(hf_common.SoftTokenInput):
         rows = torch.cat([s for s in softs if s is not None])
         return hf_common.insert_soft_tokens(embeds, mask, rows)
 
-    def _cached_prefix(self, request: MllmRequest, full_ids: list[int]):
-        """(number of cached tokens, a private copy of their KV cache) or (0, None)."""
-        if not (self.config.mllm.kv_reuse and request.prefix):
-            return 0, None
-        key = self._chat_text(request.prefix, False)
+    def prefix_kv(self, prefix: Sequence[ChatMessage]):
+        """(token ids, KV cache or None) of a fixed prompt prefix, computed once and kept
+        (the one prefix KV cache: generation and the fusion trainer share it). The cache
+        is None when the prefix does not tokenize the same alone and inside a prompt (the
+        template merges tokens across the boundary). Read-only: copy before appending."""
+        key = self._chat_text(prefix, False)
         entry = self._prefix_cache.get(key)
         if entry is None:
             import torch
             ids = self._encode(key)
-            if full_ids[:len(ids)] != ids or len(ids) >= len(full_ids):
-                entry = (ids, None)  # the template merges tokens across the boundary
-            else:
-                with torch.inference_mode():
-                    out = self.model(torch.tensor([ids], device=self.device), use_cache=True)
-                entry = (ids, out.past_key_values)
-            self._prefix_cache[key] = entry
+            probe = self._encode(self._chat_text([*prefix, ChatMessage('user', 'x')], True))
+            cache = None
+            if probe[:len(ids)] == ids and len(ids) < len(probe):
+                # no_grad, not inference_mode: the fusion trainer backpropagates through
+                # activations computed on top of these tensors.
+                with torch.no_grad():
+                    cache = self.model(torch.tensor([ids], device=self.device),
+                                       use_cache=True).past_key_values
+            entry = self._prefix_cache[key] = (ids, cache)
             if len(self._prefix_cache) > 8:
                 self._prefix_cache.popitem(last=False)
-        ids, cache = entry
-        if cache is None or full_ids[:len(ids)] != ids:
+        return entry
+
+    def _cached_prefix(self, request: MllmRequest, full_ids: list[int]):
+        """(number of cached tokens, a private copy of their KV cache) or (0, None)."""
+        if not (self.config.mllm.kv_reuse and request.prefix):
+            return 0, None
+        ids, cache = self.prefix_kv(request.prefix)
+        if cache is None or full_ids[:len(ids)] != ids or len(ids) >= len(full_ids):
             return 0, None
         self.kv_hits += 1
         # generate() appends to the cache it is given: hand it a copy.
