@@ -25,6 +25,7 @@ def pipeline(default_config):
 
 @pytest.mark.parametrize('sample', ['motorcycle', 'camera', 'grace_hopper'])
 def test_description_cites_only_detections_of_the_frame(pipeline, sample):
+    pipeline.reset()  # each photo is a scene of its own (as `describe` treats them)
     result = pipeline.process(Frame(load_sample(sample), 11, sample))
     ds, sd = result.detections, result.description
     assert len(ds) > 0, 'the offline detector finds an object in this photo'
@@ -39,6 +40,7 @@ def test_description_cites_only_detections_of_the_frame(pipeline, sample):
 
 
 def test_text_only_model_is_not_asked_about_an_empty_scene(pipeline):
+    pipeline.reset()
     result = pipeline.process(Frame(load_sample('chelsea'), 0, 'c'))
     assert len(result.detections) == 0
     assert result.description.text == NO_OBJECTS_TEXT

@@ -32,14 +32,8 @@ from .bag_sqlite import sqlite_messages, sqlite_stats
 
 #: one import for reading a bag (replay's runner, eval, benchmarks)
 __all__ = ['NS', 'BagInfo', 'BagMessage', 'RawMessage', 'ReadLog', 'TopicInfo', 'decode',
-           'detect_storage', 'header_of', 'iter_frames', 'iter_raw', 'open_bag', 'reason_key',
+           'detect_storage', 'header_of', 'iter_frames', 'iter_raw', 'open_bag',
            'storage_files']
-
-
-def reason_key(message: str) -> str:
-    """A stable counting key for an error message (numbers -> N), as the nodes count
-    rejected images in /diagnostics."""
-    return re.sub(r'\d+', 'N', message.split('\n', 1)[0])[:120]
 
 
 # ------------------------------------------------------------------------------ files

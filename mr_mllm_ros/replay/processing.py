@@ -23,7 +23,8 @@ from ..core.errors import MrMllmError
 from ..core.pipeline import Pipeline
 from ..core.types import Box, DetectionSet, Frame
 from . import outputs as o
-from .bag_reader import NS, BagInfo, ReadLog, decode, header_of, iter_raw, reason_key
+from ..core.errors import reason_key
+from .bag_reader import NS, BagInfo, ReadLog, decode, header_of, iter_raw
 
 TRACK_IDS_PER_UNIT = 1_000_000
 

@@ -80,6 +80,10 @@ class ModelLifecycleNode(LifecycleNode):
         super().destroy_node()
 
     def _on_worker_bug(self, e: BaseException) -> None:
+        if not self.context.ok():
+            # Ctrl-C / SIGTERM shut the context down before destroy_node stops our
+            # threads: a publish in that window fails, and that is no bug.
+            return
         self.get_logger().error(f'{self._worker.name} thread: {e!r}')
 
     def _publish_status(self, kind: str, configured: bool, ok_message: str, hardware_id: str,
