@@ -268,7 +268,15 @@ def test_no_adapter_means_prompt_only(backends):
     assert desc.fusion_adapter == '' and 'fusion' not in desc.timings_ms
     request = reasoner.prompts.describe(detections())
     assert request.soft_tokens is None and SOFT_TOKENS_MARKER not in request.user
-    assert desc.grounded_text.raw_text == backend.generate(request).text
+    # Descriptions are planned (core.grounding_plan): the plain request, worded by the
+    # backend, gives exactly the description.
+    from mr_mllm_ros.core import grounding_plan as plan
+    chosen = request.extra['object_indices']
+    raw, _ = plan.word_plan(backend, request,
+                            plan.plan_mentions(detections(), chosen, reasoner.vocabulary),
+                            detections(), reasoner.vocabulary,
+                            backend.config.mllm.connector_max_tokens)
+    assert desc.grounded_text.raw_text == reasoner._finish(raw, chosen, detections()).raw_text
 
 
 def test_adapter_for_another_model_is_refused(backends, tmp_path):

@@ -31,15 +31,17 @@ CLIENT_SCRIPT = Path(__file__).parent / 'vqa_load_client.py'
 IMMEDIATE_S = 2.0  # a `busy` must come back about at once (a loaded 2-core machine)
 
 
-def _rates(ros, dets, diag, seconds):
-    """(detections/s, scene frames paired/s) over the next `seconds`."""
-    def paired():
-        st = latest_status(diag, '/load/scene_node')
-        return int(st[1]['frames_paired']) if st else 0
-    n0, p0, t0 = len(dets), paired(), time.monotonic()
+def _paired(diag):
+    st = latest_status(diag, '/load/scene_node')
+    return int(st[1]['frames_paired']) if st else 0
+
+
+def _rates(dets, diag, sent, seconds):
+    """(detections/s, scene frames paired/s, camera frames/s) over the next `seconds`."""
+    n0, p0, s0, t0 = len(dets), _paired(diag), sent[0], time.monotonic()
     time.sleep(seconds)
     dt = time.monotonic() - t0
-    return (len(dets) - n0) / dt, (paired() - p0) / dt
+    return (len(dets) - n0) / dt, (_paired(diag) - p0) / dt, (sent[0] - s0) / dt
 
 
 def test_fifty_concurrent_questions_from_ten_processes(tmp_path):
@@ -56,6 +58,7 @@ def test_fifty_concurrent_questions_from_ten_processes(tmp_path):
                               descriptions, 180, every=15.0) is not None
 
         stop = threading.Event()
+        sent = [0]  # frames this test's camera published
 
         def camera():
             stamp, period = 1_000_000, 1.0 / CAMERA_HZ
@@ -63,6 +66,7 @@ def test_fifty_concurrent_questions_from_ten_processes(tmp_path):
             while not stop.is_set():
                 stamp += 1
                 pub.publish(conv.image_msg(photo, 'rgb8', stamp, 'cam'))
+                sent[0] += 1
                 next_t += period
                 time.sleep(max(0.0, next_t - time.monotonic()))
         cam = threading.Thread(target=camera, daemon=True)
@@ -70,7 +74,7 @@ def test_fifty_concurrent_questions_from_ten_processes(tmp_path):
         clients: list[subprocess.Popen] = []
         try:
             time.sleep(2.0)
-            idle = _rates(ros, dets, diag, IDLE_S)
+            idle = _rates(dets, diag, sent, IDLE_S)
             go = tmp_path / 'go'
             clients += [subprocess.Popen(
                 [sys.executable, str(CLIENT_SCRIPT), '/load/ask_scene', str(CALLS),
@@ -83,15 +87,22 @@ def test_fifty_concurrent_questions_from_ten_processes(tmp_path):
                 time.sleep(0.1)
             assert len(list(tmp_path.glob('ready_*'))) == CLIENTS
             time.sleep(1.0)  # client start-up load has passed
-            n_dets, n_desc = len(dets), len(descriptions)
+            n_dets, n_desc, n_sent = len(dets), len(descriptions), sent[0]
             st0 = latest_status(diag, '/load/scene_node')
             t0 = time.monotonic()
             go.touch()
-            outs = [c.communicate(timeout=TIMEOUT_S + 60) for c in clients]
+            # The window: from the go until every client has all its responses (their
+            # own shutdown afterwards is not the load under test).
+            while len(list(tmp_path.glob('done_*'))) < CLIENTS and \
+                    time.monotonic() - t0 < TIMEOUT_S + 30:
+                time.sleep(0.05)
             window = time.monotonic() - t0
+            n_dets_end, n_sent_end = len(dets), sent[0]
             st1 = latest_status(diag, '/load/scene_node')
-            loaded = ((len(dets) - n_dets) / window,
-                      (int(st1[1]['frames_paired']) - int(st0[1]['frames_paired'])) / window)
+            outs = [c.communicate(timeout=TIMEOUT_S + 60) for c in clients]
+            loaded = ((n_dets_end - n_dets) / window,
+                      (int(st1[1]['frames_paired']) - int(st0[1]['frames_paired'])) / window,
+                      (n_sent_end - n_sent) / window)
         finally:
             stop.set()
             cam.join()
@@ -113,8 +124,12 @@ def test_fifty_concurrent_questions_from_ten_processes(tmp_path):
     print(f'\n50 concurrent asks from {CLIENTS} processes: {len(answered)} answered '
           f'(wall p50 {latencies[len(latencies) // 2]:.1f} s, max {latencies[-1]:.1f} s), '
           f'{len(busy)} busy (max {max([r["wall_s"] for r in busy] or [0]):.2f} s), '
-          f'{len(timed_out)} timed out; window {window:.1f} s; detections/s idle '
-          f'{idle[0]:.2f} -> {loaded[0]:.2f}, scene frames paired/s {idle[1]:.2f} -> '
-          f'{loaded[1]:.2f}; descriptions in the window {len(descriptions) - n_desc}')
-    assert loaded[0] >= 0.9 * idle[0], (idle, loaded)
-    assert loaded[1] >= 0.9 * idle[1], (idle, loaded)
+          f'{len(timed_out)} timed out; window {window:.1f} s; camera {idle[2]:.2f} -> '
+          f'{loaded[2]:.2f} frames/s, detections/s {idle[0]:.2f} -> {loaded[0]:.2f}, scene '
+          f'frames paired/s {idle[1]:.2f} -> {loaded[1]:.2f}; descriptions in the window '
+          f'{len(descriptions) - n_desc}')
+    # The nodes keep their rate: the share of the camera's frames they handle stays within
+    # 10 % of idle. (Shares, not Hz: this test's own camera thread shares the 2 cores
+    # with everything else, and a frame it did not send is not the nodes' loss.)
+    for node in (0, 1):
+        assert loaded[node] / loaded[2] >= 0.9 * idle[node] / idle[2], (idle, loaded)

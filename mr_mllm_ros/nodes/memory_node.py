@@ -37,7 +37,7 @@ from ..ros.base_node import ModelLifecycleNode
 from ..ros.memory_conversions import alert_record_from_msg, fill_response
 from ..ros.node_runtime import run_node
 from ..ros.qos import ALERTS_QOS, RESULTS_QOS, SERVICE_QOS, image_input, image_qos
-from .scene_node import validate_question
+from ..core.schedule import validate_question
 
 NODE_NAME = 'memory_node'
 SECTIONS = ('memory',)
