@@ -201,6 +201,15 @@ class TransformersVlmBackend(hf_common.SoftTokenInput):
         """Image-processor kwargs that cap the image size (mllm.image_max_side)."""
         return self._image_kwargs
 
+    def _one_input(self, request: MllmRequest, soft):
+        """The model input of one request; a processor failure is a BackendError."""
+        try:
+            return self._inputs([request], softs=[soft])
+        except BackendError:
+            raise
+        except _RUNTIME_ERRORS as e:
+            raise BackendError(f'{self.name}: cannot build the model input: {e}') from e
+
     # ---------------------------------------------------------------- inference
     def generate(self, request: MllmRequest) -> Generation:
         import torch
@@ -209,12 +218,7 @@ class TransformersVlmBackend(hf_common.SoftTokenInput):
             if self.model is None:
                 raise BackendError(f'{self.name}: backend is closed')
             soft = self._soft(request)
-            try:
-                inputs = self._inputs([request], softs=[soft])
-            except BackendError:
-                raise
-            except _RUNTIME_ERRORS as e:
-                raise BackendError(f'{self.name}: cannot build the model input: {e}') from e
+            inputs = self._one_input(request, soft)
             prompt_length = int(inputs['input_ids'].shape[1])
             # An encoder-decoder's output is the decoder's: its start token, then the reply.
             reply_start = 1 if self.encoder_decoder else prompt_length
@@ -274,13 +278,7 @@ class TransformersVlmBackend(hf_common.SoftTokenInput):
                     return self._yes_from(inputs, softs)
             probs: list[float] = []
             for r, soft in zip(requests, softs):
-                try:
-                    inputs = self._inputs([r], softs=[soft])
-                except BackendError:
-                    raise
-                except _RUNTIME_ERRORS as e:
-                    raise BackendError(f'{self.name}: cannot build the model input: {e}') from e
-                probs += self._yes_from(inputs, [soft])
+                probs += self._yes_from(self._one_input(r, soft), [soft])
             return probs
 
     def _yes_from(self, inputs, softs) -> list[float]:
