@@ -83,6 +83,12 @@ def downscale(image: np.ndarray, max_side: int):
     return pil
 
 
+def _load_hint(error: Exception, config: Config) -> str:
+    if 'Unrecognized configuration class' in str(error):
+        return ' (a text-only model? use mllm.backend transformers_llm)'
+    return hf_common.load_error_hint(error, config)
+
+
 class TransformersVlmBackend(hf_common.SoftTokenInput):
     sees_images = True
     supports_soft_tokens = True
@@ -92,20 +98,9 @@ class TransformersVlmBackend(hf_common.SoftTokenInput):
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         cfg = config.mllm
-        source = hf_common.resolve_model_source(config)
-        hf_common.check_device(cfg.device)
-        dtype = hf_common.torch_dtype(config)
-        try:
-            self.processor = AutoProcessor.from_pretrained(
-                source, trust_remote_code=cfg.trust_remote_code)
-            self.model = AutoModelForImageTextToText.from_pretrained(
-                source, dtype=dtype, attn_implementation=cfg.attn_implementation,
-                **hf_common.load_kwargs(config))
-        except (OSError, ValueError, KeyError, TypeError, ImportError) as e:
-            hint = (' (a text-only model? use mllm.backend transformers_llm)'
-                    if 'Unrecognized configuration class' in str(e)
-                    else hf_common.load_error_hint(e, config))
-            raise ModelLoadError(f'cannot load VLM from {source}{hint}: {e}') from e
+        source, dtype, self.processor, self.model = hf_common.load_pretrained(
+            config, AutoProcessor, AutoModelForImageTextToText, 'VLM',
+            errors=(OSError, ValueError, KeyError, TypeError, ImportError), hint=_load_hint)
         self.tokenizer = getattr(self.processor, 'tokenizer', None)
         if self.tokenizer is None or getattr(self.processor, 'image_processor', None) is None:
             raise ModelLoadError(f'{source} has no image processor: not an image-text model '
