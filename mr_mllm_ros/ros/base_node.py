@@ -31,8 +31,13 @@ class ModelLifecycleNode(LifecycleNode):
             self.get_parameter(diagnostics_period_param).value, self._on_diagnostics_timer)
         self._worker: InferenceWorker | None = None  # see _start_worker
 
-    # subclasses: free everything configure created (called on cleanup and shutdown)
+    # subclasses: free everything configure created (called on cleanup and shutdown,
+    # after _stop_input)
     def _release(self) -> None:
+        raise NotImplementedError
+
+    # subclasses: drop the input that waits for the worker (deactivate, cleanup, shutdown)
+    def _drop_pending(self) -> None:
         raise NotImplementedError
 
     # subclasses: publish their status with self._publish_status(...)
@@ -44,6 +49,11 @@ class ModelLifecycleNode(LifecycleNode):
         # the rest take effect on the next frame through self._config.
         self._config = config
 
+    def _configured(self, summary: str) -> TransitionCallbackReturn:
+        self._last_error = ''
+        self.get_logger().info(f'configured: {summary}')
+        return TransitionCallbackReturn.SUCCESS
+
     def _configure_failed(self, error: Exception) -> TransitionCallbackReturn:
         self.get_logger().error(f'configure failed: {error}')
         self._last_error = str(error)
@@ -54,16 +64,26 @@ class ModelLifecycleNode(LifecycleNode):
             self.destroy_subscription(s)
         self._subs = []
 
+    def _stop_input(self) -> None:
+        self._unsubscribe()
+        self._drop_pending()
+
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         freeze_heap()  # the model is loaded: keep its objects out of the cyclic GC's walks
         return super().on_activate(state)
 
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_input()
+        return super().on_deactivate(state)
+
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_input()
         self._release()
         release_memory()
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_input()
         self._release()
         return TransitionCallbackReturn.SUCCESS
 
