@@ -107,11 +107,7 @@ class PerceptionNode(ModelLifecycleNode):
     # ---------------------------------------------------------------- data path
     def _on_image(self, camera: str, msg) -> None:
         self._last_image_time = time.monotonic()
-        try:
-            # Structure only (O(1)): garbage never displaces a valid frame in the slot.
-            conv.check_image_msg(msg, self._config.max_image_pixels)
-        except MrMllmError as e:
-            self._errors.add('image', str(e))
+        if not self._image_ok(msg):  # garbage never displaces a valid frame in the slot
             return
         self._slots.put(camera, (msg, self._last_image_time))
         self._worker.tick()

@@ -124,10 +124,7 @@ class SceneNode(ModelLifecycleNode):
     # -------------------------------------------------------------------- intake
     def _on_image(self, msg) -> None:
         self._last_frame_time = time.monotonic()
-        try:
-            conv.check_image_msg(msg, self._config.max_image_pixels)
-        except MrMllmError as e:
-            self._errors.add('image', str(e))
+        if not self._image_ok(msg):
             return
         pairs = self._pairs
         if pairs is not None and pairs.add_image(msg):

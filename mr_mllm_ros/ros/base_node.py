@@ -1,6 +1,6 @@
-"""What perception_node and scene_node share as lifecycle nodes: parameters declared
-from the config schema, /diagnostics on a timer that runs in every lifecycle state (an
-unconfigured node reports why), rejected-input bookkeeping, and freeing the model on
+"""What perception_node, scene_node and memory_node share as lifecycle nodes: parameters
+declared from the config schema, /diagnostics on a timer that runs in every lifecycle state
+(an unconfigured node reports why), rejected-input bookkeeping, and freeing the model on
 cleanup."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
 from ..core.config import Config
+from ..core.errors import MrMllmError
 from ..core.inference_worker import InferenceWorker
 from . import conversions as conv
 from .node_runtime import ErrorCounter, freeze_heap, release_memory
@@ -58,6 +59,16 @@ class ModelLifecycleNode(LifecycleNode):
         self.get_logger().error(f'configure failed: {error}')
         self._last_error = str(error)
         return TransitionCallbackReturn.FAILURE
+
+    def _image_ok(self, msg) -> bool:
+        """The image message's structure only (O(1), no decoding); a malformed one is
+        counted and logged as rejected."""
+        try:
+            conv.check_image_msg(msg, self._config.max_image_pixels)
+        except MrMllmError as e:
+            self._errors.add('image', str(e))
+            return False
+        return True
 
     def _unsubscribe(self) -> None:
         for s in self._subs:
