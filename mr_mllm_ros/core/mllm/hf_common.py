@@ -310,6 +310,8 @@ class SoftTokenInput:
     """What the transformers backends share about soft-token input (mixin: needs
     self.model and self.name)."""
 
+    supports_soft_tokens = True
+
     @property
     def hidden_size(self) -> int:
         return int(self.model.get_input_embeddings().weight.shape[1])

@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 
 class TransformersLlmBackend(hf_common.SoftTokenInput):
     sees_images = False
-    supports_soft_tokens = True
 
     def __init__(self, config: Config):
         import torch

@@ -91,7 +91,6 @@ def _load_hint(error: Exception, config: Config) -> str:
 
 class TransformersVlmBackend(hf_common.SoftTokenInput):
     sees_images = True
-    supports_soft_tokens = True
 
     def __init__(self, config: Config):
         import torch
