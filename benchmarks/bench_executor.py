@@ -120,6 +120,24 @@ def vga() -> np.ndarray:
     return cv2.resize(load_sample('camera'), (640, 480))
 
 
+def timed_trips(pub, back, image, count: int, timeout_s: float):
+    """Publish `image` `count` times (stamps 1000, 1001, ...), each after the previous
+    answer came back on `back`; returns ([(round trip ms, answer)], None), or (answers so
+    far, index of the first trip that got no answer within `timeout_s`)."""
+    answers = []
+    msg = conv.image_msg(image, 'rgb8', 0, 'cam')  # made once: not a hop
+    for i in range(count):
+        stamp = 1000 + i
+        msg.header.stamp = conv.ns_to_stamp(stamp)
+        t0 = time.perf_counter()
+        pub.publish(msg)
+        m = back.wait_for(lambda m, s=stamp: conv.stamp_to_ns(m.header.stamp) == s, timeout_s)
+        if m is None:
+            return answers, i
+        answers.append(((time.perf_counter() - t0) * 1e3, m))
+    return answers, None
+
+
 def echo_run(kind: str, work: str, trips: int, busy_ms: float, image) -> dict:
     env = dict(os.environ)
     proc = subprocess.Popen([sys.executable, __file__, '--echo-server', kind, '--work', work,
@@ -134,19 +152,11 @@ def echo_run(kind: str, work: str, trips: int, busy_ms: float, image) -> dict:
                 result['error'] = 'echo never answered'
                 return result
             time.sleep(0.5)  # let the warm-up's re-sends drain
-            overhead = []
-            msg = conv.image_msg(image, 'rgb8', 0, 'cam')  # made once: not a hop
-            for i in range(trips):
-                stamp = 1000 + i
-                msg.header.stamp = conv.ns_to_stamp(stamp)
-                t0 = time.perf_counter()
-                pub.publish(msg)
-                m = back.wait_for(lambda m, s=stamp: conv.stamp_to_ns(m.header.stamp) == s, 10)
-                if m is None:
-                    result['error'] = f'trip {i} lost'
-                    return result
-                overhead.append((time.perf_counter() - t0) * 1e3 - busy_ms)
-            result.update(stats(overhead))
+            answers, lost = timed_trips(pub, back, image, trips, 10)
+            if lost is not None:
+                result['error'] = f'trip {lost} lost'
+                return result
+            result.update(stats([rt - busy_ms for rt, _ in answers]))
     finally:
         proc.send_signal(2)
         try:
@@ -179,19 +189,12 @@ def node_run(frames: int, image) -> dict:
         time.sleep(0.5)
         gc.collect()
         gc.freeze()  # our own (client) GC pauses are not the node's overhead
-        overhead, trip = [], []
-        msg = conv.image_msg(image, 'rgb8', 0, 'cam')  # made once: not a hop
-        for i in range(frames):
-            stamp = 1000 + i
-            msg.header.stamp = conv.ns_to_stamp(stamp)
-            t0 = time.perf_counter()
-            pub.publish(msg)
-            m = dets.wait_for(lambda m, s=stamp: conv.stamp_to_ns(m.header.stamp) == s, 30)
-            if m is None:
-                return {'error': f'frame {i} lost'}
-            rt = (time.perf_counter() - t0) * 1e3
-            trip.append(rt)
-            overhead.append(rt - {t.stage: t.duration_ms for t in m.timings}['total'])
+        answers, lost = timed_trips(pub, dets, image, frames, 30)
+        if lost is not None:
+            return {'error': f'frame {lost} lost'}
+        trip = [rt for rt, _ in answers]
+        overhead = [rt - {t.stage: t.duration_ms for t in m.timings}['total']
+                    for rt, m in answers]
     return dict(stats(overhead), bare_detector_ms=round(bare_ms, 1),
                 round_trip_p50=round(float(np.percentile(trip, 50)), 1))
 

@@ -6,15 +6,14 @@ latest-frame slot per camera, served round-robin). scene_node per camera with
     ros2 launch mr_mllm_ros multi_camera.launch.py cameras:=front,rear,left
 """
 
-import os
-
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode
 
-from mr_mllm_ros.topology import DEFAULT_LOG_LEVEL, camera_list, plan_graph
+from mr_mllm_ros.launch_arguments import common_launch_entities
+from mr_mllm_ros.topology import camera_list, plan_graph
 
 
 def _nodes(context):
@@ -36,7 +35,7 @@ def _nodes(context):
 
 def generate_launch_description():
     share = get_package_share_directory('mr_mllm_ros')
-    return LaunchDescription([
+    return LaunchDescription(common_launch_entities(share) + [
         DeclareLaunchArgument('cameras', default_value='front,rear',
                               description='Comma-separated camera namespaces'),
         DeclareLaunchArgument('batched', default_value='false',
@@ -46,20 +45,5 @@ def generate_launch_description():
         DeclareLaunchArgument('memory', default_value='false',
                               description='Also start one memory_node for all cameras '
                                           '(query_memory service)'),
-        DeclareLaunchArgument('params_file',
-                              default_value=os.path.join(share, 'config', 'mr_mllm.yaml'),
-                              description='ROS 2 parameters file (see config/mr_mllm.yaml)'),
-        DeclareLaunchArgument('use_sim_time', default_value='false',
-                              description='Use /clock (bag replay, simulation)'),
-        DeclareLaunchArgument('log_level', default_value=DEFAULT_LOG_LEVEL,
-                              description='debug, info, warn, error'),
-        DeclareLaunchArgument('fastdds_profile',
-                              default_value=os.path.join(share, 'config',
-                                                         'fastdds_large_images.xml'),
-                              description='Fast DDS XML profile for large images (16 MiB '
-                                          'shared-memory segment); point it at your own '
-                                          'profile to replace it'),
-        SetEnvironmentVariable('FASTDDS_DEFAULT_PROFILES_FILE',
-                               LaunchConfiguration('fastdds_profile')),
         OpaqueFunction(function=_nodes),
     ])

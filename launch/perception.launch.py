@@ -9,16 +9,14 @@ a params file of your own lists only what it changes. Remap `image` to your came
 (e.g. `image:=/front_cam/color/image_raw`) with the `image_topic` argument.
 """
 
-import os
-
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
+from launch.actions import DeclareLaunchArgument
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode
 
-from mr_mllm_ros.topology import DEFAULT_LOG_LEVEL
+from mr_mllm_ros.launch_arguments import common_launch_entities
 
 
 def generate_launch_description():
@@ -27,27 +25,14 @@ def generate_launch_description():
         DeclareLaunchArgument('namespace', default_value='camera',
                               description='Camera namespace: topics are <ns>/image, '
                                           '<ns>/detections, ...'),
-        DeclareLaunchArgument('params_file',
-                              default_value=os.path.join(share, 'config', 'mr_mllm.yaml'),
-                              description='ROS 2 parameters file (see config/mr_mllm.yaml)'),
         DeclareLaunchArgument('image_topic', default_value='image',
                               description='Camera image topic the node subscribes to '
                                           '(relative names resolve in the namespace)'),
-        DeclareLaunchArgument('use_sim_time', default_value='false',
-                              description='Use /clock (bag replay, simulation)'),
-        DeclareLaunchArgument('log_level', default_value=DEFAULT_LOG_LEVEL,
-                              description='debug, info, warn, error'),
         DeclareLaunchArgument('scene', default_value='false',
                               description='Also start scene_node (descriptions, VQA, alerts)'),
         DeclareLaunchArgument('memory', default_value='false',
                               description='Also start memory_node (scene memory, '
                                           'query_memory service)'),
-        DeclareLaunchArgument('fastdds_profile',
-                              default_value=os.path.join(share, 'config',
-                                                         'fastdds_large_images.xml'),
-                              description='Fast DDS XML profile for large images (16 MiB '
-                                          'shared-memory segment); point it at your own '
-                                          'profile to replace it'),
     ]
     ns = LaunchConfiguration('namespace')
     common = dict(package='mr_mllm_ros', namespace=ns, output='screen',
@@ -65,7 +50,5 @@ def generate_launch_description():
                           **common)
     memory = LifecycleNode(executable='memory_node', name='memory_node',
                            condition=IfCondition(LaunchConfiguration('memory')), **common)
-    return LaunchDescription(args + [
-        SetEnvironmentVariable('FASTDDS_DEFAULT_PROFILES_FILE',
-                               LaunchConfiguration('fastdds_profile')),
-        perception, scene, memory])
+    return LaunchDescription(common_launch_entities(share) + args
+                             + [perception, scene, memory])

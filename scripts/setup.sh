@@ -16,30 +16,32 @@ hash_of() { cat "$@" 2>/dev/null | sha256sum | cut -d' ' -f1; }
 stamp_ok() { [ -f "$venv/.stamp-$1" ] && [ "$(cat "$venv/.stamp-$1")" = "$2" ]; }
 stamp_set() { echo "$2" >"$venv/.stamp-$1"; }
 
-# Headless Chromium renders replay reports in their tests (and for people); a system
-# package, so only where we may install one (root with apt-get, as in CI).
-if ! command -v chromium >/dev/null 2>&1; then
+# apt_install_for PACKAGE SECONDS PURPOSE SKIPPED: install a system package with apt-get
+# where we may (root with apt-get, as in CI); otherwise, or when that fails, log that
+# SKIPPED (the tests that need it are skipped).
+apt_install_for() {
+  local pkg="$1" seconds="$2" purpose="$3" skipped="$4"
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    log "installing chromium (apt-get, ~20 s) for the report screenshot tests"
-    apt-get install -y -q chromium >/dev/null 2>&1 || \
-      { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; } || \
-      log "could not install chromium: report screenshot tests will be skipped"
+    log "installing $pkg (apt-get, ~$seconds s) for $purpose"
+    apt-get install -y -q "$pkg" >/dev/null 2>&1 || \
+      { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q "$pkg" >/dev/null 2>&1; } || \
+      log "could not install $pkg: $skipped"
   else
-    log "chromium not found: report screenshot tests will be skipped (apt-get install chromium)"
+    log "$pkg not found: $skipped (apt-get install $pkg)"
   fi
+}
+
+# Headless Chromium renders replay reports in their tests (and for people).
+if ! command -v chromium >/dev/null 2>&1; then
+  apt_install_for chromium 20 "the report screenshot tests" \
+    "report screenshot tests will be skipped"
 fi
 
 # PostgreSQL: the scene memory's fleet store; its tests start a throwaway server of their
-# own (initdb + pg_ctl). A system package too, so only where we may install one.
+# own (initdb + pg_ctl).
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    log "installing postgresql (apt-get, ~30 s) for the scene-memory PostgreSQL tests"
-    apt-get install -y -q postgresql >/dev/null 2>&1 || \
-      { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q postgresql >/dev/null 2>&1; } || \
-      log "could not install postgresql: the PostgreSQL memory tests will be skipped"
-  else
-    log "postgresql not found: the PostgreSQL memory tests will be skipped (apt-get install postgresql)"
-  fi
+  apt_install_for postgresql 30 "the scene-memory PostgreSQL tests" \
+    "the PostgreSQL memory tests will be skipped"
 fi
 
 if [ ! -x "$venv/bin/python" ]; then

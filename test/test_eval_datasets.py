@@ -91,28 +91,27 @@ def test_transforms():
             datasets.apply_transform(img, bad)
 
 
-def test_bad_files_name_the_line(tmp_path):
+@pytest.mark.parametrize('loader, text, match', [
+    ('load_referring_jsonl',
+     '# comment\n{"image": "sample:coffee", "expression": "x", "bbox": [1, 2]}\n',
+     r'r.jsonl:2: bad box'),
+    ('load_referring_jsonl', '{"image": "sample:coffee", "bbox": [1, 2, 3, 4]}\n',
+     'expression'),
+    ('load_alert_sequence', '{"image": "sample:coffee", "repeat": 0}\n', 'repeat'),
+    ('load_alert_sequence', 'not json\n', ':1: not valid JSON'),
+    ('load_bag_alert_labels', '{"frames": [5, 2], "alerts": ["x"]}\n', 'frames'),
+    ('load_coco', '{"images": []}', 'not a COCO instances file'),
+])
+def test_bad_files_name_the_line(tmp_path, loader, text, match):
     p = tmp_path / 'r.jsonl'
-    p.write_text('# comment\n{"image": "sample:coffee", "expression": "x", "bbox": [1, 2]}\n')
-    with pytest.raises(ConfigError, match=r'r.jsonl:2: bad box'):
-        datasets.load_referring_jsonl(p)
-    p.write_text('{"image": "sample:coffee", "bbox": [1, 2, 3, 4]}\n')
-    with pytest.raises(ConfigError, match='expression'):
-        datasets.load_referring_jsonl(p)
-    p.write_text('{"image": "sample:coffee", "repeat": 0}\n')
-    with pytest.raises(ConfigError, match='repeat'):
-        datasets.load_alert_sequence(p)
-    p.write_text('not json\n')
-    with pytest.raises(ConfigError, match=':1: not valid JSON'):
-        datasets.load_alert_sequence(p)
-    p.write_text('{"frames": [5, 2], "alerts": ["x"]}\n')
-    with pytest.raises(ConfigError, match='frames'):
-        datasets.load_bag_alert_labels(p)
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=match):
+        getattr(datasets, loader)(p)
+
+
+def test_missing_ground_truth_is_named(tmp_path):
     with pytest.raises(ConfigError, match='cannot read ground truth'):
         datasets.load_coco(tmp_path / 'none.json')
-    (tmp_path / 'bad.json').write_text('{"images": []}')
-    with pytest.raises(ConfigError, match='not a COCO instances file'):
-        datasets.load_coco(tmp_path / 'bad.json')
 
 
 def test_bag_labels_expand_ranges(tmp_path):

@@ -336,6 +336,20 @@ def test_replay_runs_without_ros(tmp_path):
         assert r.topics['/cam/detections'].msgcount == 2
 
 
+def _stop_after(cmd, results: Path, n: int, sig) -> tuple[int, bytes]:
+    """Run `cmd` until `results` has `n` lines, send it `sig`, wait for it to exit;
+    returns its exit status and output."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        _wait_lines(results, n, proc)
+        proc.send_signal(sig)
+        text, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, text
+
+
 def _wait_lines(path: Path, n: int, proc, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
@@ -354,41 +368,20 @@ def test_interrupted_runs_leave_valid_outputs_and_resume(tmp_path):
            '--config', str(cfg), '--no-progress']
     results = out / 'results.jsonl'
     # Ctrl-C: the partial run is finalised (result bag + report) and says so.
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        _wait_lines(results, 5, proc)
-        proc.send_signal(signal.SIGINT)
-        text, _ = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, text
+    returncode, text = _stop_after(cmd, results, 5, signal.SIGINT)
+    assert returncode == 130, text
     assert 'interrupted' in text.decode()
     first = lines(out)
     assert 5 <= len(first) < total
     assert (out / 'report.html').exists() and (out / 'bags' / 'bag').is_dir()
     # SIGTERM (a service manager stopping it) finalises the same way.
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        _wait_lines(results, len(first) + 3, proc)
-        proc.send_signal(signal.SIGTERM)
-        text, _ = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, text
+    returncode, text = _stop_after(cmd, results, len(first) + 3, signal.SIGTERM)
+    assert returncode == 130, text
     first = lines(out)
     with Reader(out / 'bags' / 'bag') as r:
         assert r.topics['/cam/detections'].msgcount == len(first)
     # SIGKILL in the middle of the resumed run: whole lines only.
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        _wait_lines(results, len(first) + 5, proc)
-        proc.kill()
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    _stop_after(cmd, results, len(first) + 5, signal.SIGKILL)
     raw = results.read_bytes()
     assert raw.endswith(b'\n')
     second = lines(out)  # every line parses

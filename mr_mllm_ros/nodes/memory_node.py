@@ -31,13 +31,13 @@ from mr_mllm_interfaces.srv import QueryMemory
 from ..core.errors import ConfigError, MrMllmError
 from ..core.memory import SceneMemory, redact
 from ..core.memory.thumbnails import ThumbnailPolicy, save_crops, thumbnail_dir
+from ..core.schedule import validate_question
 from ..core.stats import RollingStats
 from ..ros import conversions as conv
 from ..ros.base_node import ModelLifecycleNode
 from ..ros.memory_conversions import alert_record_from_msg, fill_response
 from ..ros.node_runtime import run_node
 from ..ros.qos import ALERTS_QOS, RESULTS_QOS, SERVICE_QOS, image_input, image_qos
-from ..core.schedule import validate_question
 
 NODE_NAME = 'memory_node'
 SECTIONS = ('memory',)
@@ -78,10 +78,9 @@ class MemoryNode(ModelLifecycleNode):
         self._policy = ThumbnailPolicy(self._config.memory.thumbnail_interval_s)
         self._service = self.create_service(QueryMemory, 'query_memory', self._on_query,
                                             qos_profile=SERVICE_QOS)
-        self._last_error = ''
-        self.get_logger().info(f'configured: memory at {redact(memory.url)}, cameras: '
-                               f'{", ".join(c or "<node namespace>" for c, _ in self._cameras)}')
-        return TransitionCallbackReturn.SUCCESS
+        return self._configured(
+            f'memory at {redact(memory.url)}, cameras: '
+            f'{", ".join(c or "<node namespace>" for c, _ in self._cameras)}')
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         for camera, prefix in self._cameras:
@@ -102,14 +101,10 @@ class MemoryNode(ModelLifecycleNode):
                     image_qos(self._config.camera)))
         return super().on_activate(state)
 
-    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._unsubscribe()
+    def _drop_pending(self) -> None:
         self._images.clear()
-        return super().on_deactivate(state)
 
     def _release(self) -> None:
-        self._unsubscribe()
-        self._images.clear()
         self._worker.drain()  # frames waiting for thumbnails: their records are lost
         if self._service is not None:
             self.destroy_service(self._service)

@@ -71,10 +71,8 @@ class PerceptionNode(ModelLifecycleNode):
                                                    DEBUG_IMAGE_QOS)
                    if self._config.perception.publish_debug_image else None)
             self._cameras.append((key, prefix, det, dbg))
-        self._last_error = ''
-        self.get_logger().info(f'configured: {pipeline.detector.name}, cameras: '
-                               f'{", ".join(k or "<node namespace>" for k in keys)}')
-        return TransitionCallbackReturn.SUCCESS
+        return self._configured(f'{pipeline.detector.name}, cameras: '
+                                f'{", ".join(k or "<node namespace>" for k in keys)}')
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         cam = self._config.camera
@@ -86,13 +84,10 @@ class PerceptionNode(ModelLifecycleNode):
         self.get_logger().info(f'active: subscribed to {len(self._subs)} {topic} topic(s)')
         return super().on_activate(state)
 
-    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._unsubscribe()
+    def _drop_pending(self) -> None:
         self._slots.clear()
-        return super().on_deactivate(state)
 
     def _release(self) -> None:
-        self._unsubscribe()
         with self._lock:  # waits for an inference (and its publishing) in flight
             for _, _, det, dbg in self._cameras:
                 self.destroy_lifecycle_publisher(det)
@@ -102,7 +97,6 @@ class PerceptionNode(ModelLifecycleNode):
             if self._pipeline is not None:
                 self._pipeline.close()
             self._pipeline = None
-        self._slots.clear()
 
     def _on_config_change(self, config: Config) -> None:
         super()._on_config_change(config)
@@ -113,11 +107,7 @@ class PerceptionNode(ModelLifecycleNode):
     # ---------------------------------------------------------------- data path
     def _on_image(self, camera: str, msg) -> None:
         self._last_image_time = time.monotonic()
-        try:
-            # Structure only (O(1)): garbage never displaces a valid frame in the slot.
-            conv.check_image_msg(msg, self._config.max_image_pixels)
-        except MrMllmError as e:
-            self._errors.add('image', str(e))
+        if not self._image_ok(msg):  # garbage never displaces a valid frame in the slot
             return
         self._slots.put(camera, (msg, self._last_image_time))
         self._worker.tick()

@@ -81,11 +81,9 @@ class SceneNode(ModelLifecycleNode):
         self._service = self.create_service(AskScene, 'ask_scene', self._on_ask,
                                             qos_profile=SERVICE_QOS,
                                             callback_group=ReentrantCallbackGroup())
-        self._last_error = ''
         rules = len(pipeline.alerts.rules) if pipeline.alerts is not None else 0
-        self.get_logger().info(f'configured: {pipeline.model_name}, {rules} alert rules, '
-                               f'reinforcement {"on" if pipeline.reinforcer else "off"}')
-        return TransitionCallbackReturn.SUCCESS
+        return self._configured(f'{pipeline.model_name}, {rules} alert rules, reinforcement '
+                                f'{"on" if pipeline.reinforcer else "off"}')
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         cam = self._config.camera
@@ -98,14 +96,10 @@ class SceneNode(ModelLifecycleNode):
         self._last_frame_time = None
         return super().on_activate(state)
 
-    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._unsubscribe()
+    def _drop_pending(self) -> None:
         ask_service.refuse_queued(self._worker)
-        return super().on_deactivate(state)
 
     def _release(self) -> None:
-        self._unsubscribe()
-        ask_service.refuse_queued(self._worker)
         if self._service is not None:
             self.destroy_service(self._service)
             self._service = None
@@ -130,10 +124,7 @@ class SceneNode(ModelLifecycleNode):
     # -------------------------------------------------------------------- intake
     def _on_image(self, msg) -> None:
         self._last_frame_time = time.monotonic()
-        try:
-            conv.check_image_msg(msg, self._config.max_image_pixels)
-        except MrMllmError as e:
-            self._errors.add('image', str(e))
+        if not self._image_ok(msg):
             return
         pairs = self._pairs
         if pairs is not None and pairs.add_image(msg):

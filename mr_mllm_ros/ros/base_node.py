@@ -1,6 +1,6 @@
-"""What perception_node and scene_node share as lifecycle nodes: parameters declared
-from the config schema, /diagnostics on a timer that runs in every lifecycle state (an
-unconfigured node reports why), rejected-input bookkeeping, and freeing the model on
+"""What perception_node, scene_node and memory_node share as lifecycle nodes: parameters
+declared from the config schema, /diagnostics on a timer that runs in every lifecycle state
+(an unconfigured node reports why), rejected-input bookkeeping, and freeing the model on
 cleanup."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
 from ..core.config import Config
+from ..core.errors import MrMllmError
 from ..core.inference_worker import InferenceWorker
 from . import conversions as conv
 from .node_runtime import ErrorCounter, freeze_heap, release_memory
@@ -31,8 +32,13 @@ class ModelLifecycleNode(LifecycleNode):
             self.get_parameter(diagnostics_period_param).value, self._on_diagnostics_timer)
         self._worker: InferenceWorker | None = None  # see _start_worker
 
-    # subclasses: free everything configure created (called on cleanup and shutdown)
+    # subclasses: free everything configure created (called on cleanup and shutdown,
+    # after _stop_input)
     def _release(self) -> None:
+        raise NotImplementedError
+
+    # subclasses: drop the input that waits for the worker (deactivate, cleanup, shutdown)
+    def _drop_pending(self) -> None:
         raise NotImplementedError
 
     # subclasses: publish their status with self._publish_status(...)
@@ -44,26 +50,51 @@ class ModelLifecycleNode(LifecycleNode):
         # the rest take effect on the next frame through self._config.
         self._config = config
 
+    def _configured(self, summary: str) -> TransitionCallbackReturn:
+        self._last_error = ''
+        self.get_logger().info(f'configured: {summary}')
+        return TransitionCallbackReturn.SUCCESS
+
     def _configure_failed(self, error: Exception) -> TransitionCallbackReturn:
         self.get_logger().error(f'configure failed: {error}')
         self._last_error = str(error)
         return TransitionCallbackReturn.FAILURE
+
+    def _image_ok(self, msg) -> bool:
+        """The image message's structure only (O(1), no decoding); a malformed one is
+        counted and logged as rejected."""
+        try:
+            conv.check_image_msg(msg, self._config.max_image_pixels)
+        except MrMllmError as e:
+            self._errors.add('image', str(e))
+            return False
+        return True
 
     def _unsubscribe(self) -> None:
         for s in self._subs:
             self.destroy_subscription(s)
         self._subs = []
 
+    def _stop_input(self) -> None:
+        self._unsubscribe()
+        self._drop_pending()
+
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         freeze_heap()  # the model is loaded: keep its objects out of the cyclic GC's walks
         return super().on_activate(state)
 
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_input()
+        return super().on_deactivate(state)
+
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_input()
         self._release()
         release_memory()
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_input()
         self._release()
         return TransitionCallbackReturn.SUCCESS
 

@@ -66,6 +66,26 @@ def load_error_hint(error: Exception, config: Config) -> str:
     return ''
 
 
+def load_pretrained(config: Config, preprocessor_cls, model_cls, what: str,
+                    errors: tuple = (OSError, ValueError), hint=load_error_hint):
+    """(source, dtype, preprocessor, model) of mllm.model: the tokenizer or processor and
+    the model, after the device check; a load failure (one of `errors`) is a ModelLoadError
+    'cannot load <what> from <source><hint(error, config)>'."""
+    cfg = config.mllm
+    source = resolve_model_source(config)
+    check_device(cfg.device)
+    dtype = torch_dtype(config)
+    try:
+        preprocessor = preprocessor_cls.from_pretrained(
+            source, trust_remote_code=cfg.trust_remote_code)
+        model = model_cls.from_pretrained(source, dtype=dtype,
+                                          attn_implementation=cfg.attn_implementation,
+                                          **load_kwargs(config))
+    except errors as e:
+        raise ModelLoadError(f'cannot load {what} from {source}{hint(e, config)}: {e}') from e
+    return source, dtype, preprocessor, model
+
+
 def check_device(device: str) -> None:
     import torch
     if device.startswith('cuda') and not torch.cuda.is_available():
@@ -289,6 +309,8 @@ class SoftTokenHook:
 class SoftTokenInput:
     """What the transformers backends share about soft-token input (mixin: needs
     self.model and self.name)."""
+
+    supports_soft_tokens = True
 
     @property
     def hidden_size(self) -> int:

@@ -34,25 +34,14 @@ log = logging.getLogger(__name__)
 
 class TransformersLlmBackend(hf_common.SoftTokenInput):
     sees_images = False
-    supports_soft_tokens = True
 
     def __init__(self, config: Config):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         cfg = config.mllm
-        source = hf_common.resolve_model_source(config)
-        hf_common.check_device(cfg.device)
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(
-                source, trust_remote_code=cfg.trust_remote_code)
-            self.model = AutoModelForCausalLM.from_pretrained(
-                source, dtype=hf_common.torch_dtype(config),
-                attn_implementation=cfg.attn_implementation,
-                **hf_common.load_kwargs(config))
-        except (OSError, ValueError) as e:
-            raise ModelLoadError(f'cannot load LLM from {source}'
-                                 f'{hf_common.load_error_hint(e, config)}: {e}') from e
+        source, _, self.tokenizer, self.model = hf_common.load_pretrained(
+            config, AutoTokenizer, AutoModelForCausalLM, 'LLM')
         self.model.to(cfg.device).eval()
         if self.tokenizer.chat_template is None:
             raise ModelLoadError(f'{source} has no chat template: an instruct model is needed')

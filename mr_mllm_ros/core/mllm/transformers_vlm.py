@@ -83,29 +83,23 @@ def downscale(image: np.ndarray, max_side: int):
     return pil
 
 
+def _load_hint(error: Exception, config: Config) -> str:
+    if 'Unrecognized configuration class' in str(error):
+        return ' (a text-only model? use mllm.backend transformers_llm)'
+    return hf_common.load_error_hint(error, config)
+
+
 class TransformersVlmBackend(hf_common.SoftTokenInput):
     sees_images = True
-    supports_soft_tokens = True
 
     def __init__(self, config: Config):
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         cfg = config.mllm
-        source = hf_common.resolve_model_source(config)
-        hf_common.check_device(cfg.device)
-        dtype = hf_common.torch_dtype(config)
-        try:
-            self.processor = AutoProcessor.from_pretrained(
-                source, trust_remote_code=cfg.trust_remote_code)
-            self.model = AutoModelForImageTextToText.from_pretrained(
-                source, dtype=dtype, attn_implementation=cfg.attn_implementation,
-                **hf_common.load_kwargs(config))
-        except (OSError, ValueError, KeyError, TypeError, ImportError) as e:
-            hint = (' (a text-only model? use mllm.backend transformers_llm)'
-                    if 'Unrecognized configuration class' in str(e)
-                    else hf_common.load_error_hint(e, config))
-            raise ModelLoadError(f'cannot load VLM from {source}{hint}: {e}') from e
+        source, dtype, self.processor, self.model = hf_common.load_pretrained(
+            config, AutoProcessor, AutoModelForImageTextToText, 'VLM',
+            errors=(OSError, ValueError, KeyError, TypeError, ImportError), hint=_load_hint)
         self.tokenizer = getattr(self.processor, 'tokenizer', None)
         if self.tokenizer is None or getattr(self.processor, 'image_processor', None) is None:
             raise ModelLoadError(f'{source} has no image processor: not an image-text model '
@@ -201,6 +195,15 @@ class TransformersVlmBackend(hf_common.SoftTokenInput):
         """Image-processor kwargs that cap the image size (mllm.image_max_side)."""
         return self._image_kwargs
 
+    def _one_input(self, request: MllmRequest, soft):
+        """The model input of one request; a processor failure is a BackendError."""
+        try:
+            return self._inputs([request], softs=[soft])
+        except BackendError:
+            raise
+        except _RUNTIME_ERRORS as e:
+            raise BackendError(f'{self.name}: cannot build the model input: {e}') from e
+
     # ---------------------------------------------------------------- inference
     def generate(self, request: MllmRequest) -> Generation:
         import torch
@@ -209,12 +212,7 @@ class TransformersVlmBackend(hf_common.SoftTokenInput):
             if self.model is None:
                 raise BackendError(f'{self.name}: backend is closed')
             soft = self._soft(request)
-            try:
-                inputs = self._inputs([request], softs=[soft])
-            except BackendError:
-                raise
-            except _RUNTIME_ERRORS as e:
-                raise BackendError(f'{self.name}: cannot build the model input: {e}') from e
+            inputs = self._one_input(request, soft)
             prompt_length = int(inputs['input_ids'].shape[1])
             # An encoder-decoder's output is the decoder's: its start token, then the reply.
             reply_start = 1 if self.encoder_decoder else prompt_length
@@ -274,13 +272,7 @@ class TransformersVlmBackend(hf_common.SoftTokenInput):
                     return self._yes_from(inputs, softs)
             probs: list[float] = []
             for r, soft in zip(requests, softs):
-                try:
-                    inputs = self._inputs([r], softs=[soft])
-                except BackendError:
-                    raise
-                except _RUNTIME_ERRORS as e:
-                    raise BackendError(f'{self.name}: cannot build the model input: {e}') from e
-                probs += self._yes_from(inputs, [soft])
+                probs += self._yes_from(self._one_input(r, soft), [soft])
             return probs
 
     def _yes_from(self, inputs, softs) -> list[float]:
