@@ -32,7 +32,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / 'test' / 'fixtures'))
+sys.path.insert(0, str(ROOT / 'test'))  # the tests' helpers package
 
 from mr_mllm_ros.core.offline import apply_offline_env  # noqa: E402
 
@@ -122,7 +122,7 @@ def llm_prefill(k: int, image_token_counts: dict, repeats: int) -> dict:
 
 def tiny_end_to_end(k: int, repeats: int) -> dict:
     """Tiny random configs: VLM prefill with its own image tokens vs text LLM + adapter."""
-    import make_tiny_models as maker
+    from helpers import make_tiny_models as maker
 
     from mr_mllm_ros.core.fusion import (AdapterConfig, FusionRuntime, SharedQueryFusion,
                                          save_adapter)

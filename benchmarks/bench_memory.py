@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'test'))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'test'))  # helpers
 
 from mr_mllm_ros.core.offline import apply_offline_env  # noqa: E402
 
@@ -153,7 +153,7 @@ def main() -> int:
     ap.add_argument('--insert-n', type=int, default=100_000)
     ap.add_argument('--postgres', metavar='URL', help='also measure this PostgreSQL server')
     ap.add_argument('--postgres-temp', action='store_true',
-                    help='also measure a throwaway local PostgreSQL (test/postgres_server.py)')
+                    help='also measure a throwaway local PostgreSQL (test/helpers/postgres_server.py)')
     ap.add_argument('--json', metavar='F')
     args = ap.parse_args()
     result = {'machine': f'{platform.machine()} {os.cpu_count()} cpu, {platform.platform()}',
@@ -161,7 +161,7 @@ def main() -> int:
     backends = [('sqlite', None)]
     pg_ctx = None
     if args.postgres_temp:
-        from postgres_server import temporary_postgres
+        from helpers.postgres_server import temporary_postgres
         pg_ctx = temporary_postgres()
         backends.append(('postgresql', pg_ctx.__enter__()))
     elif args.postgres:

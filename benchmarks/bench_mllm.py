@@ -130,8 +130,7 @@ def constrained_overhead(backend, reasoner, frames, max_new=40) -> tuple[float, 
 
 
 def tiny_vlm_rates() -> dict[str, float]:
-    sys.path.insert(0, str(ROOT / "test" / "fixtures"))
-    from make_tiny_models import VLM_FAMILIES, make_tiny_model  # test fixture builders
+    from helpers.make_tiny_models import VLM_FAMILIES, make_tiny_model  # test fixture builders
     rates = {}
     rgb = load_sample('grace_hopper')
     ds = synthetic(3, np.random.default_rng(1))

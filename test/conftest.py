@@ -4,11 +4,8 @@ Set before anything imports rclpy, ultralytics or transformers: ROS discovery st
 localhost, each session gets its own random ROS domain, and model libraries are offline.
 """
 
-import json
 import os
 import random
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -25,21 +22,7 @@ ensure_local_ros_env()  # + the shipped Fast DDS large-image profile for this pr
 # swallow every sample sent to a new participant that gets the same port number.
 clean_dds_shm()
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent / 'fixtures'))  # make_tiny_models
-LABELS = REPO / 'data' / 'sample_photos' / 'instances.json'
-
-
-def hand_labels() -> dict[str, list[tuple[str, tuple[float, float, float, float]]]]:
-    """sample name -> [(COCO category, (x1, y1, x2, y2))] from the committed labels."""
-    coco = json.loads(LABELS.read_text())
-    cats = {c['id']: c['name'] for c in coco['categories']}
-    names = {im['id']: im['file_name'] for im in coco['images']}
-    out: dict[str, list] = {n: [] for n in names.values()}
-    for a in coco['annotations']:
-        x, y, w, h = a['bbox']
-        out[names[a['image_id']]].append((cats[a['category_id']], (x, y, x + w, y + h)))
-    return out
+from helpers import hand_labels  # noqa: E402
 
 
 @pytest.fixture(scope='session')

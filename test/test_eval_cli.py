@@ -18,7 +18,7 @@ from mr_mllm_ros.cli import main
 from mr_mllm_ros.core.scene import SceneReasoner
 from mr_mllm_ros.core.types import Box, Detection, DetectionSet, Frame, Generation, Source
 
-from conftest import LABELS, REPO
+from helpers import LABELS, REPO
 
 SET = REPO / 'data' / 'sample_photos'
 DOCS = REPO / 'docs' / 'eval'

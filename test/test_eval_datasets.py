@@ -16,7 +16,7 @@ from mr_mllm_ros.core.errors import BagError, ConfigError
 from mr_mllm_ros.core.sample_images import SAMPLES, load_sample
 from mr_mllm_ros.eval import datasets
 
-from conftest import LABELS, REPO
+from helpers import LABELS, REPO
 
 SET = REPO / 'data' / 'sample_photos'
 

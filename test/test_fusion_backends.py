@@ -1,6 +1,6 @@
 """Soft tokens through every backend family, and the adapter at run time (SceneReasoner).
 
-PLUMBING ONLY, with tiny random-weight models (test/fixtures/make_tiny_models.py): the
+PLUMBING ONLY, with tiny random-weight models (test/helpers/make_tiny_models.py): the
 text LLM (Llama), SmolVLM/Idefics3, Qwen2-VL, Qwen2.5-VL, LLaVA (soft tokens in
 `inputs_embeds`) and PaliGemma, Florence-2 (embedding hook). What is verified: the
 language model receives exactly the soft tokens, in one block, where the prompt's marker
@@ -30,7 +30,7 @@ FAMILIES = ('llm', 'idefics3', 'qwen2_vl', 'qwen2_5_vl', 'llava', 'paligemma', '
 K = 5
 
 
-import make_tiny_models as maker  # noqa: E402  (test/fixtures is on sys.path: conftest)
+from helpers import make_tiny_models as maker  # noqa: E402
 
 
 @pytest.fixture(scope='module')

@@ -49,7 +49,7 @@ tasks:
 ADAPTER = dict(num_queries=8, dim=64, heads=2)
 
 
-import make_tiny_models as maker  # noqa: E402  (test/fixtures is on sys.path: conftest)
+from helpers import make_tiny_models as maker  # noqa: E402
 
 
 @pytest.fixture(scope='module')

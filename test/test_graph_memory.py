@@ -20,7 +20,7 @@ from mr_mllm_ros.ros.client import RosClient
 from mr_mllm_ros.ros.qos import RESULTS_QOS
 from sensor_msgs.msg import Image
 
-from graph_helpers import DISCOVERY_S, publish_and_wait, stamp_is
+from helpers.graph_helpers import DISCOVERY_S, publish_and_wait, stamp_is
 
 pytestmark = pytest.mark.graph
 NS = 'memcam'

@@ -19,7 +19,7 @@ from mr_mllm_ros.ros import conversions as conv
 from mr_mllm_ros.ros.client import RosClient
 from mr_mllm_ros.ros.qos import RESULTS_QOS
 
-from graph_helpers import DISCOVERY_S, node_status, publish_and_wait
+from helpers.graph_helpers import DISCOVERY_S, node_status, publish_and_wait
 
 pytestmark = pytest.mark.graph
 

@@ -22,9 +22,9 @@ from mr_mllm_ros.ros import conversions as conv
 from mr_mllm_ros.ros.client import RosClient
 from mr_mllm_ros.ros.qos import ALERTS_QOS, RESULTS_QOS
 
-from graph_helpers import (DISCOVERY_S, first_exchange, latest_status, node_status,
+from helpers.graph_helpers import (DISCOVERY_S, first_exchange, latest_status, node_status,
                            publish_and_wait, stamp_is)
-from openai_stub_server import StubOpenAiServer, reply
+from helpers.openai_stub_server import StubOpenAiServer, reply
 
 pytestmark = pytest.mark.graph
 DEMO_PARAMS = str(share_dir() / 'config' / 'demo.yaml')  # describe every new frame

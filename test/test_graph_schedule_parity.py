@@ -1,12 +1,11 @@
 """One reasoning schedule live and in replay: a bag of real photos with scene changes
-(test/schedule_bags.py) is published into the live graph (perception_node + scene_node
+(test/helpers/schedule_bags.py) is published into the live graph (perception_node + scene_node
 as separate processes) at its recorded rate, and replayed by `mr-mllm replay`; both use
 the same scripted OpenAI-compatible MLLM. The frames described and the alerts (rule,
 stamp) must match within one frame period.
 
 Checks when the MLLM is called and which alerts follow, not what the MLLM says."""
 
-import sys
 import time
 from pathlib import Path
 
@@ -23,11 +22,10 @@ from mr_mllm_ros.ros import conversions as conv
 from mr_mllm_ros.ros.client import RosClient
 from mr_mllm_ros.ros.qos import ALERTS_QOS, RESULTS_QOS
 
-sys.path.insert(0, str(Path(__file__).parent))
-import schedule_bags as sb  # noqa: E402
-from graph_helpers import DISCOVERY_S, first_exchange  # noqa: E402
-from openai_stub_server import StubOpenAiServer  # noqa: E402
-from replay_bags import T0  # noqa: E402
+from helpers import schedule_bags as sb  # noqa: E402
+from helpers.graph_helpers import DISCOVERY_S, first_exchange  # noqa: E402
+from helpers.openai_stub_server import StubOpenAiServer  # noqa: E402
+from helpers.replay_bags import T0  # noqa: E402
 
 pytestmark = pytest.mark.graph
 NS_ = 'parity'

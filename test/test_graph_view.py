@@ -17,7 +17,6 @@ import struct
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -33,10 +32,9 @@ from mr_mllm_ros.ros import conversions as conv
 from mr_mllm_ros.ros.client import RosClient
 from mr_mllm_ros.ros.qos import ALERTS_QOS, RESULTS_QOS
 
-sys.path.insert(0, str(Path(__file__).parent))
-from foxglove_decode import boxes, decode, stamp_ns  # noqa: E402
-from graph_helpers import DISCOVERY_S, RESULT_S, first_exchange  # noqa: E402
-from replay_bags import RULES  # noqa: E402
+from helpers.foxglove_decode import boxes, decode, stamp_ns  # noqa: E402
+from helpers.graph_helpers import DISCOVERY_S, RESULT_S, first_exchange  # noqa: E402
+from helpers.replay_bags import RULES  # noqa: E402
 
 pytestmark = pytest.mark.graph
 NS = 'vt'

@@ -17,7 +17,7 @@ from mr_mllm_ros.core.ngram_guard import NgramGuard, NgramLogitsProcessor
 from mr_mllm_ros.core.scene import SceneReasoner
 from mr_mllm_ros.core.types import Box, Detection, DetectionSet
 from mr_mllm_ros.core.vocabulary import load_vocabulary
-from scripted_backend import ScriptedBackend
+from helpers.scripted_backend import ScriptedBackend
 
 VOCAB = load_vocabulary()
 PROMPT_SYNTAX = ('; confidence', 'box [', '<obj', '<ground', '</')

@@ -17,8 +17,8 @@ from mr_mllm_ros.core.memory.parse import parse_question
 from mr_mllm_ros.core.memory.store import Database, enforce_retention
 from mr_mllm_ros.core.memory.vocabulary import Embedder, Vocabulary
 
-from memory_fixtures import DT, QUESTIONS, S, T0, fill, memory_config
-from postgres_server import temporary_postgres, unavailable_reason
+from helpers.memory_fixtures import DT, QUESTIONS, S, T0, fill, memory_config
+from helpers.postgres_server import temporary_postgres, unavailable_reason
 
 PG_REASON = unavailable_reason()
 

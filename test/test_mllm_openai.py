@@ -1,5 +1,5 @@
 """OpenAiBackend against a real local HTTP server speaking the chat-completions protocol
-(test/openai_stub_server.py): payload, image transport, grounding through SceneReasoner,
+(test/helpers/openai_stub_server.py): payload, image transport, grounding through SceneReasoner,
 credentials, retries, back-off, timeouts and every failure mode. 127.0.0.1 only."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 
-from openai_stub_server import (StubOpenAiServer, drop, fail, malformed, no_choices, raw,
+from helpers.openai_stub_server import (StubOpenAiServer, drop, fail, malformed, no_choices, raw,
                                 reply, sleep, trickle)
 
 from mr_mllm_ros.core.config import load_config

@@ -1,7 +1,7 @@
 """Tests of the transformers VLM backend (core.mllm.transformers_vlm) with tiny models.
 
 PLUMBING ONLY: the models are random-weight builds of SmolVLM/Idefics3, Qwen2-VL,
-Qwen2.5-VL and LLaVA (test/fixtures/make_tiny_models.py, a few hundred thousand
+Qwen2.5-VL and LLaVA (test/helpers/make_tiny_models.py, a few hundred thousand
 parameters, the committed tiny tokenizer), built once per session into a tmp folder and
 loaded from that path exactly like real weights. What they verify: loading through
 AutoProcessor / AutoModelForImageTextToText, chat templating, image insertion and
@@ -46,7 +46,7 @@ IMAGE_TOKENS_64 = {'idefics3': 20, 'qwen2_vl': 4, 'qwen2_5_vl': 4, 'llava': 16}
 REF_RE = re.compile(r'<obj(\d+)>')
 
 
-import make_tiny_models as maker  # noqa: E402  (test/fixtures is on sys.path: conftest)
+from helpers import make_tiny_models as maker  # noqa: E402
 
 
 @pytest.fixture(scope='session')

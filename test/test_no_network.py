@@ -51,7 +51,7 @@ def test_replay_makes_no_outside_connection(tmp_path):
     SmolLM2 descriptions, the paths that could reach a model hub) under the guard."""
     import json
 
-    from replay_bags import encodings_bag
+    from helpers.replay_bags import encodings_bag
     encodings_bag(tmp_path / 'photos', 'mcap', frames=0)          # the six photos only
     log = tmp_path / 'net.log'
     out = subprocess.run([sys.executable, '-m', 'mr_mllm_ros.cli', 'replay',

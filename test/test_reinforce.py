@@ -13,7 +13,7 @@ from mr_mllm_ros.core.prompts import PromptBuilder, load_template
 from mr_mllm_ros.core.reinforce import Reinforcer, clean_label, crop_around, unresolved_names
 from mr_mllm_ros.core.types import Box, Detection, DetectionSet, Frame, Source
 
-from scripted_backend import ScriptedBackend
+from helpers.scripted_backend import ScriptedBackend
 
 
 def _ds(*dets):

@@ -21,9 +21,9 @@ from mr_mllm_ros.ros import conversions as conv
 from mr_mllm_ros.ros.client import RosClient
 from mr_mllm_ros.ros.qos import RESULTS_QOS
 
-from graph_helpers import (DISCOVERY_S, first_exchange, latest_status, node_status,
+from helpers.graph_helpers import (DISCOVERY_S, first_exchange, latest_status, node_status,
                            publish_and_wait)
-from openai_stub_server import StubOpenAiServer, fail, reply
+from helpers.openai_stub_server import StubOpenAiServer, fail, reply
 
 pytestmark = pytest.mark.graph
 DEMO_PARAMS = str(share_dir() / 'config' / 'demo.yaml')
@@ -163,7 +163,7 @@ def _cycle(ros, node, n):
 def test_twenty_lifecycle_cycles_do_not_grow_memory_or_threads(tmp_path, kind):
     params = {'autostart': False}
     if kind == 'scene':
-        from make_tiny_models import make_tiny_model
+        from helpers.make_tiny_models import make_tiny_model
         params.update({'mllm.model': str(make_tiny_model('llm', tmp_path / 'llm'))})
     spec = NodeSpec(kind, 'cyc', parameters=params)
     node = f'/cyc/{kind}_node'

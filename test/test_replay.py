@@ -2,7 +2,7 @@
 (results.jsonl, CSVs, result bags, report.html), resume, interruption, damaged input.
 
 Most tests run the real offline detector (YOLOv3-tiny) with `mllm.backend: none` and
-the alert rules of test/replay_bags.py, so alerts are deterministic; one slow test runs
+the alert rules of test/helpers/replay_bags.py, so alerts are deterministic; one slow test runs
 the default models (with SmolLM2 descriptions) on the six sample photos.
 """
 
@@ -24,9 +24,8 @@ from mr_mllm_ros.cli import main
 from mr_mllm_ros.replay import bag_images, bag_reader
 from mr_mllm_ros.replay.outputs import strip_timings
 
-sys.path.insert(0, str(Path(__file__).parent))
-from chromium import screenshot  # noqa: E402
-from replay_bags import (ENCODING_TOPICS, NS, T0, colour_frame, encodings_bag,  # noqa: E402
+from helpers.chromium import screenshot  # noqa: E402
+from helpers.replay_bags import (ENCODING_TOPICS, NS, T0, colour_frame, encodings_bag,  # noqa: E402
                          image_msg, write_bag, write_config)
 
 FRAMES = 3  # per synthetic topic

@@ -3,13 +3,12 @@ timestamps, descriptions, alerts), its layout, the MCAP clip around each alert, 
 evidence in the result bag and in report.html (rendered by headless Chromium).
 
 The replay runs the real offline detector (YOLOv3-tiny) with `mllm.backend: none` and the
-deterministic rules of test/replay_bags.py (a flat frame is "blurred"; a person anywhere
+deterministic rules of test/helpers/replay_bags.py (a flat frame is "blurred"; a person anywhere
 is a hazard), on synthetic frames and the shipped photos. Everything is read back with
 readers that do not share our code: the `mcap` library, protobuf, rosbags, OpenCV.
 """
 
 import json
-import sys
 from pathlib import Path
 
 import cv2
@@ -24,10 +23,9 @@ from mr_mllm_ros.replay.foxglove_outputs import clip_name
 from mr_mllm_ros.replay.result_messages import result_typestore
 from mr_mllm_ros.viz.layout import foxglove_layout
 
-sys.path.insert(0, str(Path(__file__).parent))
-from chromium import screenshot  # noqa: E402
-from foxglove_decode import boxes, decode, stamp_ns  # noqa: E402
-from replay_bags import NS, encodings_bag, write_config  # noqa: E402
+from helpers.chromium import screenshot  # noqa: E402
+from helpers.foxglove_decode import boxes, decode, stamp_ns  # noqa: E402
+from helpers.replay_bags import NS, encodings_bag, write_config  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BEFORE_S, AFTER_S = 0.6, 0.4

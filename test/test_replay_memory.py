@@ -13,9 +13,9 @@ from mr_mllm_ros.core.memory.store import Database
 from mr_mllm_ros.core.sample_images import load_sample
 from mr_mllm_ros.replay.memory_db import fill_memory
 
-from memory_fixtures import memory_config
-from postgres_server import temporary_postgres, unavailable_reason
-from replay_bags import NS, T0, image_msg, write_bag
+from helpers.memory_fixtures import memory_config
+from helpers.postgres_server import temporary_postgres, unavailable_reason
+from helpers.replay_bags import NS, T0, image_msg, write_bag
 
 FRAMES = ['grace_hopper'] * 3 + ['camera'] * 6
 QUESTIONS = ('When did you last see a tie?', 'When did you first see a person?',

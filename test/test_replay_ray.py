@@ -3,7 +3,6 @@ small bags, split into time segments, gives the serial run's results.jsonl line 
 line, timings aside, and the same result bags."""
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,8 +11,7 @@ from rosbags.rosbag2 import Reader
 from mr_mllm_ros.cli import main
 from mr_mllm_ros.replay.outputs import strip_timings
 
-sys.path.insert(0, str(Path(__file__).parent))
-from replay_bags import NS, T0, colour_frame, image_msg, write_bag, write_config  # noqa: E402
+from helpers.replay_bags import NS, T0, colour_frame, image_msg, write_bag, write_config  # noqa: E402
 
 pytest.importorskip('ray')
 

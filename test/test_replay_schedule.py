@@ -6,7 +6,6 @@ these tests check when the MLLM is called and what is counted, not what it says.
 
 import json
 import logging
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,10 +20,9 @@ from mr_mllm_ros.eval.datasets import photo_scenes, write_bag
 from mr_mllm_ros.replay import outputs as o
 from mr_mllm_ros.replay.runner import PROGRESS_LINE_FRAMES, ReplayOptions, run_replay
 
-sys.path.insert(0, str(Path(__file__).parent))
-import schedule_bags as sb  # noqa: E402
-from openai_stub_server import StubOpenAiServer  # noqa: E402
-from scripted_backend import ScriptedBackend  # noqa: E402
+from helpers import schedule_bags as sb  # noqa: E402
+from helpers.openai_stub_server import StubOpenAiServer  # noqa: E402
+from helpers.scripted_backend import ScriptedBackend  # noqa: E402
 
 
 def records(out: Path) -> list[dict]:

@@ -10,7 +10,7 @@ from mr_mllm_ros.core.pipeline import ScenePipeline
 from mr_mllm_ros.core.types import Box, Detection, DetectionSet, Frame
 from mr_mllm_ros.core.schedule import validate_question
 
-from scripted_backend import ScriptedBackend
+from helpers.scripted_backend import ScriptedBackend
 
 
 def test_pairer_pairs_by_stamp_in_either_order_and_is_bounded():

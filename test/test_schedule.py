@@ -11,7 +11,7 @@ from mr_mllm_ros.core.pipeline import Pipeline
 from mr_mllm_ros.core.schedule import MAX_BACKOFF_S, ReasoningSchedule
 from mr_mllm_ros.core.types import Box, Detection, DetectionSet, Frame
 
-from scripted_backend import ScriptedBackend
+from helpers.scripted_backend import ScriptedBackend
 
 
 def schedule(**scene):

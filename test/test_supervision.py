@@ -18,7 +18,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.task import Future
 from sensor_msgs.msg import Image
 
-from graph_helpers import DISCOVERY_S, first_exchange, node_status
+from helpers.graph_helpers import DISCOVERY_S, first_exchange, node_status
 from mr_mllm_interfaces.msg import CornerCaseAlert, DetectionArray
 from mr_mllm_interfaces.srv import AskScene
 from mr_mllm_ros.app.launcher import NodeGroup, NodeSpec

@@ -14,7 +14,7 @@ import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import Image
 
-from graph_helpers import DISCOVERY_S, first_exchange, latest_status
+from helpers.graph_helpers import DISCOVERY_S, first_exchange, latest_status
 from mr_mllm_interfaces.msg import DetectionArray, SceneDescription
 from mr_mllm_ros.app.launcher import NodeGroup, NodeSpec
 from mr_mllm_ros.core.config import share_dir
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.graph
 DEMO_PARAMS = str(share_dir() / 'config' / 'demo.yaml')
 CLIENTS, CALLS, TIMEOUT_S = 10, 5, 30.0
 CAMERA_HZ, IDLE_S = 10.0, 8.0
-CLIENT_SCRIPT = Path(__file__).parent / 'vqa_load_client.py'
+CLIENT_SCRIPT = Path(__file__).parent / 'helpers' / 'vqa_load_client.py'
 IMMEDIATE_S = 2.0  # a `busy` must come back about at once (a loaded 2-core machine)
 
 

@@ -1,7 +1,7 @@
 """Vision-language model backend (transformers `AutoModelForImageTextToText`): the model
 sees the camera image AND the perception-embedded prompt.
 
-Tested families (tiny random-weight builds in test/fixtures/make_tiny_models.py):
+Tested families (tiny random-weight builds in test/helpers/make_tiny_models.py):
 SmolVLM / Idefics3, Qwen2-VL, Qwen2.5-VL, LLaVA. Any architecture that transformers maps
 to AutoModelForImageTextToText and whose processor has a chat template should work.
 

@@ -21,7 +21,7 @@ import yaml
 
 from mr_mllm_ros.core.sample_images import load_sample
 
-from replay_bags import NS, T0, image_msg, write_bag
+from helpers.replay_bags import NS, T0, image_msg, write_bag
 
 TOPIC = '/cam/image/compressed'
 PERIOD_S = 0.5
@@ -84,7 +84,7 @@ def write_config(tmp: Path, url: str) -> Path:
 def script(record):
     """The scripted MLLM: every box is confirmed; the judgement says "unusual" when a
     person or a tie is in view; descriptions cite the first object."""
-    from openai_stub_server import reply
+    from helpers.openai_stub_server import reply
     body = json.dumps(record.json)
     objects = re.findall(r'<obj\d+> (\w+)', record.user_text)
     if record.json.get('max_tokens') == 1:
