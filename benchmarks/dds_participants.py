@@ -46,7 +46,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--n', type=int, default=50)
     ap.add_argument('--wave', type=int, default=0, help='start K at a time (0: all at once)')
-    ap.add_argument('--life-s', type=float, default=120.0)
+    ap.add_argument('--life-s', type=float, default=180.0)
+    ap.add_argument('--discovery-s', type=float, default=60.0,
+                    help='how long the probe waits to see every node before it tests')
     args = ap.parse_args()
     from std_msgs.msg import String
     from std_srvs.srv import Trigger
@@ -68,8 +70,12 @@ def main() -> int:
         up_s = time.monotonic() - t0
         last = args.n - 1
         with RosClient('participants_probe') as ros:
-            time.sleep(2.0)
+            t_probe = time.monotonic()
+            while len(ros.node.get_node_names()) < args.n + 1 and \
+                    time.monotonic() - t_probe < args.discovery_s:
+                time.sleep(0.2)
             seen = len(ros.node.get_node_names())
+            seen_s = time.monotonic() - t_probe
             back = ros.collect(String, f'/part_{last}/out', 10)
             pub = ros.publisher(String, f'/part_{last}/in', 10)
             ok_topic = ros.wait_for_subscribers(pub, 1, 30)
@@ -95,7 +101,8 @@ def main() -> int:
                 p.kill()
                 _, err = p.communicate(timeout=10)
             errors += 'open_and_lock_file failed' in err
-    print(f'all up after {up_s:.1f} s; nodes seen by a newcomer: {seen} of {args.n + 1}; '
+    print(f'all up after {up_s:.1f} s; a newcomer saw {seen} of {args.n + 1} nodes after '
+          f'{seen_s:.1f} s; '
           f'topic to the last: {"ok" if ok_topic and got else "FAILED"}; service on the last: '
           f'{ok_service}; processes with SHM port errors: {errors}')
     return 0

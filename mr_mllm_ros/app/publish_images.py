@@ -36,12 +36,12 @@ def add_arguments(p) -> None:
     p.add_argument('--wait-subscribers', type=int, default=1, metavar='N',
                    help='before the first image, wait (up to --wait-timeout s) for N '
                         'subscribers, then until their number has been steady for '
-                        '--settle s (default 1; 0 = publish at once)')
+                        '--settle s (0 = publish at once)')
     p.add_argument('--wait-timeout', type=float, default=30.0)
-    p.add_argument('--settle', type=float, default=1.0,
-                   help='seconds the subscriber count must stay unchanged (default 1): '
-                        'a graph of several nodes is matched one node at a time, and each '
-                        'far side needs a moment to match us as well')
+    p.add_argument('--settle', type=float, default=3.0,
+                   help='seconds the subscriber count must stay unchanged (default 3): a '
+                        'graph of several nodes is matched one node at a time, a late one '
+                        'up to ~3 s after the first on a busy machine')
 
 
 def wait_for_readers(ros: RosClient, pub, count: int, timeout_s: float,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
-import time
+import threading
 
 from ..topology import DEFAULT_LOG_LEVEL, camera_list, plan_graph
 from .launcher import NodeGroup, NodeSpec
@@ -48,13 +48,16 @@ def add_arguments(p) -> None:
                         'so (default 120; 0 = do not check)')
 
 
-def report_ready(specs: list[NodeSpec], timeout_s: float) -> bool:
+def report_ready(specs: list[NodeSpec], timeout_s: float,
+                 stop: threading.Event | None = None) -> bool:
     """Log 'ready' once every node's lifecycle state is active (asked over its
     get_state service), or what is still missing after `timeout_s`. Only a message for
     people (and scripts waiting on it): the nodes run either way."""
     from ..ros.lifecycle_probe import wait_active  # ROS only when asked for
     paths = [path for spec in specs for path in spec.node_paths()]
-    missing = wait_active(paths, timeout_s)
+    missing = wait_active(paths, timeout_s, stop=stop)
+    if stop is not None and stop.is_set():
+        return False
     if missing:
         log.warning('not active after %.0f s: %s', timeout_s, ', '.join(missing))
         return False
@@ -66,26 +69,34 @@ def run(args) -> int:
     kinds = [k.strip() for k in args.nodes.split(',') if k.strip()]
     specs = graph_specs(kinds, args.namespace, args.config, args.log_level, args.batched,
                         args.one_process)
-    # SIGTERM and SIGHUP arrive here as KeyboardInterrupt (cli.stop_on_signals): the
-    # `with` stops the children either way.
-    with NodeGroup(specs, respawn=args.respawn, respawn_max=args.respawn_max) as group:
-        log.info('started %d node process(es) in ROS_DOMAIN_ID=%s; Ctrl-C stops them',
-                 len(specs), group.env['ROS_DOMAIN_ID'])
-        viewer = None if args.view is None else subprocess.Popen(
-            [sys.executable, '-m', 'mr_mllm_ros.cli', 'view', '--port', str(args.view),
-             *(f'--namespace={ns}' for ns in args.namespace)], env=group.env)
-        started = time.monotonic()
-        try:
+    # SIGTERM and SIGHUP arrive here as KeyboardInterrupt (cli.stop_on_signals), at any
+    # point, start-up included: the `with` stops the children either way, and a stop is
+    # not a failure.
+    viewer, reporter, ready_stop = None, None, threading.Event()
+    try:
+        with NodeGroup(specs, respawn=args.respawn, respawn_max=args.respawn_max) as group:
+            log.info('started %d node process(es) in ROS_DOMAIN_ID=%s; Ctrl-C stops them',
+                     len(specs), group.env['ROS_DOMAIN_ID'])
+            viewer = None if args.view is None else subprocess.Popen(
+                [sys.executable, '-m', 'mr_mllm_ros.cli', 'view', '--port', str(args.view),
+                 *(f'--namespace={ns}' for ns in args.namespace)], env=group.env)
+            # Readiness is asked on a thread: supervision (respawn) runs meanwhile, here,
+            # in the thread that forked the children (their parent-death signal follows it).
             if args.ready_timeout > 0:
-                report_ready(specs, args.ready_timeout)
-            left = args.duration - (time.monotonic() - started) if args.duration > 0 else 0.0
-            if args.duration <= 0 or left > 0:
-                group.wait(left)
-        except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP: the normal way to stop
-            log.info('stopping %d node process(es)', len(specs))
-        finally:
-            if viewer is not None:
-                viewer.terminate()
-                viewer.wait(10)
-        codes = group.stop()
+                reporter = threading.Thread(target=report_ready, name='ready_report',
+                                            args=(specs, args.ready_timeout, ready_stop),
+                                            daemon=True)
+                reporter.start()
+            group.wait(args.duration)
+            codes = group.stop()
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP: the normal way to stop
+        log.info('stopped %d node process(es)', len(specs))
+        return 0
+    finally:
+        ready_stop.set()
+        if reporter is not None:
+            reporter.join(5.0)
+        if viewer is not None:
+            viewer.terminate()
+            viewer.wait(10)
     return 0 if all(c in (0, None, -2, 130) for c in codes) else 1
