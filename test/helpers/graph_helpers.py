@@ -18,19 +18,22 @@ def publish_and_wait(ros, pub, replies, msg, timeout=RESULT_S):
                              timeout)
 
 
-def first_exchange(pub, make_msg, replies, timeout=RESULT_S, every=2.0):
-    """Publish make_msg(stamp) with a fresh stamp (1, 2, ...) every `every` s until the
+def first_exchange(pub, make_msg, replies, timeout=RESULT_S, every=2.0, start=0,
+                   match=None):
+    """Publish make_msg(stamp) with a fresh stamp (start + 1, + 2, ...) every `every` s until the
     reply to the newest one arrives; returns it (None on timeout). For the first exchange
     of a test whose node answers each stamp once (it ignores a stamp it has seen): a reply
     published before the node's writer had matched our reader is lost, and re-sending the
     same stamp would not bring another. Waiting for the newest stamp's reply leaves no
-    older frame pending in the node."""
+    older frame pending in the node. `match(msg)`: what else the reply must satisfy."""
     deadline = time.monotonic() + timeout
-    stamp = 0
+    stamp = start
     while time.monotonic() < deadline:
         stamp += 1
+        wanted = stamp_is(stamp)
         pub.publish(make_msg(stamp))
-        reply = replies.wait_for(stamp_is(stamp), min(every, deadline - time.monotonic()))
+        reply = replies.wait_for(lambda m, w=wanted: w(m) and (match is None or match(m)),
+                                 min(every, deadline - time.monotonic()))
         if reply is not None:
             return reply
     return None
