@@ -22,7 +22,6 @@ import fcntl
 import json
 import logging
 import shutil
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field, fields
@@ -32,6 +31,7 @@ from typing import Callable
 from ..core.config import Config
 from ..core.errors import BagError, MrMllmError
 from ..core.pipeline import Pipeline
+from ..core.progress import progress
 from ..core.schedule import TRIGGERS
 from . import outputs as o
 from .bag_reader import NS, BagInfo, ReadLog, open_bag
@@ -309,36 +309,9 @@ def _finalize(out: Path, result: ReplayResult, bag_reports: dict, infos: list[Ba
 PROGRESS_LINE_FRAMES = 1000
 
 
-class _NoBar:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-class _ProgressLines(_NoBar):
-    """A log line (frames, rate, ETA) every PROGRESS_LINE_FRAMES frames: for logs."""
-
-    def __init__(self, total: int):
-        self.total, self.n, self.t0 = total, 0, time.monotonic()
-
-    def update(self, n: int = 1) -> None:
-        before, self.n = self.n, self.n + n
-        if self.n // PROGRESS_LINE_FRAMES > before // PROGRESS_LINE_FRAMES:
-            rate = self.n / max(time.monotonic() - self.t0, 1e-9)
-            left = max(self.total - self.n, 0) / rate
-            log.info('replay: %d/~%d frames, %.1f frames/s, ETA %.0f s', self.n, self.total,
-                     rate, left)
-
-
 def _progress_bar(total: int, enabled: bool | None):
     """A tqdm bar (frames, rate, ETA) when enabled, or by default on a terminal; by
-    default elsewhere, log lines; `enabled` False: nothing."""
-    if enabled is False:
-        return _NoBar()
-    if enabled is None and not sys.stderr.isatty():
-        return _ProgressLines(total)
-    from tqdm import tqdm
-    return tqdm(total=total, unit='frame', file=sys.stderr, dynamic_ncols=True,
-                smoothing=0.1, desc='replay')
+    default elsewhere, a log line per PROGRESS_LINE_FRAMES frames; `enabled` False:
+    nothing."""
+    return progress(total, 'replay', 'frame', log, enabled, PROGRESS_LINE_FRAMES,
+                    approximate=True)
