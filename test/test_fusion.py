@@ -105,6 +105,35 @@ def test_a_question_that_names_objects_reads_only_those():
         assert (unmasked(batch).readout[0, :, others] > 0).all()  # the bias alone
 
 
+def test_the_read_out_keeps_its_share_when_the_summary_path_grows():
+    """readout_share: the summary path (out_proj of the queries) grown 50x, as training
+    grew it on the toy's failing seed, leaves the scene tokens of questions about
+    different objects still different; with the plain sum (share 0) they become the same
+    constant and the asked object's look is gone."""
+    config = AdapterConfig(llm_hidden=64, num_queries=4, dim=32, heads=2, output_rms=0.135)
+    spec = fusion_data.ToySpec(min_objects=4, max_objects=4, false_positive_rate=0.0)
+    scene = fusion_data.toy_scenes(1, seed=5, spec=spec)[0]
+    batch = _featurizer(config).build([scene.image] * 4, [scene.detections] * 4, None,
+                                      [{0}, {1}, {2}, {3}])   # one question per object
+
+    def varying_part(share: float) -> float:
+        torch.manual_seed(0)
+        module = SharedQueryFusion(AdapterConfig(**{**config.to_dict(),
+                                                    'readout_share': share})).eval()
+        with torch.no_grad():
+            module.out_proj.weight.mul_(50.0)
+            module.out_proj.bias.fill_(0.5)           # and a constant part
+            scene_tokens = module(batch).soft_tokens[:, config.hint_tokens:]  # (4, K, D)
+        spread = (scene_tokens - scene_tokens.mean(0)).pow(2).mean().sqrt()
+        return float(spread / scene_tokens.pow(2).mean().sqrt())
+
+    shared, plain = varying_part(0.5), varying_part(0.0)
+    assert shared > 0.2, shared
+    assert plain < 0.05, plain
+    with pytest.raises(ValueError, match='readout_share'):
+        AdapterConfig(llm_hidden=64, readout_share=1.5)
+
+
 def test_vision_tokens_and_vision_rois():
     config = AdapterConfig(llm_hidden=64, num_queries=4, dim=32, heads=2, vision_dim=48,
                            roi_source='vision')

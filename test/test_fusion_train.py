@@ -196,3 +196,65 @@ def test_cli_trains_and_resumes(models, tmp_path):
     assert main(['train-fusion', '--data', str(tmp_path / 'data' / 'data.jsonl'), '--out',
                  str(tmp_path / 'bad'), '--config', str(cfg), '--resume',
                  str(tmp_path / 'nothing'), '--steps', '2', '--no-progress']) == 2
+
+
+def test_keep_best_saves_the_evaluated_weights_with_the_lowest_nll(models, tmp_path):
+    scenes, val = toy_scenes(6, seed=4), toy_scenes(3, seed=5)
+    tc = train_config(models, steps=6, warmup_steps=1, eval_every=1, save_every=3,
+                      keep_best=True)
+    # The validation NLL the selection sees, step by step (a run that gets worse after
+    # step 2), and the weights at each step.
+    scripted = [5.0, 3.0, 4.0, 6.0, 3.5, 7.0]
+
+    def run(trainer, out, resume=None):
+        seen = {}
+        real = trainer.evaluate
+
+        def evaluate(scenes, with_adapter=True, chunk=8):
+            result = real(scenes, with_adapter, chunk)
+            step = len(seen) + (3 if resume else 0)
+            seen[step + 1] = {k: v.clone() for k, v in trainer.module.state_dict().items()}
+            return {**result, 'answer_nll': scripted[step]}
+        trainer.evaluate = evaluate
+        return trainer.run(scenes, out, eval_scenes=val, resume=resume, progress=False), seen
+
+    straight = Trainer(llm_config(models), tc)
+    result, weights = run(straight, tmp_path / 'a')
+    assert [e['step'] for e in result.eval] == [1, 2, 3, 4, 5, 6]
+    assert result.kept_step == 2
+    saved = load_adapter(tmp_path / 'a').state_dict()
+    for k, v in weights[2].items():
+        assert torch.equal(saved[k], v), k
+    assert any(not torch.equal(saved[k], v) for k, v in weights[6].items())
+    info = json.loads((tmp_path / 'a' / 'adapter.json').read_text())['info']
+    assert info['kept_step'] == 2 and info['eval']['answer_nll'] == 3.0
+    # resuming from the step-3 checkpoint keeps the best found before it
+    checkpoint = tmp_path / 'a' / 'checkpoint-000003'
+    assert (checkpoint / 'best_adapter.safetensors').is_file()
+    second, _ = run(Trainer(llm_config(models), tc), tmp_path / 'b', resume=checkpoint)
+    assert second.kept_step == 2
+    resumed = load_adapter(tmp_path / 'b').state_dict()
+    for k, v in saved.items():
+        assert torch.equal(resumed[k], v), k
+
+
+def test_keep_last_saves_the_last_weights(models, tmp_path):
+    scenes, val = toy_scenes(6, seed=4), toy_scenes(3, seed=5)
+    tc = train_config(models, steps=3, eval_every=1, keep_best=False)
+    trainer = Trainer(llm_config(models), tc)
+    result = trainer.run(scenes, tmp_path, eval_scenes=val, progress=False)
+    assert result.kept_step == 3 and len(result.eval) == 3
+    saved = load_adapter(tmp_path).state_dict()
+    for k, v in trainer.module.state_dict().items():
+        assert torch.equal(saved[k], v.cpu()), k
+
+
+def test_training_without_a_terminal_logs_one_line_per_log_every_steps(models, tmp_path,
+                                                                       caplog):
+    caplog.set_level('INFO', logger='mr_mllm_ros.core.fusion.train')
+    tc = train_config(models, steps=6, log_every=2)
+    Trainer(llm_config(models), tc).run(toy_scenes(6, seed=4), tmp_path, progress=True)
+    lines = [m for m in caplog.messages if m.startswith('train-fusion: ')]
+    # stderr is not a terminal under pytest: no bar, a line at steps 2, 4 and 6
+    assert [m.split()[1] for m in lines] == ['2/6', '4/6', '6/6'], lines
+    assert all('loss' in m and 'ETA' in m for m in lines)

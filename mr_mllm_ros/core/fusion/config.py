@@ -76,6 +76,8 @@ class AdapterConfig:
     vision_dim: int = default('adapter', 'vision_dim')
     max_objects: int = default('adapter', 'max_objects')
     focus_readout: bool = default('adapter', 'focus_readout')
+    readout_share: float = default('adapter', 'readout_share')
+    object_readout: bool = default('adapter', 'object_readout')
     dropout: float = default('adapter', 'dropout')
     output_rms: float = default('adapter', 'output_rms')
     llm: str = default('adapter', 'llm')
@@ -85,13 +87,15 @@ class AdapterConfig:
     SHAPE_FIELDS = ('llm_hidden', 'num_queries', 'hint_tokens', 'dim', 'layers', 'heads',
                     'ffn_mult',
                     'box_freqs', 'name_dim', 'roi_source', 'crop_size', 'roi_grid',
-                    'roi_dim', 'vision_dim')
+                    'roi_dim', 'vision_dim', 'object_readout')
 
     def __post_init__(self):
         if self.roi_source not in ROI_SOURCES:
             raise ValueError(f'roi_source={self.roi_source!r}; allowed: {", ".join(ROI_SOURCES)}')
         if self.dim % self.heads:
             raise ValueError(f'dim={self.dim} must be a multiple of heads={self.heads}')
+        if not 0.0 <= self.readout_share <= 1.0:
+            raise ValueError(f'readout_share={self.readout_share} must be within 0..1')
         if self.roi_source == 'vision' and not self.vision_dim:
             raise ValueError('roi_source=vision needs vision_dim (the feature-map width)')
         for name in ('llm_hidden', 'num_queries', 'dim', 'layers', 'heads', 'max_objects',
@@ -130,6 +134,7 @@ class TrainConfig:
     eval_every: int = default('train', 'eval_every')
     eval_scenes: int = default('train', 'eval_scenes')
     eval_fraction: float = default('train', 'eval_fraction')
+    keep_best: bool = default('train', 'keep_best')
     save_every: int = default('train', 'save_every')
     keep_checkpoints: int = default('train', 'keep_checkpoints')
     log_every: int = default('train', 'log_every')

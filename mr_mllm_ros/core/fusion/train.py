@@ -31,6 +31,7 @@ from torch import nn
 
 from ..config import Config
 from ..errors import ConfigError, ModelLoadError
+from ..progress import progress as make_progress
 from ..prompts import PromptBuilder, load_template
 from .config import AdapterConfig, TrainConfig
 from .data import QA, Scene
@@ -51,6 +52,8 @@ class TrainResult:
     seconds: float = 0.0
     seconds_per_step: float = 0.0
     parameters: int = 0
+    #: the step whose weights were saved: the last, or with keep_best the best evaluated
+    kept_step: int = 0
 
 
 # ------------------------------------------------------------------ batches
@@ -304,8 +307,10 @@ class Trainer:
         autocast, scaler = self._autocast()
         start = 0
         history: list[float] = []
+        # keep_best: the weights with the lowest evaluated answer NLL so far, and its step
+        best = _Best(tc.keep_best and bool(eval_scenes))
         if resume:
-            start, history = self._resume(resume, optimizer, scheduler)
+            start, history = self._resume(resume, optimizer, scheduler, best)
         (out / 'train_config.json').write_text(json.dumps(
             {'train': dataclasses.asdict(tc), 'adapter': self.adapter_config.to_dict(),
              'mllm': self.config.mllm.model, 'backend': self.backend.name}, indent=1) + '\n')
@@ -313,9 +318,11 @@ class Trainer:
         result = TrainResult(out, tc.steps, history, parameters=parameter_count(self.module))
         self.module.train()
         t_start = time.perf_counter()
-        bar = _progress(range(start, tc.steps), progress, start, tc.steps)
+        # A bar on a terminal, else a log line per log_every steps (core.progress).
+        bar = make_progress(tc.steps, 'train-fusion', 'step', log,
+                            None if progress else False, tc.log_every, start)
         try:
-            for step in bar:
+            for step in range(start, tc.steps):
                 t0 = time.perf_counter()
                 optimizer.zero_grad(set_to_none=True)
                 lm_total, rs_total = 0.0, 0.0
@@ -351,31 +358,38 @@ class Trainer:
                     ev = self.evaluate(eval_scenes)
                     record.update({f'eval_{k}': v for k, v in ev.items()})
                     result.eval.append({'step': step + 1, **ev})
+                    best.offer(ev['answer_nll'], step + 1, self.module)
                 if (step + 1) % max(1, tc.log_every) == 0 or last or 'eval_answer_nll' in record:
                     metrics.write(json.dumps(record) + '\n')
                     metrics.flush()
-                if hasattr(bar, 'set_postfix'):
-                    bar.set_postfix(loss=f'{lm_total:.3f}', lr=f'{record["lr"]:.2e}')
+                bar.set_postfix(loss=f'{lm_total:.3f}', lr=f'{record["lr"]:.2e}')
+                bar.update(1)
                 if tc.save_every and (step + 1) % tc.save_every == 0 and not last:
-                    self._checkpoint(out, step + 1, optimizer, scheduler, history)
+                    self._checkpoint(out, step + 1, optimizer, scheduler, history, best)
         finally:
             metrics.close()
+            bar.close()
         result.seconds = time.perf_counter() - t_start
         done = max(1, tc.steps - start)
         result.seconds_per_step = result.seconds / done
-        save_adapter(self.module, out, info={'steps': tc.steps, 'final_loss': history[-1]
-                                             if history else None,
-                                             'eval': result.eval[-1] if result.eval else None,
+        result.kept_step = best.restore(self.module) or tc.steps
+        kept_eval = next((e for e in result.eval if e['step'] == result.kept_step), None)
+        save_adapter(self.module, out, info={'steps': tc.steps, 'kept_step': result.kept_step,
+                                             'final_loss': history[-1] if history else None,
+                                             'eval': kept_eval,
                                              'train': dataclasses.asdict(tc)})
         result.losses = history
         return result
 
     # ---------------------------------------------------------------- checkpoints
-    def _checkpoint(self, out: Path, step: int, optimizer, scheduler, history) -> Path:
+    def _checkpoint(self, out: Path, step: int, optimizer, scheduler, history,
+                    best: '_Best') -> Path:
         from safetensors.torch import save_file
         folder = out / f'checkpoint-{step:06d}'
         save_adapter(self.module, folder, info={'step': step,
                                                 'train': dataclasses.asdict(self.tc)})
+        if best.state is not None:
+            save_file(best.state, str(folder / BEST_FILE))
         state = optimizer.state_dict()
         tensors = {}
         for idx, st in state['state'].items():
@@ -385,13 +399,14 @@ class Trainer:
         save_file(tensors, str(folder / 'optimizer.safetensors'))
         (folder / 'trainer_state.json').write_text(json.dumps(
             {'step': step, 'history': history, 'param_groups': state['param_groups'],
-             'scheduler': scheduler.state_dict()}, indent=1) + '\n')
+             'scheduler': scheduler.state_dict(), 'best_nll': best.nll,
+             'best_step': best.step}, indent=1) + '\n')
         checkpoints = sorted(out.glob('checkpoint-*'))
         for old in checkpoints[:-max(1, self.tc.keep_checkpoints)]:
             shutil.rmtree(old, ignore_errors=True)
         return folder
 
-    def _resume(self, folder, optimizer, scheduler) -> tuple[int, list[float]]:
+    def _resume(self, folder, optimizer, scheduler, best: '_Best') -> tuple[int, list[float]]:
         from safetensors.torch import load_file
         folder = Path(folder)
         module = load_adapter(folder, expected=self.adapter_config, device=self.device)
@@ -411,16 +426,41 @@ class Trainer:
                 else value.to(ref.device).reshape(ref.shape)
         optimizer.load_state_dict({'state': state, 'param_groups': meta['param_groups']})
         scheduler.load_state_dict(meta['scheduler'])
+        if best.enabled and (folder / BEST_FILE).is_file():
+            best.nll, best.step = meta.get('best_nll', math.inf), meta.get('best_step', 0)
+            best.state = load_file(str(folder / BEST_FILE))
         log.info('resumed from %s at step %d', folder, meta['step'])
         return int(meta['step']), list(meta.get('history', []))
 
 
-def _progress(iterable, enabled: bool, start: int, total: int):
-    if not enabled:
-        return iterable
-    from tqdm.auto import tqdm
-    return tqdm(iterable, initial=start, total=total, desc='train-fusion', unit='step',
-                dynamic_ncols=True)
+#: in a checkpoint with keep_best: the best weights so far (adapter state dict)
+BEST_FILE = 'best_adapter.safetensors'
+
+
+class _Best:
+    """keep_best: a copy of the weights with the lowest evaluated answer NLL (the usual
+    early-stopping guard: a run that gets worse after its best evaluation, e.g. when the
+    learning rate is still high late in training, keeps its best). The evaluation scenes
+    choose, so they must not be the scenes a result is reported on."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.nll = math.inf
+        self.step = 0
+        self.state: dict[str, torch.Tensor] | None = None
+
+    def offer(self, nll: float, step: int, module: nn.Module) -> None:
+        if self.enabled and nll < self.nll:
+            self.nll, self.step = nll, step
+            self.state = {k: v.detach().cpu().clone().contiguous()
+                          for k, v in module.state_dict().items()}
+
+    def restore(self, module: nn.Module) -> int:
+        """Load the kept weights into `module`; their step (0 = nothing kept)."""
+        if self.state is None:
+            return 0
+        module.load_state_dict(self.state)
+        return self.step
 
 
 def train(config: Config, scenes: Sequence[Scene], out_dir: str | Path,
