@@ -28,7 +28,7 @@ setup(
     tests_require=['pytest'],
     entry_points={
         'console_scripts': [
-            'mr-mllm = mr_mllm_ros.cli:main',
+            'mr-mllm = mr_mllm_ros.cli:entry',
             'perception_node = mr_mllm_ros.nodes.perception_node:main',
             'scene_node = mr_mllm_ros.nodes.scene_node:main',
             'combined_nodes = mr_mllm_ros.nodes.combined:main',

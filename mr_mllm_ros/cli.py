@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import signal
 import sys
 
@@ -90,5 +91,17 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def entry() -> None:
+    """The `mr-mllm` executable: main(), then exit; with os._exit when a ROS executor
+    thread outlived its close (core.leftover_threads), so that exit never waits on it."""
+    code = main()
+    from .core import leftover_threads
+    if leftover_threads.names():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == '__main__':
-    raise SystemExit(main())
+    entry()

@@ -219,7 +219,13 @@ def test_sigterm_ends_a_client_blocked_on_a_call():
             assert got_request.wait(60), 'the request never reached the server'
             t0 = time.monotonic()
             ask.send_signal(signal.SIGTERM)
-            ask.wait(timeout=30)
+            try:
+                ask.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                ask.kill()
+                _, err = ask.communicate(timeout=10)
+                raise AssertionError('ask did not exit within 30 s of SIGTERM; its stderr: '
+                                     + err[-3000:])
             assert time.monotonic() - t0 < 5.0
             assert ask.returncode == 128 + signal.SIGTERM
         finally:

@@ -24,6 +24,7 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile
 from rclpy.signals import SignalHandlerOptions
 
+from ..core import leftover_threads
 from .qos import SERVICE_QOS
 
 M = TypeVar('M')
@@ -137,6 +138,7 @@ class RosClient:
         if self._thread.is_alive():
             log.warning('%s: executor thread still running after %.0f s; leaving it',
                         self.node.get_name(), _JOIN_S)
+            leftover_threads.note(self._thread.name)
         self.node.destroy_node()
         if self._context.ok():
             rclpy.shutdown(context=self._context)
