@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import os
 import signal
 import sys
 
@@ -94,13 +93,8 @@ def main(argv: list[str] | None = None) -> int:
 def entry() -> None:
     """The `mr-mllm` executable: main(), then exit; with os._exit when a ROS executor
     thread outlived its close (core.leftover_threads), so that exit never waits on it."""
-    code = main()
-    from .core import leftover_threads
-    if leftover_threads.names():
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    sys.exit(code)
+    from .core.leftover_threads import exit_process
+    exit_process(main())
 
 
 if __name__ == '__main__':

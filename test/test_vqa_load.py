@@ -31,6 +31,16 @@ CLIENT_SCRIPT = Path(__file__).parent / 'helpers' / 'vqa_load_client.py'
 IMMEDIATE_S = 2.0  # a `busy` must come back about at once (a loaded 2-core machine)
 
 
+def _communicate(client, timeout):
+    try:
+        return client.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        client.kill()
+        _, err = client.communicate(timeout=10)
+        raise AssertionError(f'a client did not exit within {timeout:.0f} s; its stderr: '
+                             + err[-3000:])
+
+
 def _paired(diag):
     st = latest_status(diag, '/load/scene_node')
     return int(st[1]['frames_paired']) if st else 0
@@ -99,7 +109,7 @@ def test_fifty_concurrent_questions_from_ten_processes(tmp_path):
             window = time.monotonic() - t0
             n_dets_end, n_sent_end = len(dets), sent[0]
             st1 = latest_status(diag, '/load/scene_node')
-            outs = [c.communicate(timeout=TIMEOUT_S + 60) for c in clients]
+            outs = [_communicate(c, TIMEOUT_S + 60) for c in clients]
             loaded = ((n_dets_end - n_dets) / window,
                       (int(st1[1]['frames_paired']) - int(st0[1]['frames_paired'])) / window,
                       (n_sent_end - n_sent) / window)

@@ -8,6 +8,8 @@ whose work is done flushes its output and leaves with os._exit instead."""
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 
 _names: list[str] = []
@@ -23,3 +25,13 @@ def note(name: str) -> None:
 def names() -> list[str]:
     with _lock:
         return list(_names)
+
+
+def exit_process(code: int) -> None:
+    """End a command-line process with `code`: sys.exit, or, when a thread was left
+    behind, os._exit after flushing stdout and stderr (nothing at exit waits for it)."""
+    if names():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)

@@ -10,6 +10,7 @@ import threading
 import time
 
 from mr_mllm_interfaces.srv import AskScene
+from mr_mllm_ros.core.leftover_threads import exit_process
 from mr_mllm_ros.ros.client import RosClient
 
 
@@ -50,4 +51,4 @@ def main() -> int:
 
 
 if __name__ == '__main__':
-    raise SystemExit(main())
+    exit_process(main())
