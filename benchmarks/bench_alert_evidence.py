@@ -3,7 +3,7 @@
     bash scripts/with_env.sh python benchmarks/bench_alert_evidence.py [--seconds 20]
         [--rounds 2] [--json F]
 
-1. Evidence encoding alone, in-process: core.evidence.evidence_jpeg on a VGA frame with
+1. Evidence encoding alone, in-process: core.alerts.evidence.evidence_jpeg on a VGA frame with
    its boxes (what the scene node's frame worker / MLLM thread does per alert frame),
    and conversions.alert_msg with it.
 2. The graph: a 10 Hz camera (VGA photo with a person) into perception_node + scene_node
@@ -32,7 +32,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mr_mllm_ros.app.launcher import NodeGroup, NodeSpec, ensure_local_ros_env  # noqa: E402
-from mr_mllm_ros.core.offline import apply_offline_env  # noqa: E402
+from mr_mllm_ros.core.runtime.offline import apply_offline_env  # noqa: E402
 
 apply_offline_env()
 ensure_local_ros_env()
@@ -40,8 +40,8 @@ ensure_local_ros_env()
 from sensor_msgs.msg import Image  # noqa: E402
 
 from mr_mllm_interfaces.msg import CornerCaseAlert, DetectionArray  # noqa: E402
-from mr_mllm_ros.core.evidence import evidence_jpeg  # noqa: E402
-from mr_mllm_ros.core.sample_images import load_sample  # noqa: E402
+from mr_mllm_ros.core.alerts.evidence import evidence_jpeg  # noqa: E402
+from mr_mllm_ros.core.assets.sample_images import load_sample  # noqa: E402
 from mr_mllm_ros.core.types import Alert, Box, Detection, DetectionSet, Frame, Severity  # noqa
 from mr_mllm_ros.ros import conversions as conv  # noqa: E402
 from mr_mllm_ros.ros.client import RosClient  # noqa: E402

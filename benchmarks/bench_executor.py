@@ -34,7 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mr_mllm_ros.app.launcher import NodeGroup, NodeSpec, ensure_local_ros_env  # noqa: E402
-from mr_mllm_ros.core.offline import apply_offline_env  # noqa: E402
+from mr_mllm_ros.core.runtime.offline import apply_offline_env  # noqa: E402
 
 apply_offline_env()
 ensure_local_ros_env()
@@ -116,7 +116,7 @@ def stats(values_ms: list[float]) -> dict:
 def vga() -> np.ndarray:
     import cv2
 
-    from mr_mllm_ros.core.sample_images import load_sample
+    from mr_mllm_ros.core.assets.sample_images import load_sample
     return cv2.resize(load_sample('camera'), (640, 480))
 
 

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / 'test'))  # the tests' helpers package
 
-from mr_mllm_ros.core.offline import apply_offline_env  # noqa: E402
+from mr_mllm_ros.core.runtime.offline import apply_offline_env  # noqa: E402
 
 apply_offline_env()
 
@@ -94,7 +94,7 @@ def detections(h: int, w: int) -> DetectionSet:
 def llm_prefill(k: int, image_token_counts: dict, repeats: int) -> dict:
     """SmolLM2-135M prefill of the describe prompt + n extra input embeddings."""
     from mr_mllm_ros.core.mllm import create_backend
-    from mr_mllm_ros.core.prompts import PromptBuilder, load_template
+    from mr_mllm_ros.core.reasoning.prompts import PromptBuilder, load_template
     config = load_config()
     backend = create_backend(config)
     prompts = PromptBuilder(load_template('scene_fusion_v1'), config.mllm,
@@ -124,8 +124,12 @@ def tiny_end_to_end(k: int, repeats: int) -> dict:
     """Tiny random configs: VLM prefill with its own image tokens vs text LLM + adapter."""
     from helpers import make_tiny_models as maker
 
-    from mr_mllm_ros.core.fusion import (AdapterConfig, FusionRuntime, SharedQueryFusion,
-                                         save_adapter)
+    from mr_mllm_ros.core.fusion import (
+        AdapterConfig,
+        FusionRuntime,
+        SharedQueryFusion,
+        save_adapter,
+    )
     from mr_mllm_ros.core.mllm import create_backend
     from mr_mllm_ros.core.mllm.base import MllmRequest
     out = {}

@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mr_mllm_ros.core.offline import apply_offline_env  # noqa: E402
+from mr_mllm_ros.core.runtime.offline import apply_offline_env  # noqa: E402
 
 apply_offline_env()
 
@@ -43,10 +43,10 @@ def _rss_mb() -> float:
 
 
 def run(repeats: int) -> list[dict]:
+    from mr_mllm_ros.core.assets.sample_images import load_sample
     from mr_mllm_ros.core.config import load_config
     from mr_mllm_ros.core.pipeline import PerceptionPipeline
-    from mr_mllm_ros.core.sample_images import load_sample
-    from mr_mllm_ros.core.scene import SceneReasoner
+    from mr_mllm_ros.core.reasoning.scene import SceneReasoner
     from mr_mllm_ros.core.types import Frame
 
     config = load_config()

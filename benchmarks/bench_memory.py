@@ -30,13 +30,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'test'))  # helpers
 
-from mr_mllm_ros.core.offline import apply_offline_env  # noqa: E402
+from mr_mllm_ros.core.runtime.offline import apply_offline_env  # noqa: E402
 
 apply_offline_env()
 
-from mr_mllm_ros.core.labels import COCO_CLASSES  # noqa: E402
-from mr_mllm_ros.core.memory import (DescriptionRecord, FrameSeen, Observation,  # noqa: E402
-                                     Query, SceneMemory)
+from mr_mllm_ros.core.detection.labels import COCO_CLASSES  # noqa: E402
+from mr_mllm_ros.core.memory import DescriptionRecord, FrameSeen, Observation, Query, SceneMemory  # noqa: E402
 from mr_mllm_ros.core.memory.store import Database  # noqa: E402
 from mr_mllm_ros.core.memory.writer import MemoryWriter  # noqa: E402
 
@@ -200,7 +199,7 @@ def main() -> int:
     finally:
         if pg_ctx is not None:
             pg_ctx.__exit__(None, None, None)
-    from mr_mllm_ros.core.memory.vocabulary import Embedder
+    from mr_mllm_ros.core.memory.question_words import Embedder
     e = Embedder()
     e(['warm-up'])
     t0 = time.perf_counter()

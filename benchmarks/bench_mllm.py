@@ -29,16 +29,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / 'test'))
 
-from mr_mllm_ros.core.offline import apply_offline_env  # noqa: E402
+from mr_mllm_ros.core.runtime.offline import apply_offline_env  # noqa: E402
 
 apply_offline_env()
 
 import torch  # noqa: E402
 
+from mr_mllm_ros.core.assets.sample_images import load_sample  # noqa: E402
 from mr_mllm_ros.core.config import load_config, with_changes  # noqa: E402
 from mr_mllm_ros.core.pipeline import PerceptionPipeline  # noqa: E402
-from mr_mllm_ros.core.sample_images import load_sample  # noqa: E402
-from mr_mllm_ros.core.scene import SceneReasoner  # noqa: E402
+from mr_mllm_ros.core.reasoning.scene import SceneReasoner  # noqa: E402
 from mr_mllm_ros.core.types import Box, Detection, DetectionSet, Frame  # noqa: E402
 
 CLASSES = ['person', 'car', 'dog', 'bicycle', 'chair', 'bottle', 'truck', 'tie']
@@ -105,7 +105,7 @@ def constrained_overhead(backend, reasoner, frames, max_new=40) -> tuple[float, 
     same length (min_new_tokens) so only the processor differs."""
     from transformers import LogitsProcessorList
 
-    from mr_mllm_ros.core.grounding import ObjectReferenceLogitsProcessor
+    from mr_mllm_ros.core.reasoning.grounding import ObjectReferenceLogitsProcessor
     model, tokenizer = backend.model, backend.tokenizer
     results = []
     for constrained in (False, True, False, True):

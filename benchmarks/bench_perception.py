@@ -28,7 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mr_mllm_ros.app.launcher import NodeGroup, NodeSpec, ensure_local_ros_env  # noqa: E402
-from mr_mllm_ros.core.offline import apply_offline_env  # noqa: E402
+from mr_mllm_ros.core.runtime.offline import apply_offline_env  # noqa: E402
 
 apply_offline_env()
 ensure_local_ros_env()
@@ -36,9 +36,9 @@ ensure_local_ros_env()
 from sensor_msgs.msg import Image  # noqa: E402
 
 from mr_mllm_interfaces.msg import DetectionArray  # noqa: E402
+from mr_mllm_ros.core.assets.sample_images import SAMPLES, load_sample  # noqa: E402
 from mr_mllm_ros.core.config import load_config  # noqa: E402
 from mr_mllm_ros.core.pipeline import PerceptionPipeline  # noqa: E402
-from mr_mllm_ros.core.sample_images import SAMPLES, load_sample  # noqa: E402
 from mr_mllm_ros.core.types import Frame  # noqa: E402
 from mr_mllm_ros.ros import conversions as conv  # noqa: E402
 from mr_mllm_ros.ros.client import RosClient  # noqa: E402

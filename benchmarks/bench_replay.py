@@ -24,7 +24,7 @@ writes them as JSON with --json); asserts nothing.
 (d) A long bag: `--long-minutes` (10) of a 30 Hz JPEG camera made of the sample photos
     (320 px, each photo 20 s in turn: a scene change every 20 s), replayed end to end
     with the offline default models, `--no-describe` and then with descriptions at the
-    default schedule (core.schedule, in message time): wall time of each, their ratio
+    default schedule (core.reasoning.schedule, in message time): wall time of each, their ratio
     (target <= 2), frames/s and the MLLM reasoning steps by trigger.
 
 The load average is printed with each line, because this machine is shared. Example:
@@ -51,16 +51,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mr_mllm_ros.core import images  # noqa: E402
+from mr_mllm_ros.core.assets.sample_images import SAMPLES, load_sample  # noqa: E402
 from mr_mllm_ros.core.config import load_config, with_changes  # noqa: E402
-from mr_mllm_ros.core.offline import apply_offline_env  # noqa: E402
 from mr_mllm_ros.core.pipeline import Pipeline  # noqa: E402
-from mr_mllm_ros.core.sample_images import SAMPLES, load_sample  # noqa: E402
+from mr_mllm_ros.core.runtime.offline import apply_offline_env  # noqa: E402
 from mr_mllm_ros.core.types import DetectionSet  # noqa: E402
 from mr_mllm_ros.replay import outputs as o  # noqa: E402
 from mr_mllm_ros.replay.bag_reader import open_bag  # noqa: E402
-from mr_mllm_ros.replay.bag_writer import image_message, write_bag as bag_writer  # noqa: E402
-from mr_mllm_ros.replay.result_messages import result_typestore  # noqa: E402
+from mr_mllm_ros.replay.bag_writer import image_message  # noqa: E402
+from mr_mllm_ros.replay.bag_writer import write_bag as bag_writer
 from mr_mllm_ros.replay.processing import UnitProcessor  # noqa: E402
+from mr_mllm_ros.replay.result_messages import result_typestore  # noqa: E402
 from mr_mllm_ros.replay.runner import ReplayOptions, plan_units, run_replay  # noqa: E402
 
 NS = 1_000_000_000

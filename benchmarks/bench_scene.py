@@ -29,7 +29,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mr_mllm_ros.app.launcher import NodeGroup, NodeSpec, ensure_local_ros_env  # noqa: E402
-from mr_mllm_ros.core.offline import apply_offline_env  # noqa: E402
+from mr_mllm_ros.core.runtime.offline import apply_offline_env  # noqa: E402
 
 apply_offline_env()
 ensure_local_ros_env()
@@ -38,7 +38,7 @@ from sensor_msgs.msg import Image  # noqa: E402
 
 from mr_mllm_interfaces.msg import CornerCaseAlert, DetectionArray  # noqa: E402
 from mr_mllm_interfaces.srv import AskScene  # noqa: E402
-from mr_mllm_ros.core.sample_images import load_sample  # noqa: E402
+from mr_mllm_ros.core.assets.sample_images import load_sample  # noqa: E402
 from mr_mllm_ros.ros import conversions as conv  # noqa: E402
 from mr_mllm_ros.ros.client import RosClient  # noqa: E402
 from mr_mllm_ros.ros.qos import ALERTS_QOS, RESULTS_QOS  # noqa: E402

@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mr_mllm_ros.core.offline import apply_offline_env  # noqa: E402
+from mr_mllm_ros.core.runtime.offline import apply_offline_env  # noqa: E402
 
 apply_offline_env()
 
@@ -36,8 +36,8 @@ from mr_mllm_ros.core.config import load_config, with_changes  # noqa: E402
 from mr_mllm_ros.core.fusion.data import ToySpec, toy_scenes  # noqa: E402
 from mr_mllm_ros.core.fusion.train import TrainConfig, Trainer  # noqa: E402
 from mr_mllm_ros.core.mllm import create_backend  # noqa: E402
-from mr_mllm_ros.core.reinforce import Reinforcer  # noqa: E402
-from mr_mllm_ros.core.scene import SceneReasoner  # noqa: E402
+from mr_mllm_ros.core.reasoning.reinforce import Reinforcer  # noqa: E402
+from mr_mllm_ros.core.reasoning.scene import SceneReasoner  # noqa: E402
 from mr_mllm_ros.core.types import Frame  # noqa: E402
 
 TEMPLATE = 'scene_fusion_compact_v1'

@@ -44,7 +44,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mr_mllm_ros.core.offline import apply_offline_env  # noqa: E402
+from mr_mllm_ros.core.runtime.offline import apply_offline_env  # noqa: E402
 
 apply_offline_env()
 
@@ -55,7 +55,7 @@ from mr_mllm_ros.core.fusion.data import COLOURS, SIZES, ToySpec, toy_scenes  # 
 from mr_mllm_ros.core.fusion.diagnostics import diagnose  # noqa: E402
 from mr_mllm_ros.core.fusion.train import TrainConfig, Trainer  # noqa: E402
 from mr_mllm_ros.core.mllm import create_backend  # noqa: E402
-from mr_mllm_ros.core.scene import SceneReasoner  # noqa: E402
+from mr_mllm_ros.core.reasoning.scene import SceneReasoner  # noqa: E402
 from mr_mllm_ros.core.types import Frame  # noqa: E402
 
 TEMPLATE = 'scene_fusion_compact_v1'

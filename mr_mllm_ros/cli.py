@@ -14,7 +14,7 @@ import logging
 import signal
 import sys
 
-from .core.offline import apply_offline_env
+from .core.runtime.offline import apply_offline_env
 
 #: (command, module under mr_mllm_ros.app, one-line help) - the help is here so that
 #: `mr-mllm --help` does not import every command's dependencies.
@@ -92,8 +92,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def entry() -> None:
     """The `mr-mllm` executable: main(), then exit; with os._exit when a ROS executor
-    thread outlived its close (core.leftover_threads), so that exit never waits on it."""
-    from .core.leftover_threads import exit_process
+    thread outlived its close (core.runtime.leftover_threads), so that exit never waits on it."""
+    from .core.runtime.leftover_threads import exit_process
     exit_process(main())
 
 

@@ -14,7 +14,7 @@ os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
 os.environ['ROS_DOMAIN_ID'] = str(random.SystemRandom().randint(1, 101))
 
 from mr_mllm_ros.app.launcher import clean_dds_shm, ensure_local_ros_env  # noqa: E402
-from mr_mllm_ros.core.offline import apply_offline_env  # noqa: E402
+from mr_mllm_ros.core.runtime.offline import apply_offline_env  # noqa: E402
 
 apply_offline_env()
 ensure_local_ros_env()  # + the shipped Fast DDS large-image profile for this process

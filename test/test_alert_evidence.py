@@ -1,5 +1,5 @@
 """Alerts with their proof, in core (no ROS): the debounce window's stamps, the condition
-values and rationale, the evidence JPEG (core.evidence, attached by ScenePipeline), and
+values and rationale, the evidence JPEG (core.alerts.evidence, attached by ScenePipeline), and
 the rule defaults living only in config/alert_rules.yaml."""
 
 import copy
@@ -9,12 +9,17 @@ import numpy as np
 import pytest
 import yaml
 
-from mr_mllm_ros.core.alerts import (AlertEngine, default_rules_path, load_rules,
-                                     packaged_defaults, parse_rule)
+from mr_mllm_ros.core.alerts import (
+    AlertEngine,
+    default_rules_path,
+    load_rules,
+    packaged_defaults,
+    parse_rule,
+)
 from mr_mllm_ros.core.alerts import rules as rules_module
+from mr_mllm_ros.core.alerts.evidence import evidence_jpeg, with_evidence
 from mr_mllm_ros.core.config import load_config, with_changes
 from mr_mllm_ros.core.errors import ConfigError
-from mr_mllm_ros.core.evidence import evidence_jpeg, with_evidence
 from mr_mllm_ros.core.pipeline import ScenePipeline
 from mr_mllm_ros.core.types import Box, Detection, DetectionSet, Frame
 

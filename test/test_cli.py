@@ -99,13 +99,13 @@ def test_ask_without_a_graph_says_the_service_was_not_found_and_what_was_seen():
 
 def test_the_executable_exits_although_a_thread_was_left_behind():
     """`entry()` (the mr-mllm executable): when a ROS executor thread outlived its close
-    (core.leftover_threads), the process flushes its output and exits with main()'s code
+    (core.runtime.leftover_threads), the process flushes its output and exits with main()'s code
     instead of waiting at interpreter exit for that thread (here a non-daemon thread that
     never ends, which a plain sys.exit would wait for)."""
     script = (
         'import threading, time\n'
         'from mr_mllm_ros import cli\n'
-        'from mr_mllm_ros.core import leftover_threads\n'
+        'from mr_mllm_ros.core.runtime import leftover_threads\n'
         'def main():\n'
         '    t = threading.Thread(target=time.sleep, args=(600,), name="stuck_spin")\n'
         '    t.start()\n'

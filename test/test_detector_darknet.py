@@ -4,12 +4,11 @@ checked against hand-labelled boxes (data/sample_photos)."""
 import numpy as np
 import pytest
 
+from mr_mllm_ros.core.assets.sample_images import load_sample
 from mr_mllm_ros.core.config import load_config
 from mr_mllm_ros.core.detection import create_detector
 from mr_mllm_ros.core.errors import ModelLoadError
-from mr_mllm_ros.core.sample_images import load_sample
 from mr_mllm_ros.core.types import Box, Frame
-
 
 
 @pytest.fixture(scope='module')
@@ -26,7 +25,7 @@ def test_finds_the_labelled_object(detector, labels, sample, category):
     frame = Frame(load_sample(sample), 123, 'cam')
     ds = detector.detect(frame)
     truth = [Box(*b) for c, b in labels[sample] if c == category]
-    hits = [d for d in ds if d.class_name == category]  # COCO names (core.labels)
+    hits = [d for d in ds if d.class_name == category]  # COCO names (core.detection.labels)
     assert hits, f'no {category} in {sample}: {[(d.class_name, d.score) for d in ds]}'
     best = max(h.box.iou(t) for h in hits for t in truth)
     assert best >= 0.5, f'best IoU {best:.2f}'

@@ -17,15 +17,15 @@ import numpy as np
 import pytest
 import torch
 
-from mr_mllm_ros.core.offline import apply_offline_env
+from mr_mllm_ros.core.runtime.offline import apply_offline_env
 
 apply_offline_env()  # before anything imports ultralytics
 
+from mr_mllm_ros.core.assets.model_files import prepare_all  # noqa: E402
 from mr_mllm_ros.core.config import load_config  # noqa: E402
 from mr_mllm_ros.core.detection import Detector, create_detector  # noqa: E402
 from mr_mllm_ros.core.detection.ultralytics_backend import UltralyticsDetector  # noqa: E402
 from mr_mllm_ros.core.errors import BackendError, ModelLoadError  # noqa: E402
-from mr_mllm_ros.core.models import prepare_all  # noqa: E402
 from mr_mllm_ros.core.pipeline import PerceptionPipeline  # noqa: E402
 from mr_mllm_ros.core.types import Box, Frame  # noqa: E402
 
@@ -173,7 +173,7 @@ def test_packaged_onnx_export_loads_too(astronaut, network_attempts, tmp_path):
 
 @pytest.mark.slow
 def test_bytetrack_ids_are_stable_across_frames(tracking_detector, astronaut):
-    """ByteTrack (core.tracking, applied by the pipeline to any backend's boxes) activates
+    """ByteTrack (core.detection.tracking, applied by the pipeline to any backend's boxes) activates
     every track found on its first frame at once (later new tracks need a second frame to
     be confirmed), so ids are there from the first frame on; the detector's warm-up does
     not consume that first frame."""

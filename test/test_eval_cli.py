@@ -12,13 +12,12 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-
-from mr_mllm_ros.eval.tasks import mllm_changes, refer
-from mr_mllm_ros.cli import main
-from mr_mllm_ros.core.scene import SceneReasoner
-from mr_mllm_ros.core.types import Box, Detection, DetectionSet, Frame, Generation, Source
-
 from helpers import LABELS, REPO
+
+from mr_mllm_ros.cli import main
+from mr_mllm_ros.core.reasoning.scene import SceneReasoner
+from mr_mllm_ros.core.types import Box, Detection, DetectionSet, Frame, Generation, Source
+from mr_mllm_ros.eval.tasks import mllm_changes, refer
 
 SET = REPO / 'data' / 'sample_photos'
 DOCS = REPO / 'docs' / 'eval'
@@ -88,7 +87,7 @@ def test_grounding_command_without_mllm_reports_the_oracle_only(tmp_path, capsys
 
 
 def test_alerts_from_a_bag(tmp_path, capsys):
-    from mr_mllm_ros.core.sample_images import load_sample
+    from mr_mllm_ros.core.assets.sample_images import load_sample
     from mr_mllm_ros.eval.datasets import write_bag
     dark = (load_sample('coffee') * 0.02).astype(np.uint8)
     write_bag(tmp_path / 'bag', '/cam/image', [load_sample('coffee')] * 2 + [dark] * 6)

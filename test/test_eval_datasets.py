@@ -10,13 +10,12 @@ import pickle
 import cv2
 import numpy as np
 import pytest
+from helpers import LABELS, REPO
 
 from mr_mllm_ros.core.alerts import default_rules_path, load_rules
+from mr_mllm_ros.core.assets.sample_images import SAMPLES, load_sample
 from mr_mllm_ros.core.errors import BagError, ConfigError
-from mr_mllm_ros.core.sample_images import SAMPLES, load_sample
 from mr_mllm_ros.eval import datasets
-
-from helpers import LABELS, REPO
 
 SET = REPO / 'data' / 'sample_photos'
 

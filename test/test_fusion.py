@@ -14,11 +14,20 @@ import numpy as np
 import pytest
 import torch
 
-from mr_mllm_ros.core.fusion import data as fusion_data
 from mr_mllm_ros.core.errors import ConfigError, ModelLoadError
-from mr_mllm_ros.core.fusion import (CONFIG_FILE, WEIGHTS_FILE, AdapterConfig, Featurizer,
-                                     SharedQueryFusion, check_fits_llm, load_adapter,
-                                     parameter_count, save_adapter, sine_box_embedding)
+from mr_mllm_ros.core.fusion import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    AdapterConfig,
+    Featurizer,
+    SharedQueryFusion,
+    check_fits_llm,
+    load_adapter,
+    parameter_count,
+    save_adapter,
+    sine_box_embedding,
+)
+from mr_mllm_ros.core.fusion import data as fusion_data
 from mr_mllm_ros.core.types import Box, Detection, DetectionSet
 
 
@@ -387,7 +396,7 @@ def test_refcoco_converter(tmp_path):
 def test_soft_token_placeholder_in_prompts():
     from mr_mllm_ros.core.config import load_config
     from mr_mllm_ros.core.mllm.base import SOFT_TOKENS_MARKER
-    from mr_mllm_ros.core.prompts import PromptBuilder, load_template
+    from mr_mllm_ros.core.reasoning.prompts import PromptBuilder, load_template
     config = load_config()
     ds = fusion_data.toy_scenes(1, seed=1)[0].detections
     fused = PromptBuilder(load_template('scene_fusion_v1'), config.mllm, len, False)

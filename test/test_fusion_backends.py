@@ -23,7 +23,7 @@ from mr_mllm_ros.core.errors import BackendError, ModelLoadError
 from mr_mllm_ros.core.fusion import AdapterConfig, SharedQueryFusion, save_adapter
 from mr_mllm_ros.core.mllm import create_backend
 from mr_mllm_ros.core.mllm.base import SOFT_TOKENS_MARKER, ChatMessage, MllmRequest
-from mr_mllm_ros.core.scene import SceneReasoner
+from mr_mllm_ros.core.reasoning.scene import SceneReasoner
 from mr_mllm_ros.core.types import Box, Detection, DetectionSet, Frame
 
 FAMILIES = ('llm', 'idefics3', 'qwen2_vl', 'qwen2_5_vl', 'llava', 'paligemma', 'florence2')
@@ -268,9 +268,9 @@ def test_no_adapter_means_prompt_only(backends):
     assert desc.fusion_adapter == '' and 'fusion' not in desc.timings_ms
     request = reasoner.prompts.describe(detections())
     assert request.soft_tokens is None and SOFT_TOKENS_MARKER not in request.user
-    # Descriptions are planned (core.grounding_plan): the plain request, worded by the
+    # Descriptions are planned (core.reasoning.grounding_plan): the plain request, worded by the
     # backend, gives exactly the description.
-    from mr_mllm_ros.core import grounding_plan as plan
+    from mr_mllm_ros.core.reasoning import grounding_plan as plan
     chosen = request.extra['object_indices']
     raw, _ = plan.word_plan(backend, request,
                             plan.plan_mentions(detections(), chosen, reasoner.vocabulary),

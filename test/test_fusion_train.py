@@ -28,9 +28,8 @@ from mr_mllm_ros.core.errors import ModelLoadError
 from mr_mllm_ros.core.fusion import load_adapter, mentioned_objects
 from mr_mllm_ros.core.fusion.data import toy_scenes, write_jsonl
 from mr_mllm_ros.core.fusion.train import TrainConfig, Trainer
-from mr_mllm_ros.core.scene import SceneReasoner
+from mr_mllm_ros.core.reasoning.scene import SceneReasoner
 from mr_mllm_ros.core.types import Frame
-
 
 # A one-line-per-part template: the random LLM's attention is spread over every prompt
 # token, so a short prompt leaves the soft tokens a larger share.

@@ -10,17 +10,16 @@ import time
 
 import cv2
 import pytest
+from helpers.graph_helpers import DISCOVERY_S, publish_and_wait, stamp_is
+from sensor_msgs.msg import Image
 
 from mr_mllm_interfaces.msg import DetectionArray
 from mr_mllm_interfaces.srv import QueryMemory
 from mr_mllm_ros.app.launcher import NodeGroup, NodeSpec
-from mr_mllm_ros.core.sample_images import load_sample
+from mr_mllm_ros.core.assets.sample_images import load_sample
 from mr_mllm_ros.ros import conversions as conv
 from mr_mllm_ros.ros.client import RosClient
 from mr_mllm_ros.ros.qos import RESULTS_QOS
-from sensor_msgs.msg import Image
-
-from helpers.graph_helpers import DISCOVERY_S, publish_and_wait, stamp_is
 
 pytestmark = pytest.mark.graph
 NS = 'memcam'

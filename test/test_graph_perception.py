@@ -7,19 +7,18 @@ import time
 
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
+from helpers.graph_helpers import DISCOVERY_S, node_status, publish_and_wait
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from sensor_msgs.msg import CompressedImage, Image
 
 from mr_mllm_interfaces.msg import DetectionArray
 from mr_mllm_ros.app.launcher import NodeGroup, NodeSpec
-from mr_mllm_ros.core.sample_images import load_sample
+from mr_mllm_ros.core.assets.sample_images import load_sample
 from mr_mllm_ros.core.types import Box
 from mr_mllm_ros.ros import conversions as conv
 from mr_mllm_ros.ros.client import RosClient
 from mr_mllm_ros.ros.qos import RESULTS_QOS
-
-from helpers.graph_helpers import DISCOVERY_S, node_status, publish_and_wait
 
 pytestmark = pytest.mark.graph
 

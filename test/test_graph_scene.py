@@ -10,21 +10,26 @@ import time
 import pytest
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray
+from helpers.graph_helpers import (
+    DISCOVERY_S,
+    first_exchange,
+    latest_status,
+    node_status,
+    publish_and_wait,
+    stamp_is,
+)
+from helpers.openai_stub_server import StubOpenAiServer, reply
 from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import Image
 
 from mr_mllm_interfaces.msg import CornerCaseAlert, DetectionArray, SceneDescription
 from mr_mllm_interfaces.srv import AskScene
 from mr_mllm_ros.app.launcher import NodeGroup, NodeSpec
+from mr_mllm_ros.core.assets.sample_images import SAMPLES, load_sample
 from mr_mllm_ros.core.config import share_dir
-from mr_mllm_ros.core.sample_images import SAMPLES, load_sample
 from mr_mllm_ros.ros import conversions as conv
 from mr_mllm_ros.ros.client import RosClient
 from mr_mllm_ros.ros.qos import ALERTS_QOS, RESULTS_QOS
-
-from helpers.graph_helpers import (DISCOVERY_S, first_exchange, latest_status, node_status,
-                           publish_and_wait, stamp_is)
-from helpers.openai_stub_server import StubOpenAiServer, reply
 
 pytestmark = pytest.mark.graph
 DEMO_PARAMS = str(share_dir() / 'config' / 'demo.yaml')  # describe every new frame

@@ -10,22 +10,21 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import schedule_bags as sb  # noqa: E402
+from helpers.graph_helpers import DISCOVERY_S, first_exchange  # noqa: E402
+from helpers.openai_stub_server import StubOpenAiServer  # noqa: E402
+from helpers.replay_bags import T0  # noqa: E402
 from sensor_msgs.msg import CompressedImage
 
 from mr_mllm_interfaces.msg import CornerCaseAlert, SceneDescription
 from mr_mllm_ros.app.launcher import NodeGroup, NodeSpec
 from mr_mllm_ros.cli import main
-from mr_mllm_ros.core.sample_images import load_sample
+from mr_mllm_ros.core.assets.sample_images import load_sample
 from mr_mllm_ros.replay import bag_reader
 from mr_mllm_ros.replay import outputs as o
 from mr_mllm_ros.ros import conversions as conv
 from mr_mllm_ros.ros.client import RosClient
 from mr_mllm_ros.ros.qos import ALERTS_QOS, RESULTS_QOS
-
-from helpers import schedule_bags as sb  # noqa: E402
-from helpers.graph_helpers import DISCOVERY_S, first_exchange  # noqa: E402
-from helpers.openai_stub_server import StubOpenAiServer  # noqa: E402
-from helpers.replay_bags import T0  # noqa: E402
 
 pytestmark = pytest.mark.graph
 NS_ = 'parity'

@@ -22,19 +22,18 @@ import cv2
 import numpy as np
 import pytest
 import yaml
+from helpers.foxglove_decode import boxes, decode, stamp_ns  # noqa: E402
+from helpers.graph_helpers import DISCOVERY_S, RESULT_S, first_exchange  # noqa: E402
+from helpers.replay_bags import RULES  # noqa: E402
 from sensor_msgs.msg import Image
 from websockets.sync.client import connect
 
 from mr_mllm_interfaces.msg import CornerCaseAlert, DetectionArray
 from mr_mllm_ros.app.launcher import NodeGroup, NodeSpec
-from mr_mllm_ros.core.sample_images import load_sample
+from mr_mllm_ros.core.assets.sample_images import load_sample
 from mr_mllm_ros.ros import conversions as conv
 from mr_mllm_ros.ros.client import RosClient
 from mr_mllm_ros.ros.qos import ALERTS_QOS, RESULTS_QOS
-
-from helpers.foxglove_decode import boxes, decode, stamp_ns  # noqa: E402
-from helpers.graph_helpers import DISCOVERY_S, RESULT_S, first_exchange  # noqa: E402
-from helpers.replay_bags import RULES  # noqa: E402
 
 pytestmark = pytest.mark.graph
 NS = 'vt'

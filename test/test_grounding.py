@@ -9,8 +9,12 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from mr_mllm_ros.core.grounding import (ObjectReferenceLogitsProcessor, ReferenceAutomaton,
-                                        parse_grounded, render_grounded)
+from mr_mllm_ros.core.reasoning.grounding import (
+    ObjectReferenceLogitsProcessor,
+    ReferenceAutomaton,
+    parse_grounded,
+    render_grounded,
+)
 from mr_mllm_ros.core.types import GroundedPhrase
 
 FIXTURES = Path(__file__).resolve().parent / 'fixtures'
@@ -111,7 +115,8 @@ def _decode(tokenizer, allowed, seed, steps, constrained, prefix='<ground>a</gro
     large bonus on top of random logits. When the processor blocks it, the model falls
     back to noise and re-synchronises at its next reference."""
     import random
-    from mr_mllm_ros.core.grounding import token_table
+
+    from mr_mllm_ros.core.reasoning.grounding import token_table
     rng = random.Random(seed)
     gen = torch.Generator().manual_seed(seed)
     table = token_table(tokenizer)

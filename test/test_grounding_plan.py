@@ -1,4 +1,4 @@
-"""Grounded output right by construction (core.grounding_plan, core.vocabulary): every
+"""Grounded output right by construction (core.reasoning.grounding_plan, core.reasoning.vocabulary): every
 published phrase names the objects it cites, no object is cited twice, groups are counted,
 answers are one sentence without prompt syntax or loops - whatever the model writes.
 
@@ -8,16 +8,21 @@ in test_grounding_acceptance.py."""
 
 import numpy as np
 import pytest
+from helpers.scripted_backend import ScriptedBackend
 
 from mr_mllm_ros.core.config import load_config
-from mr_mllm_ros.core.grounding_plan import (count_question, finish, first_repeat,
-                                             plan_mentions, template_sentence)
-from mr_mllm_ros.core.grounding import parse_grounded
-from mr_mllm_ros.core.ngram_guard import NgramGuard, NgramLogitsProcessor
-from mr_mllm_ros.core.scene import SceneReasoner
+from mr_mllm_ros.core.mllm.ngram_guard import NgramGuard, NgramLogitsProcessor
+from mr_mllm_ros.core.reasoning.grounding import parse_grounded
+from mr_mllm_ros.core.reasoning.grounding_plan import (
+    count_question,
+    finish,
+    first_repeat,
+    plan_mentions,
+    template_sentence,
+)
+from mr_mllm_ros.core.reasoning.scene import SceneReasoner
+from mr_mllm_ros.core.reasoning.vocabulary import load_vocabulary
 from mr_mllm_ros.core.types import Box, Detection, DetectionSet
-from mr_mllm_ros.core.vocabulary import load_vocabulary
-from helpers.scripted_backend import ScriptedBackend
 
 VOCAB = load_vocabulary()
 PROMPT_SYNTAX = ('; confidence', 'box [', '<obj', '<ground', '</')

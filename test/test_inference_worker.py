@@ -1,10 +1,10 @@
-"""core.inference_worker: every model call on one thread, ticks coalesced, jobs bounded and
+"""core.runtime.inference_worker: every model call on one thread, ticks coalesced, jobs bounded and
 in order, bugs reported without ending the worker, stop hands back what did not run."""
 
 import threading
 import time
 
-from mr_mllm_ros.core.inference_worker import InferenceWorker
+from mr_mllm_ros.core.runtime.inference_worker import InferenceWorker
 
 WAIT_S = 10.0
 

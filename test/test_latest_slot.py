@@ -2,8 +2,8 @@
 
 import threading
 
-from mr_mllm_ros.core.latest_slot import LatestSlots
-from mr_mllm_ros.core.stats import RollingStats
+from mr_mllm_ros.core.runtime.latest_slot import LatestSlots
+from mr_mllm_ros.core.runtime.stats import RollingStats
 
 
 def test_newest_wins_and_drops_are_counted():

@@ -11,14 +11,13 @@ import textwrap
 import time
 
 import pytest
+from helpers.memory_fixtures import DT, QUESTIONS, T0, S, fill, memory_config
+from helpers.postgres_server import temporary_postgres, unavailable_reason
 
 from mr_mllm_ros.core.memory import MemoryDbError, SceneMemory
 from mr_mllm_ros.core.memory.parse import parse_question
+from mr_mllm_ros.core.memory.question_words import Embedder, Vocabulary
 from mr_mllm_ros.core.memory.store import Database, enforce_retention
-from mr_mllm_ros.core.memory.vocabulary import Embedder, Vocabulary
-
-from helpers.memory_fixtures import DT, QUESTIONS, S, T0, fill, memory_config
-from helpers.postgres_server import temporary_postgres, unavailable_reason
 
 PG_REASON = unavailable_reason()
 
@@ -273,8 +272,8 @@ def test_thumbnails_once_per_track_and_interval_and_used_as_evidence(tmp_path):
     import cv2
     import numpy as np
 
+    from mr_mllm_ros.core.assets.sample_images import load_sample
     from mr_mllm_ros.core.memory.thumbnails import ThumbnailPolicy, save_crops
-    from mr_mllm_ros.core.sample_images import load_sample
     from mr_mllm_ros.core.types import Box, Detection, DetectionSet
     policy = ThumbnailPolicy(5.0)
     ds = lambda t, tid=3: DetectionSet((Detection(27, 'tie', 0.8, Box(214, 416, 292, 539),  # noqa

@@ -31,7 +31,7 @@ def test_missing_runtime_or_weights_is_a_clear_error(tmp_path):
 
 @pytest.fixture(scope='module')
 def reasoner():
-    from mr_mllm_ros.core.scene import SceneReasoner
+    from mr_mllm_ros.core.reasoning.scene import SceneReasoner
     r = SceneReasoner(load_config(overrides={'mllm.backend': 'llama_cpp'}))
     yield r
     r.close()

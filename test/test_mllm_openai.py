@@ -9,14 +9,22 @@ import logging
 import math
 import time
 import traceback
-from email.utils import format_datetime
 from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
 
 import numpy as np
 import pytest
-
-from helpers.openai_stub_server import (StubOpenAiServer, drop, fail, malformed, no_choices, raw,
-                                reply, sleep, trickle)
+from helpers.openai_stub_server import (
+    StubOpenAiServer,
+    drop,
+    fail,
+    malformed,
+    no_choices,
+    raw,
+    reply,
+    sleep,
+    trickle,
+)
 
 from mr_mllm_ros.core.config import load_config
 from mr_mllm_ros.core.errors import BackendError, ConfigError
@@ -25,7 +33,7 @@ from mr_mllm_ros.core.mllm import create_backend
 from mr_mllm_ros.core.mllm.base import ChatMessage, MllmRequest
 from mr_mllm_ros.core.mllm.http_post import retry_after as _retry_after
 from mr_mllm_ros.core.mllm.openai_backend import OpenAiBackend
-from mr_mllm_ros.core.scene import SceneReasoner
+from mr_mllm_ros.core.reasoning.scene import SceneReasoner
 from mr_mllm_ros.core.types import Box, Detection, DetectionSet, Frame
 
 pytestmark = pytest.mark.timeout(15)

@@ -28,7 +28,7 @@ from mr_mllm_ros.core.errors import BackendError, ModelLoadError  # noqa: E402
 from mr_mllm_ros.core.mllm import create_backend  # noqa: E402
 from mr_mllm_ros.core.mllm import transformers_vlm as tvlm  # noqa: E402
 from mr_mllm_ros.core.mllm.base import ChatMessage, MllmRequest  # noqa: E402
-from mr_mllm_ros.core.scene import SceneReasoner  # noqa: E402
+from mr_mllm_ros.core.reasoning.scene import SceneReasoner  # noqa: E402
 from mr_mllm_ros.core.types import Box, Detection, DetectionSet, Frame  # noqa: E402
 
 FIXTURES = Path(__file__).resolve().parent / 'fixtures'
@@ -202,7 +202,7 @@ def test_constrained_decoding_with_reference_bias(family, tiny_models, monkeypat
     monkeypatch.setattr(backend.model, 'generate', biased_generate)
 
     reasoner = SceneReasoner(backend.config, backend)
-    # A free answer: descriptions are planned (core.grounding_plan) and cite no model index.
+    # A free answer: descriptions are planned (core.reasoning.grounding_plan) and cite no model index.
     answer = reasoner.answer(Frame(image(), 1, 'cam'), detections(), 'What is there?')
     refs = cited(answer.grounded_text.raw_text)
     assert len(refs) >= 3, answer.grounded_text.raw_text

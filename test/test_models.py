@@ -2,7 +2,7 @@
 
 import pytest
 
-from mr_mllm_ros.core import models
+from mr_mllm_ros.core.assets import model_files as models
 from mr_mllm_ros.core.errors import ModelLoadError
 
 

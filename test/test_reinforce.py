@@ -1,4 +1,4 @@
-"""MLLM -> perception feedback (core.reinforce) with a scripted backend: verification
+"""MLLM -> perception feedback (core.reasoning.reinforce) with a scripted backend: verification
 re-scores or drops uncertain boxes, unknown boxes get a label, objects the MLLM names
 without a box are re-detected by an open-vocabulary detector."""
 
@@ -6,14 +6,18 @@ import re
 
 import numpy as np
 import pytest
+from helpers.scripted_backend import ScriptedBackend
 
 from mr_mllm_ros.core.config import load_config
-from mr_mllm_ros.core.grounding import parse_grounded
-from mr_mllm_ros.core.prompts import PromptBuilder, load_template
-from mr_mllm_ros.core.reinforce import Reinforcer, clean_label, crop_around, unresolved_names
+from mr_mllm_ros.core.reasoning.grounding import parse_grounded
+from mr_mllm_ros.core.reasoning.prompts import PromptBuilder, load_template
+from mr_mllm_ros.core.reasoning.reinforce import (
+    Reinforcer,
+    clean_label,
+    crop_around,
+    unresolved_names,
+)
 from mr_mllm_ros.core.types import Box, Detection, DetectionSet, Frame, Source
-
-from helpers.scripted_backend import ScriptedBackend
 
 
 def _ds(*dets):

@@ -9,21 +9,25 @@ import numpy as np
 import psutil
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
+from helpers.graph_helpers import (
+    DISCOVERY_S,
+    first_exchange,
+    latest_status,
+    node_status,
+    publish_and_wait,
+)
+from helpers.openai_stub_server import StubOpenAiServer, fail, reply
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState
 from sensor_msgs.msg import Image
 
 from mr_mllm_interfaces.msg import DetectionArray, SceneDescription
 from mr_mllm_ros.app.launcher import NodeGroup, NodeSpec
+from mr_mllm_ros.core.assets.sample_images import load_sample
 from mr_mllm_ros.core.config import share_dir
-from mr_mllm_ros.core.sample_images import load_sample
 from mr_mllm_ros.ros import conversions as conv
 from mr_mllm_ros.ros.client import RosClient
 from mr_mllm_ros.ros.qos import RESULTS_QOS
-
-from helpers.graph_helpers import (DISCOVERY_S, first_exchange, latest_status, node_status,
-                           publish_and_wait)
-from helpers.openai_stub_server import StubOpenAiServer, fail, reply
 
 pytestmark = pytest.mark.graph
 DEMO_PARAMS = str(share_dir() / 'config' / 'demo.yaml')

@@ -6,16 +6,15 @@ server answer the same questions the same way; the report shows the timeline."""
 import json
 
 import pytest
-
-from mr_mllm_ros.cli import main
-from mr_mllm_ros.core.memory import SceneMemory
-from mr_mllm_ros.core.memory.store import Database
-from mr_mllm_ros.core.sample_images import load_sample
-from mr_mllm_ros.replay.memory_db import fill_memory
-
 from helpers.memory_fixtures import memory_config
 from helpers.postgres_server import temporary_postgres, unavailable_reason
 from helpers.replay_bags import NS, T0, image_msg, write_bag
+
+from mr_mllm_ros.cli import main
+from mr_mllm_ros.core.assets.sample_images import load_sample
+from mr_mllm_ros.core.memory import SceneMemory
+from mr_mllm_ros.core.memory.store import Database
+from mr_mllm_ros.replay.memory_db import fill_memory
 
 FRAMES = ['grace_hopper'] * 3 + ['camera'] * 6
 QUESTIONS = ('When did you last see a tie?', 'When did you first see a person?',

@@ -6,18 +6,17 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers.replay_bags import NS, T0, colour_frame, image_msg, write_bag, write_config  # noqa: E402
 from rosbags.rosbag2 import Reader
 
 from mr_mllm_ros.cli import main
 from mr_mllm_ros.replay.outputs import strip_timings
 
-from helpers.replay_bags import NS, T0, colour_frame, image_msg, write_bag, write_config  # noqa: E402
-
 pytest.importorskip('ray')
 
 
 def _bags(tmp: Path) -> list[Path]:
-    from mr_mllm_ros.core.sample_images import load_sample
+    from mr_mllm_ros.core.assets.sample_images import load_sample
     cam = load_sample('camera')  # two people: hazard alerts with grounding
     bags = []
     for k, storage in enumerate(('sqlite3', 'mcap', 'sqlite3')):

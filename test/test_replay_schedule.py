@@ -1,4 +1,4 @@
-"""`mr-mllm replay` reasons when the live graph would (core.schedule in message time), says
+"""`mr-mllm replay` reasons when the live graph would (core.reasoning.schedule in message time), says
 why, and replays a long bag with descriptions on.
 
 The MLLM is scripted (an OpenAI-compatible stub server, or a ScriptedBackend in process):
@@ -10,19 +10,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import schedule_bags as sb  # noqa: E402
+from helpers.openai_stub_server import StubOpenAiServer  # noqa: E402
+from helpers.scripted_backend import ScriptedBackend  # noqa: E402
 
 from mr_mllm_ros.cli import main
+from mr_mllm_ros.core.assets.sample_images import SAMPLES
 from mr_mllm_ros.core.config import load_config
 from mr_mllm_ros.core.pipeline import Pipeline
-from mr_mllm_ros.core.sample_images import SAMPLES
 from mr_mllm_ros.core.types import Box, Detection, DetectionSet
 from mr_mllm_ros.eval.datasets import photo_scenes, write_bag
 from mr_mllm_ros.replay import outputs as o
 from mr_mllm_ros.replay.runner import PROGRESS_LINE_FRAMES, ReplayOptions, run_replay
-
-from helpers import schedule_bags as sb  # noqa: E402
-from helpers.openai_stub_server import StubOpenAiServer  # noqa: E402
-from helpers.scripted_backend import ScriptedBackend  # noqa: E402
 
 
 def records(out: Path) -> list[dict]:

@@ -8,9 +8,9 @@ how good the prose is: a 135M model hallucinates relations and positions."""
 
 import pytest
 
+from mr_mllm_ros.core.assets.sample_images import load_sample
 from mr_mllm_ros.core.pipeline import Pipeline
-from mr_mllm_ros.core.sample_images import load_sample
-from mr_mllm_ros.core.scene import NO_OBJECTS_TEXT
+from mr_mllm_ros.core.reasoning.scene import NO_OBJECTS_TEXT
 from mr_mllm_ros.core.types import Frame
 
 pytestmark = pytest.mark.slow
@@ -49,7 +49,7 @@ def test_text_only_model_is_not_asked_about_an_empty_scene(pipeline):
 
 def test_prefix_kv_reuse_gives_the_same_text(pipeline, default_config):
     from mr_mllm_ros.core.config import with_changes
-    from mr_mllm_ros.core.scene import SceneReasoner
+    from mr_mllm_ros.core.reasoning.scene import SceneReasoner
     frame = Frame(load_sample('camera'), 0, 'c')
     ds = pipeline.perception.detect(frame)
     with_reuse = pipeline.scene.reasoner.describe(frame, ds)

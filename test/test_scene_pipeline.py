@@ -3,14 +3,13 @@ question validation, the order of the reasoning step."""
 
 import numpy as np
 import pytest
+from helpers.scripted_backend import ScriptedBackend
 
 from mr_mllm_ros.core.config import load_config
-from mr_mllm_ros.core.pairing import StampPairer
 from mr_mllm_ros.core.pipeline import ScenePipeline
+from mr_mllm_ros.core.reasoning.schedule import validate_question
+from mr_mllm_ros.core.runtime.pairing import StampPairer
 from mr_mllm_ros.core.types import Box, Detection, DetectionSet, Frame
-from mr_mllm_ros.core.schedule import validate_question
-
-from helpers.scripted_backend import ScriptedBackend
 
 
 def test_pairer_pairs_by_stamp_in_either_order_and_is_bounded():

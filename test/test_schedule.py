@@ -1,17 +1,16 @@
-"""core.schedule without ROS: when a reasoning step runs (rate, change, minimum interval,
+"""core.reasoning.schedule without ROS: when a reasoning step runs (rate, change, minimum interval,
 back-off, every frame, judgement rate), and Pipeline.process following it on the
 caller's clock."""
 
 import numpy as np
 import pytest
+from helpers.scripted_backend import ScriptedBackend
 
 from mr_mllm_ros.core.config import load_config
 from mr_mllm_ros.core.errors import BackendError
 from mr_mllm_ros.core.pipeline import Pipeline
-from mr_mllm_ros.core.schedule import MAX_BACKOFF_S, ReasoningSchedule
+from mr_mllm_ros.core.reasoning.schedule import MAX_BACKOFF_S, ReasoningSchedule
 from mr_mllm_ros.core.types import Box, Detection, DetectionSet, Frame
-
-from helpers.scripted_backend import ScriptedBackend
 
 
 def schedule(**scene):
@@ -210,7 +209,7 @@ def test_judgement_prompt_comes_from_the_reasoner():
 def test_answer_job_answers_refuses_late_and_reports_bugs():
     import time
 
-    from mr_mllm_ros.core.schedule import VqaJob, answer_job
+    from mr_mllm_ros.core.reasoning.schedule import VqaJob, answer_job
     pair = (frame(0, 1), DetectionSet((), 8, 8, 0, 'cam'))
     woken = []
 

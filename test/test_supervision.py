@@ -15,15 +15,15 @@ import time
 import psutil
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
+from helpers.graph_helpers import DISCOVERY_S, first_exchange, node_status
 from rclpy.task import Future
 from sensor_msgs.msg import Image
 
-from helpers.graph_helpers import DISCOVERY_S, first_exchange, node_status
 from mr_mllm_interfaces.msg import CornerCaseAlert, DetectionArray
 from mr_mllm_interfaces.srv import AskScene
 from mr_mllm_ros.app.launcher import NodeGroup, NodeSpec
-from mr_mllm_ros.core.parent_watch import PARENT_PID_ENV, end_with_parent
-from mr_mllm_ros.core.sample_images import load_sample
+from mr_mllm_ros.core.assets.sample_images import load_sample
+from mr_mllm_ros.core.runtime.parent_watch import PARENT_PID_ENV, end_with_parent
 from mr_mllm_ros.ros import conversions as conv
 from mr_mllm_ros.ros.client import RosClient
 from mr_mllm_ros.ros.qos import ALERTS_QOS, RESULTS_QOS

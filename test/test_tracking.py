@@ -1,4 +1,4 @@
-"""Track ids for every backend (core.tracking): a sequence made of the sample photos,
+"""Track ids for every backend (core.detection.tracking): a sequence made of the sample photos,
 objects moving and one hidden behind an occluder for five frames, run through the
 offline default detector (YOLOv3-tiny, opencv_darknet) and the configured tracker.
 Ground truth: each object's boxes found on its own photo at its first position, moved
@@ -11,12 +11,12 @@ import cv2
 import numpy as np
 import pytest
 
+from mr_mllm_ros.core.assets.sample_images import load_sample
 from mr_mllm_ros.core.config import load_config
 from mr_mllm_ros.core.detection import create_detector
+from mr_mllm_ros.core.detection.tracking import Tracker
 from mr_mllm_ros.core.pipeline import PerceptionPipeline
-from mr_mllm_ros.core.sample_images import load_sample
 from mr_mllm_ros.core.types import Box, Detection, DetectionSet, Frame
-from mr_mllm_ros.core.tracking import Tracker
 from mr_mllm_ros.eval.tracking_metrics import tracking_scores
 
 H, W = 720, 1280

@@ -12,13 +12,13 @@ from pathlib import Path
 import cv2
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
+from helpers.graph_helpers import DISCOVERY_S, first_exchange, latest_status
 from sensor_msgs.msg import Image
 
-from helpers.graph_helpers import DISCOVERY_S, first_exchange, latest_status
 from mr_mllm_interfaces.msg import DetectionArray, SceneDescription
 from mr_mllm_ros.app.launcher import NodeGroup, NodeSpec
+from mr_mllm_ros.core.assets.sample_images import load_sample
 from mr_mllm_ros.core.config import share_dir
-from mr_mllm_ros.core.sample_images import load_sample
 from mr_mllm_ros.ros import conversions as conv
 from mr_mllm_ros.ros.client import RosClient
 from mr_mllm_ros.ros.qos import RESULTS_QOS

@@ -23,8 +23,8 @@ from mr_mllm_interfaces.msg import CornerCaseAlert, DetectionArray, SceneDescrip
 from mr_mllm_interfaces.srv import AskScene
 
 from ..core.annotate import draw_detections
+from ..core.assets.sample_images import SAMPLES, load_sample
 from ..core.config import load_config, share_dir
-from ..core.sample_images import SAMPLES, load_sample
 from ..ros import conversions as conv
 from ..ros.client import RosCallError, RosClient
 from ..ros.qos import ALERTS_QOS, RESULTS_QOS

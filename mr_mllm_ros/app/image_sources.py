@@ -8,7 +8,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from ..core.sample_images import SAMPLES, load_sample
+from ..core.assets.sample_images import SAMPLES, load_sample
 
 IMAGE_SUFFIXES = {'.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp'}
 

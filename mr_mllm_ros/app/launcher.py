@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.config import share_dir
-from ..core.parent_watch import PARENT_PID_ENV
+from ..core.runtime.parent_watch import PARENT_PID_ENV
 from ..topology import DEFAULT_LOG_LEVEL
 
 log = logging.getLogger(__name__)

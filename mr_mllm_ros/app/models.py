@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..core import models
+from ..core.assets import model_files as models
 from ..core.config import load_config, models_dir
 
 

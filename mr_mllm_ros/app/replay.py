@@ -4,7 +4,7 @@ Writes DIR/results.jsonl (one line per frame: the source of truth), detections.c
 alerts.csv, bags/<bag>/ (the result topics as mr_mllm_interfaces messages, same storage
 format as the input), foxglove/<bag>.mcap + layout.json (for Foxglove), evidence/ and
 clips/ (each alert's evidence image and MCAP clip), report.html (self-contained) and
-summary.json. MLLM reasoning follows the live schedule in message time (core.schedule);
+summary.json. MLLM reasoning follows the live schedule in message time (core.reasoning.schedule);
 --describe-every-frame reasons on every frame. Re-running into the same DIR resumes;
 Ctrl-C keeps what was done. Exit status: 0, or 1 when no frame could be read at all, 130
 when interrupted.

@@ -4,7 +4,7 @@ PerceptionPipeline: Frame -> DetectionSet                              (percepti
 ScenePipeline:      per frame:  rule alerts, scene-change detection     (scene_node)
                     per reasoning step: MLLM verification/labels -> description ->
                     re-detection -> feedback alerts -> MLLM judgement
-                    `schedule` (core.schedule) says when a step runs
+                    `schedule` (core.reasoning.schedule) says when a step runs
 Pipeline:           both in one process, reasoning when the schedule says so, on the
                     caller's clock (`mr-mllm describe`, replay, the evaluation).
 The nodes call these same objects, so a node and an offline replay cannot drift apart.
@@ -18,15 +18,15 @@ import time
 from dataclasses import dataclass, field
 
 from .alerts import FEEDBACK_TYPES, PER_FRAME_TYPES, AlertEngine
+from .alerts.evidence import with_evidence
 from .config import Config, with_changes
 from .detection import Detector, create_detector
+from .detection.tracking import create_tracker
 from .errors import MrMllmError
-from .evidence import with_evidence
 from .mllm import MllmBackend
-from .reinforce import Reinforcer
-from .scene import SceneReasoner
-from .schedule import ReasoningSchedule
-from .tracking import create_tracker
+from .reasoning.reinforce import Reinforcer
+from .reasoning.scene import SceneReasoner
+from .reasoning.schedule import ReasoningSchedule
 from .types import Alert, Answer, Detection, DetectionSet, Frame, SceneDescription
 
 
@@ -177,7 +177,7 @@ class ScenePipeline:
 @dataclass(frozen=True)
 class FrameResult:
     """Everything the in-process pipeline produced for one frame. `trigger`: why the
-    frame was reasoned on (core.schedule.TRIGGERS), None when it was not."""
+    frame was reasoned on (core.reasoning.schedule.TRIGGERS), None when it was not."""
 
     frame: Frame
     detections: DetectionSet

@@ -155,7 +155,7 @@ class GroundedPhrase:
 
 @dataclass(frozen=True)
 class GroundedText:
-    """Model output parsed against the grounding grammar (core.grounding).
+    """Model output parsed against the grounding grammar (core.reasoning.grounding).
 
     `grounded` is False when the output did not follow the grammar; `text` is then the
     output with stray markup removed, and `problems` says what was wrong."""
@@ -220,7 +220,7 @@ class Alert:
     # The proof: stamps of the frames where the condition held in the debounce window
     # (oldest first; the last is stamp_ns), the condition's values as (key, value) pairs,
     # a sentence for people, and the triggering frame as JPEG with its boxes drawn
-    # (core.evidence; empty when no frame was at hand, e.g. a stale camera).
+    # (core.alerts.evidence; empty when no frame was at hand, e.g. a stale camera).
     window_stamps_ns: tuple[int, ...] = ()
     values: tuple[tuple[str, str], ...] = ()
     rationale: str = ''

@@ -1,7 +1,7 @@
 """Evaluation inputs: ground truth files and the images they refer to.
 
 Image references (every file format below uses them):
-  `sample:<name>`     a photo an installed package ships (core.sample_images), e.g.
+  `sample:<name>`     a photo an installed package ships (core.assets.sample_images), e.g.
                       `sample:coffee`; the committed set in data/sample_photos uses them
   `solid:<v>[:WxH]`   a uniform grey frame of level v (0..255), default 640x480
   anything else       an image file, relative to the given root folder
@@ -36,8 +36,8 @@ from typing import Iterable, Iterator, Mapping, Sequence
 import cv2
 import numpy as np
 
+from ..core.assets.sample_images import SAMPLES, load_sample
 from ..core.errors import BagError, ConfigError
-from ..core.sample_images import SAMPLES, load_sample
 from ..replay import bag_reader
 from .metrics import Box, Obj, canonical_class
 
@@ -351,7 +351,8 @@ def write_bag(path: str | os.PathLike, topic: str, images: Iterable[np.ndarray],
               compressed: bool = False) -> None:
     """A rosbag2 (sqlite3) of RGB images at `rate_hz`, stamps from 1 s: for tests and to
     turn an image sequence into a recording (replay.bag_writer)."""
-    from ..replay.bag_writer import NS, image_message, write_bag as write
+    from ..replay.bag_writer import NS, image_message
+    from ..replay.bag_writer import write_bag as write
     period = 1.0 / rate_hz
     msgs = [image_message(rgb, 'jpeg' if compressed else 'rgb8',
                           NS + round(i * NS * period), frame_id) for i, rgb in enumerate(images)]

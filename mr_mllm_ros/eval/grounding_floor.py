@@ -8,7 +8,7 @@ from typing import Iterable
 
 from ..core.config import Config, with_changes
 from ..core.mllm.template_backend import TemplateBackend
-from ..core.scene import SceneReasoner
+from ..core.reasoning.scene import SceneReasoner
 from ..core.types import DetectionSet
 from . import metrics
 

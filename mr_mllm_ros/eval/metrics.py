@@ -32,7 +32,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Hashable, Iterable, Mapping, Sequence
 
-from ..core import vocabulary
+from ..core.reasoning import vocabulary
 from ..core.types import box_iou as iou
 
 IOU_THRESHOLD = 0.5

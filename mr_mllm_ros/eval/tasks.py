@@ -5,7 +5,7 @@ Every task runs the models through core.pipeline.Pipeline (the code path of the 
 the numbers describe what a robot with this config would publish. The detection and
 grounding sets are still images, each its own scene: one reasoning step per image
 (scene.describe_every_frame). The alert evaluation runs image sequences and bags in
-message time with the live reasoning schedule (core.schedule), so the MLLM judgement and
+message time with the live reasoning schedule (core.reasoning.schedule), so the MLLM judgement and
 feedback alerts come at the moments the live graph would raise them. Each task returns
 (result dict, markdown, [(file suffix, plot function)]).
 """
@@ -188,7 +188,7 @@ def refer(pipeline: Pipeline, frame: Frame, ds: DetectionSet, expression: str,
     `<ground>EXPRESSION</ground><objects><obj`, so the model's only choice is which index
     (constrained decoding allows only listed objects). question: "Which object is
     EXPRESSION?" through SceneReasoner.answer; the cited objects of its reply."""
-    from ..core.prompts import sanitize_user_text
+    from ..core.reasoning.prompts import sanitize_user_text
     reasoner = pipeline.scene.reasoner
     expression = sanitize_user_text(expression, 500)
     image = frame.image if reasoner.backend.sees_images else None

@@ -31,8 +31,8 @@ from mr_mllm_interfaces.srv import QueryMemory
 from ..core.errors import ConfigError, MrMllmError
 from ..core.memory import SceneMemory, redact
 from ..core.memory.thumbnails import ThumbnailPolicy, save_crops, thumbnail_dir
-from ..core.schedule import validate_question
-from ..core.stats import RollingStats
+from ..core.reasoning.schedule import validate_question
+from ..core.runtime.stats import RollingStats
 from ..ros import conversions as conv
 from ..ros.base_node import ModelLifecycleNode
 from ..ros.memory_conversions import alert_record_from_msg, fill_response

@@ -8,7 +8,7 @@ ros/node_runtime.py):
 - executor thread: image callbacks only swap the message into a per-camera latest slot
   and wake the detector thread - O(1), never wait on inference; the /diagnostics timer
   (stats flow even during a long inference);
-- the detector thread (core.inference_worker; the only thread that runs the model, so
+- the detector thread (core.runtime.inference_worker; the only thread that runs the model, so
   torch keeps one OpenMP team and one malloc arena): decodes and detects the newest frame
   of each camera, round-robin, then publishes.
 Decoding happens in the worker, so a malformed image is rejected there, counted, and the
@@ -28,9 +28,9 @@ from mr_mllm_interfaces.msg import DetectionArray
 from ..core.annotate import draw_detections
 from ..core.config import Config
 from ..core.errors import ConfigError, MrMllmError
-from ..core.latest_slot import LatestSlots
 from ..core.pipeline import PerceptionPipeline
-from ..core.stats import RollingStats
+from ..core.runtime.latest_slot import LatestSlots
+from ..core.runtime.stats import RollingStats
 from ..ros import conversions as conv
 from ..ros.base_node import ModelLifecycleNode
 from ..ros.node_runtime import run_node

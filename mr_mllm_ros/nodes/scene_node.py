@@ -1,6 +1,6 @@
 """scene_node: grounded scene descriptions, visual question answering, MLLM -> perception
 feedback and corner-case alerts for one camera; thin glue over core.pipeline.ScenePipeline
-and its reasoning schedule (core.schedule). Lifecycle: configure loads the MLLM and the
+and its reasoning schedule (core.reasoning.schedule). Lifecycle: configure loads the MLLM and the
 alert rules (FAILURE with the reason; the node stays up), activate subscribes, cleanup
 frees the model.
 
@@ -11,7 +11,7 @@ Concurrency (SingleThreadedExecutor + two threads of our own; why: ros/node_runt
   and awaits its answer without holding the executor (ros/ask_service.py);
 - frame thread: decode the newest new pair, per-frame alert rules, scene change -> the
   schedule, which says whether a reasoning step is due;
-- MLLM thread (core.inference_worker, the only one running the model: one OpenMP team,
+- MLLM thread (core.runtime.inference_worker, the only one running the model: one OpenMP team,
   one malloc arena): the questions waiting (arrival order), then a reasoning step if the
   schedule (monotonic time) starts one: verification -> detections_refined, description
   -> scene_description, feedback alerts, judgement.
@@ -28,12 +28,12 @@ from mr_mllm_interfaces.msg import CornerCaseAlert, DetectionArray, SceneDescrip
 from mr_mllm_interfaces.srv import AskScene
 
 from ..core.errors import ConfigError, MrMllmError
-from ..core.inference_worker import InferenceWorker
 from ..core.pipeline import ScenePipeline
-from ..core.schedule import VqaJob, answer_job
-from ..core.stats import RollingStats
-from ..ros import conversions as conv
+from ..core.reasoning.schedule import VqaJob, answer_job
+from ..core.runtime.inference_worker import InferenceWorker
+from ..core.runtime.stats import RollingStats
 from ..ros import ask_service
+from ..ros import conversions as conv
 from ..ros.base_node import ModelLifecycleNode
 from ..ros.node_runtime import run_node
 from ..ros.qos import ALERTS_QOS, RESULTS_QOS, SERVICE_QOS, image_input, image_qos

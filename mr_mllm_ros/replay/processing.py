@@ -4,7 +4,7 @@ run (runner.py) and every Ray worker (ray_fanout.py).
 A unit is (bag, image topic, time segment). Each starts with fresh scene state (alert
 debounce/cooldown, scene-change memory, reasoning schedule; loaded models are kept), so
 its results depend on that unit alone. Per frame: `Pipeline.process(frame, now_s=<log
-time in s>)`, the object the nodes run: the bag is reasoned on (core.schedule) and
+time in s>)`, the object the nodes run: the bag is reasoned on (core.reasoning.schedule) and
 debounced in message time, as it was live. `every` keeps every N-th message of a unit.
 """
 
@@ -19,11 +19,10 @@ import cv2
 
 from ..core.annotate import draw_detections
 from ..core.config import Config
-from ..core.errors import MrMllmError
+from ..core.errors import MrMllmError, reason_key
 from ..core.pipeline import Pipeline
 from ..core.types import Box, DetectionSet, Frame
 from . import outputs as o
-from ..core.errors import reason_key
 from .bag_reader import NS, BagInfo, ReadLog, decode, header_of, iter_raw
 
 TRACK_IDS_PER_UNIT = 1_000_000

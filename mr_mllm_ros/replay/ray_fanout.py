@@ -25,7 +25,7 @@ from typing import Callable
 
 from ..core.config import Config
 from ..core.errors import BagError
-from ..core.offline import OFFLINE_ENV, apply_offline_env
+from ..core.runtime.offline import OFFLINE_ENV, apply_offline_env
 from .processing import UnitProcessor
 
 log = logging.getLogger(__name__)

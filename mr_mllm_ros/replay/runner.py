@@ -9,7 +9,7 @@ results.jsonl identical to the serial run's, timings aside; it also means alert 
 and the schedule start afresh at every segment boundary (`segment_s`; 0 = never split)
 and at every topic, as they do in a node per camera.
 
-MLLM reasoning follows the live schedule (core.schedule) in message time: a step on
+MLLM reasoning follows the live schedule (core.reasoning.schedule) in message time: a step on
 change, at `scene.description_rate_hz`, never closer than the minimum interval; every
 record says what triggered its step (`trigger`), and summary.json, run.json and the
 report count them (`mllm_calls`). `scene.describe_every_frame` (`--describe-every-frame`)
@@ -31,8 +31,8 @@ from typing import Callable
 from ..core.config import Config
 from ..core.errors import BagError, MrMllmError
 from ..core.pipeline import Pipeline
-from ..core.progress import progress
-from ..core.schedule import TRIGGERS
+from ..core.reasoning.schedule import TRIGGERS
+from ..core.runtime.progress import progress
 from . import outputs as o
 from .bag_reader import NS, BagInfo, ReadLog, open_bag
 from .memory_db import write_memory_db

@@ -1,4 +1,4 @@
-"""scene_node's `ask_scene` service: check the request (core.schedule.validate_question),
+"""scene_node's `ask_scene` service: check the request (core.reasoning.schedule.validate_question),
 queue it for the node's MLLM thread (bounded: full -> an immediate `busy`) and await the
 answer without holding the executor, then fill the response.
 
@@ -14,10 +14,10 @@ import time
 from rclpy.task import Future
 
 from ..core.config import Config
-from ..core.inference_worker import InferenceWorker
 from ..core.pipeline import ScenePipeline
-from ..core.schedule import VqaJob, validate_question
-from ..core.stats import RollingStats
+from ..core.reasoning.schedule import VqaJob, validate_question
+from ..core.runtime.inference_worker import InferenceWorker
+from ..core.runtime.stats import RollingStats
 from . import conversions as conv
 
 

@@ -12,7 +12,7 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 
 from ..core.config import Config
 from ..core.errors import MrMllmError
-from ..core.inference_worker import InferenceWorker
+from ..core.runtime.inference_worker import InferenceWorker
 from . import conversions as conv
 from .node_runtime import ErrorCounter, freeze_heap, release_memory
 from .params import ConfigParameters
@@ -99,7 +99,7 @@ class ModelLifecycleNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _start_worker(self, name: str, on_tick, on_job=None) -> None:
-        """The node's one inference thread (core.inference_worker): it lives as long as
+        """The node's one inference thread (core.runtime.inference_worker): it lives as long as
         the node, across lifecycle cycles (its callbacks do nothing while unconfigured),
         and destroy_node stops it."""
         self._worker = InferenceWorker(name, on_tick, on_job, self._on_worker_bug)

@@ -24,7 +24,7 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile
 from rclpy.signals import SignalHandlerOptions
 
-from ..core import leftover_threads
+from ..core.runtime import leftover_threads
 from .qos import SERVICE_QOS
 
 M = TypeVar('M')

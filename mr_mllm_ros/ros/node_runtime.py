@@ -27,8 +27,8 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 
 from ..core.errors import reason_key
-from ..core.offline import apply_offline_env
-from ..core.parent_watch import end_with_parent
+from ..core.runtime.offline import apply_offline_env
+from ..core.runtime.parent_watch import end_with_parent
 
 #: Process environment for a node's inference thread, set unless the user chose:
 #: torch's OpenMP workers sleep between parallel regions instead of spinning. The

@@ -1,4 +1,4 @@
-"""scene_node's frames: image and detection messages paired by stamp (core.pairing), the
+"""scene_node's frames: image and detection messages paired by stamp (core.runtime.pairing), the
 newest pair decoded once for the frame thread and the MLLM thread, and any recent pair
 decoded on demand for a question about that stamp.
 
@@ -12,7 +12,7 @@ import threading
 
 from sensor_msgs.msg import CompressedImage
 
-from ..core.pairing import StampPairer
+from ..core.runtime.pairing import StampPairer
 from ..core.types import DetectionSet, Frame
 from . import conversions as conv
 

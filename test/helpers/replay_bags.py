@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from mr_mllm_ros.core.sample_images import SAMPLES, load_sample
-from mr_mllm_ros.replay.bag_writer import image_message, write_bag as bag_writer
+from mr_mllm_ros.core.assets.sample_images import SAMPLES, load_sample
+from mr_mllm_ros.replay.bag_writer import image_message
+from mr_mllm_ros.replay.bag_writer import write_bag as bag_writer
 
 W, H = 64, 48
 MAGENTA = (255, 0, 255)

@@ -19,9 +19,8 @@ from pathlib import Path
 
 import yaml
 
-from mr_mllm_ros.core.sample_images import load_sample
-
 from helpers.replay_bags import NS, T0, image_msg, write_bag
+from mr_mllm_ros.core.assets.sample_images import load_sample
 
 TOPIC = '/cam/image/compressed'
 PERIOD_S = 0.5

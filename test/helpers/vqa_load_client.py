@@ -10,7 +10,7 @@ import threading
 import time
 
 from mr_mllm_interfaces.srv import AskScene
-from mr_mllm_ros.core.leftover_threads import exit_process
+from mr_mllm_ros.core.runtime.leftover_threads import exit_process
 from mr_mllm_ros.ros.client import RosClient
 
 

@@ -55,7 +55,7 @@ def finalize_detections(boxes_xyxy: np.ndarray, scores: np.ndarray, class_ids: n
     highest scores first, at most `max_detections`.
 
     boxes_xyxy: (N, 4) float pixels; scores: (N,); class_ids: (N,) int. Track ids are
-    added afterwards by core.tracking."""
+    added afterwards by core.detection.tracking."""
     allowed_set = set(allowed)
     order = np.argsort(-scores, kind='stable')
     out: list[Detection] = []

@@ -16,9 +16,9 @@ import numpy as np
 
 from ..config import Config
 from ..errors import BackendError, ModelLoadError
-from ..labels import coco_name
 from ..types import DetectionSet, Frame
 from .base import StageTimer, finalize_detections, make_detection_set
+from .labels import coco_name
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..config import Config
 from ..errors import BackendError, ModelLoadError, MrMllmError
-from ..offline import apply_offline_env
+from ..runtime.offline import apply_offline_env
 from ..types import DetectionSet, Frame
 from .base import StageTimer, finalize_detections, make_detection_set
 
@@ -184,7 +184,7 @@ class UltralyticsDetector:
                 self._torch.set_num_threads(before)
 
     def _run(self, bgr: np.ndarray):
-        # Track ids come from core.tracking (the same tracker for every backend).
+        # Track ids come from core.detection.tracking (the same tracker for every backend).
         det = self._det
         kwargs: dict[str, Any] = dict(imgsz=det.imgsz, conf=det.conf, iou=det.iou,
                                       max_det=det.max_detections, device=self._device,

@@ -21,7 +21,7 @@ import torch
 
 from ..errors import ConfigError
 from ..mllm import hf_common
-from ..prompts import PromptBuilder
+from ..reasoning.prompts import PromptBuilder
 from .data import QA, Scene
 from .features import vlm_vision_fn
 

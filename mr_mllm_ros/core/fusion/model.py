@@ -57,7 +57,7 @@ soft tokens.
   (docs/BENCHMARKS.md, fusion toy).
 - The re-scoring head is the perception side of the mutual reinforcement: it is trained
   (BCE) on datasets that mark detections right or wrong, exposed as
-  `FusionRuntime.rescore`, and blended into core.reinforce's check of uncertain boxes
+  `FusionRuntime.rescore`, and blended into core.reasoning.reinforce's check of uncertain boxes
   (reinforce.fusion_weight).
 
 An adapter is a folder: `adapter.safetensors` (weights) + `adapter.json` (its

@@ -1,5 +1,5 @@
 """A trained adapter at run time: attached to a loaded backend, soft tokens for a frame
-and its detections (core.scene puts them into every prompt)."""
+and its detections (core.reasoning.scene puts them into every prompt)."""
 
 from __future__ import annotations
 

@@ -31,8 +31,8 @@ from torch import nn
 
 from ..config import Config
 from ..errors import ConfigError, ModelLoadError
-from ..progress import progress as make_progress
-from ..prompts import PromptBuilder, load_template
+from ..reasoning.prompts import PromptBuilder, load_template
+from ..runtime.progress import progress as make_progress
 from .config import AdapterConfig, TrainConfig
 from .data import QA, Scene
 from .features import Featurizer, embedding_rms, mentioned_objects
@@ -318,7 +318,7 @@ class Trainer:
         result = TrainResult(out, tc.steps, history, parameters=parameter_count(self.module))
         self.module.train()
         t_start = time.perf_counter()
-        # A bar on a terminal, else a log line per log_every steps (core.progress).
+        # A bar on a terminal, else a log line per log_every steps (core.runtime.progress).
         bar = make_progress(tc.steps, 'train-fusion', 'step', log,
                             None if progress else False, tc.log_every, start)
         try:

@@ -15,11 +15,20 @@ from pathlib import Path
 from ..config import MemoryConfig
 from ..types import Alert, DetectionSet, SceneDescription
 from .parse import KINDS, Query, parse_question
+from .question_words import Embedder, Vocabulary
 from .questions import answer, fmt_span, fmt_time
-from .records import (AlertRecord, DescriptionRecord, Evidence, FrameSeen, MemoryAnswer,
-                      Observation, alert_record, description_record, observations_of)
+from .records import (
+    AlertRecord,
+    DescriptionRecord,
+    Evidence,
+    FrameSeen,
+    MemoryAnswer,
+    Observation,
+    alert_record,
+    description_record,
+    observations_of,
+)
 from .store import Database, MemoryDbError, is_postgres_url, redact
-from .vocabulary import Embedder, Vocabulary
 from .writer import MemoryWriter
 
 __all__ = ['KINDS', 'AlertRecord', 'Database', 'DescriptionRecord', 'Evidence', 'FrameSeen',

@@ -9,7 +9,7 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 
-from .vocabulary import Vocabulary
+from .question_words import Vocabulary
 
 KINDS = ('last_seen', 'first_seen', 'never_observed', 'duration', 'count_tracks', 'region',
          'description')

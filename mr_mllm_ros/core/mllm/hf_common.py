@@ -145,19 +145,19 @@ def request_generation_kwargs(config: Config, tokenizer, request, prompt_length:
     if request.stop and all(len(s) == 1 for s in request.stop):
         # One-character stops ('.', '<'): a token-set check. transformers' stop_strings
         # re-embeds the whole vocabulary on every call (~1-4 s on a CPU here).
-        from ..grounding import token_table
+        from ..reasoning.grounding import token_table
         kwargs['stopping_criteria'] = [StopOnTokens(
             token_table(tokenizer).containing(request.stop), prompt_length)]
     elif request.stop:
         kwargs.update(stop_strings=list(request.stop), tokenizer=tokenizer)
     processors = []
     if request.allowed_indices is not None:
-        from ..grounding import ObjectReferenceLogitsProcessor
+        from ..reasoning.grounding import ObjectReferenceLogitsProcessor
         processors.append(ObjectReferenceLogitsProcessor(
             tokenizer, request.allowed_indices, prompt_length, request.answer_prefix))
     if config.mllm.no_repeat_ngram_size:
-        from ..grounding import token_table
-        from ..ngram_guard import NgramLogitsProcessor
+        from ..reasoning.grounding import token_table
+        from .ngram_guard import NgramLogitsProcessor
         processors.append(NgramLogitsProcessor(config.mllm.no_repeat_ngram_size,
                                                prompt_length, token_table(tokenizer).markup))
     if processors:

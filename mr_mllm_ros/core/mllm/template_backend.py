@@ -1,5 +1,5 @@
 """The deterministic baseline, `mllm.backend: template`: no model at all. Descriptions
-and answers are the grounding plan's template sentences (core.grounding_plan): the
+and answers are the grounding plan's template sentences (core.reasoning.grounding_plan): the
 detections grouped by class, counted, and placed by region words ("Two ties are at the
 center bottom."). It is the floor any model must beat in `mr-mllm eval grounding`, and
 serves robots that have no MLLM.

@@ -1,9 +1,9 @@
 """Scene reasoning on one frame: grounded description, visual question answering and the
-MLLM judgement (every MLLM prompt of a reasoning step is built here or in core.reinforce).
+MLLM judgement (every MLLM prompt of a reasoning step is built here or in core.reasoning.reinforce).
 
 The same object serves scene_node, `mr-mllm describe`, the demo and replay: prompt from
-detections (core.prompts) -> grounding plan worded by the backend, or the backend's free
-answer -> grounding parser (core.grounding) -> finishing checks (core.grounding_plan), so
+detections (core.reasoning.prompts) -> grounding plan worded by the backend, or the backend's free
+answer -> grounding parser (core.reasoning.grounding) -> finishing checks (core.reasoning.grounding_plan), so
 every published phrase names the objects it cites.
 
 With `fusion.adapter_path` set, a trained shared-query fusion adapter (core.fusion) turns
@@ -20,12 +20,12 @@ import os
 import time
 from pathlib import Path
 
-from .config import Config
+from ..config import Config
+from ..mllm import MllmBackend, create_backend
+from ..types import Answer, DetectionSet, Frame, GroundedText, SceneDescription
 from . import grounding_plan as plan
 from .grounding import parse_grounded
-from .mllm import MllmBackend, create_backend
 from .prompts import PromptBuilder, PromptTemplate, load_template
-from .types import Answer, DetectionSet, Frame, GroundedText, SceneDescription
 from .vocabulary import load_vocabulary
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ class SceneReasoner:
         #: the loaded adapter (core.fusion.FusionRuntime) or None: prompt-only
         self.fusion = None
         if config.fusion.adapter_path:
-            from .fusion import FusionRuntime
+            from ..fusion import FusionRuntime
             self.fusion = FusionRuntime(resolve_adapter_path(config), self.backend)
             if not takes_soft_tokens(template):
                 log.info('fusion adapter %s: prompt template %s (the one it was trained with; '
@@ -79,7 +79,7 @@ class SceneReasoner:
         and the objects the question names; None (no adapter, or no image to look at)."""
         if self.fusion is None or frame is None:
             return None
-        from .fusion import mentioned_objects
+        from ..fusion import mentioned_objects
         return self.fusion.soft_tokens(frame.image, detections,
                                        self.prompts.select_objects(detections),
                                        mentioned_objects(question))

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from .types import DetectionSet, Frame
+from ..types import DetectionSet, Frame
 
 #: ultralytics' own defaults (cfg/trackers/*.yaml of ultralytics 8.4), kept here so the
 #: YAML key detector.tracker stays one word; BoT-SORT runs without ReID (no extra model).
@@ -45,7 +45,7 @@ class Tracker:
     def __init__(self, kind: str, track_buffer: int, first_id: int = 1):
         if kind not in ('bytetrack', 'botsort'):
             raise ValueError(f'unknown tracker {kind!r}; use bytetrack or botsort')
-        from .offline import apply_offline_env
+        from ..runtime.offline import apply_offline_env
         apply_offline_env()  # ultralytics must not look for the network on import
         from ultralytics.trackers import BOTSORT, BYTETracker
         self.kind = kind

@@ -29,7 +29,7 @@ def apply_offline_env(ultralytics_config_dir: str | os.PathLike | None = None) -
         os.environ.setdefault(key, value)
     if 'YOLO_CONFIG_DIR' not in os.environ:
         if ultralytics_config_dir is None:
-            from .config import models_dir
+            from ..config import models_dir
             ultralytics_config_dir = models_dir() / 'ultralytics_config'
         os.environ['YOLO_CONFIG_DIR'] = str(ultralytics_config_dir)
     _provide_fonts(Path(os.environ['YOLO_CONFIG_DIR']))

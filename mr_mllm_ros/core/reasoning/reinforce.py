@@ -23,11 +23,11 @@ from typing import Callable
 
 import numpy as np
 
-from .config import Config
-from .detection import Detector
-from .mllm import MllmBackend
+from ..config import Config
+from ..detection import Detector
+from ..mllm import MllmBackend
+from ..types import Detection, DetectionSet, Frame, GroundedText, Source
 from .prompts import PromptBuilder
-from .types import Detection, DetectionSet, Frame, GroundedText, Source
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from typing import Mapping
 
 import yaml
 
-from .errors import ConfigError
-from .labels import DARKNET_TO_COCO
+from ..detection.labels import DARKNET_TO_COCO
+from ..errors import ConfigError
 
 VOCABULARY_FILE = 'vocabulary.yaml'
 _WORD_RE = re.compile(r'[a-z]+')
@@ -96,7 +96,7 @@ def _words(value, key: str, path: Path) -> tuple[str, ...]:
 def load_vocabulary(path: str | Path | None = None) -> Vocabulary:
     """The vocabulary file (default: the packaged config/vocabulary.yaml)."""
     if path is None:
-        from .config import share_dir
+        from ..config import share_dir
         path = share_dir() / 'config' / VOCABULARY_FILE
     return _load(Path(path))
 

@@ -18,12 +18,12 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import yaml
 
-from .config import MllmConfig
-from .errors import ConfigError
-from .mllm.base import SOFT_TOKENS_MARKER, ChatMessage, MllmRequest
-from .types import DetectionSet
+from ..config import MllmConfig
+from ..errors import ConfigError
+from ..mllm.base import SOFT_TOKENS_MARKER, ChatMessage, MllmRequest
+from ..types import DetectionSet
 
-PROMPTS_DIR = Path(__file__).resolve().parents[1] / 'prompts'
+PROMPTS_DIR = Path(__file__).resolve().parents[2] / 'prompts'
 # A template line holding the {soft_tokens} field is dropped when a request has none.
 _NO_SOFT_TOKENS = '\x00no-soft-tokens\x00'
 TASKS = ('describe', 'answer', 'verify', 'judge', 'label')

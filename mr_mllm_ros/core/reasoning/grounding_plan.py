@@ -22,10 +22,16 @@ import re
 from dataclasses import dataclass
 from typing import Sequence
 
-from .grounding import parse_grounded, ref, GROUND_OPEN, GROUND_CLOSE, OBJECTS_OPEN, \
-    OBJECTS_CLOSE
+from ..types import DetectionSet, Generation, GroundedPhrase, GroundedText
+from .grounding import (
+    GROUND_CLOSE,
+    GROUND_OPEN,
+    OBJECTS_CLOSE,
+    OBJECTS_OPEN,
+    parse_grounded,
+    ref,
+)
 from .prompts import region_words
-from .types import DetectionSet, Generation, GroundedPhrase, GroundedText
 from .vocabulary import Vocabulary, canonical_class
 
 #: Where a stretch of model words between two planned phrases ends.

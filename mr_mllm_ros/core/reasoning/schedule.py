@@ -32,9 +32,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .config import AlertsConfig, SceneConfig
-from .errors import MrMllmError
-from .types import Answer, DetectionSet, Frame
+from ..config import AlertsConfig, SceneConfig
+from ..errors import MrMllmError
+from ..types import Answer, DetectionSet, Frame
 
 TRIGGERS = ('change', 'rate', 'every_frame')
 MAX_BACKOFF_S = 30.0

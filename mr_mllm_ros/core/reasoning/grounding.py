@@ -16,7 +16,7 @@ import threading
 from collections import OrderedDict
 from typing import Iterable, Sequence
 
-from .types import GroundedPhrase, GroundedText
+from ..types import GroundedPhrase, GroundedText
 
 GROUND_OPEN, GROUND_CLOSE = '<ground>', '</ground>'
 OBJECTS_OPEN, OBJECTS_CLOSE = '<objects>', '</objects>'
@@ -222,7 +222,7 @@ class TokenTable:
         enders = {i for i, s in enumerate(strings) if '.' in s}
         enders |= {i for i in special_ids if 0 <= i < self.size}
         self.enders = np.array(sorted(enders), dtype=np.int64)
-        #: markup and digit tokens: n-grams made only of these may repeat (core.ngram_guard)
+        #: markup and digit tokens: n-grams made only of these may repeat (core.mllm.ngram_guard)
         self.markup = frozenset(i for i, s in enumerate(strings) if s and _is_markup(s))
         self._containing: dict[frozenset, frozenset] = {}
 

@@ -14,8 +14,8 @@ from typing import Iterable
 import cv2
 import numpy as np
 
-from .annotate import draw_detections
-from .types import Alert, Box, DetectionSet, Frame
+from ..annotate import draw_detections
+from ..types import Alert, Box, DetectionSet, Frame
 
 
 def scaled(rgb: np.ndarray, ds: DetectionSet, max_side: int) -> tuple[np.ndarray, DetectionSet]:
