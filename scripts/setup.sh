@@ -60,8 +60,9 @@ if ! stamp_ok deps "$h"; then
 fi
 
 h=$(hash_of mr_mllm_interfaces/CMakeLists.txt mr_mllm_interfaces/package.xml \
-  mr_mllm_interfaces/msg/*.msg mr_mllm_interfaces/srv/*.srv scripts/build_interfaces.sh)
-if ! stamp_ok interfaces "$h" || ! "$venv/bin/python" -c "import mr_mllm_interfaces.msg" 2>/dev/null; then
+  mr_mllm_interfaces/msg/*.msg mr_mllm_interfaces/srv/*.srv mr_mllm_interfaces/action/*.action \
+  scripts/build_interfaces.sh)
+if ! stamp_ok interfaces "$h" || ! "$venv/bin/python" -c "import mr_mllm_interfaces.msg, mr_mllm_interfaces.action" 2>/dev/null; then
   log "building mr_mllm_interfaces (cmake, ~20 s)"
   bash scripts/build_interfaces.sh "$venv"
   stamp_set interfaces "$h"
