@@ -46,6 +46,21 @@ class CameraConfig:
                                 choices=('best_effort', 'reliable'), read_only=True)
     qos_depth: int = spec('Image subscription queue depth (1 = keep only the newest).',
                           low=1, high=100, read_only=True)
+    rgbd: str = spec('Aligned depth + camera_info beside the colour image, by driver naming '
+                     '(core.geometry.rgbd_topics): none = colour `image` only; image_depth = '
+                     '`image`, `depth`, `camera_info`; realsense = `color/image_raw`, '
+                     '`aligned_depth_to_color/image_raw`, `color/camera_info`; azure_kinect = '
+                     '`rgb/image_raw`, `depth_to_rgb/image_raw`, `rgb/camera_info`; custom = '
+                     '`image` + camera.depth_topic + camera.camera_info_topic.',
+                     choices=('none', 'image_depth', 'realsense', 'azure_kinect', 'custom'),
+                     read_only=True)
+    depth_topic: str = spec('Depth topic when camera.rgbd is custom (relative to the camera '
+                            'namespace).', read_only=True)
+    camera_info_topic: str = spec('camera_info topic when camera.rgbd is custom.',
+                                  read_only=True)
+    depth_compressed: bool = spec('Subscribe to `<depth>/compressedDepth` '
+                                  '(compressed_depth_image_transport) instead of raw depth.',
+                                  read_only=True)
 
 
 @dataclass(frozen=True)
@@ -90,6 +105,23 @@ class PerceptionConfig:
                               'subscribes <cam>/image, publishes <cam>/detections. Empty = '
                               'one camera: the node\'s own `image` / `detections`.',
                               read_only=True)
+
+
+@dataclass(frozen=True)
+class DepthConfig:
+    inner_fraction: float = spec('A box\'s depth is read in its central region, this share '
+                                 'of its width and height (less background).', low=0.05,
+                                 high=1.0)
+    min_valid_fraction: float = spec('A box gets no position when fewer of its region\'s '
+                                     'pixels hold valid depth.', low=0.0, high=1.0)
+    min_m: float = spec('Depth below this is no measurement (m).', low=0.0, high=100.0)
+    max_m: float = spec('Depth beyond this is no measurement (m).', low=0.01, high=1000.0)
+    max_stamp_difference_s: float = spec('A depth image pairs with the colour image nearest '
+                                          'in stamp within this.', low=0.0, high=10.0)
+    pair_buffer_size: int = spec('Depth images kept to pair with colour images.', low=1,
+                                 high=1000, read_only=True)
+    publish_markers: bool = spec('Publish `markers` (visualization_msgs/MarkerArray) of the '
+                                 'positioned objects for RViz.')
 
 
 @dataclass(frozen=True)
@@ -293,6 +325,7 @@ class Config:
     camera: CameraConfig = spec('Camera input.')
     detector: DetectorConfig = spec('Object detector.')
     perception: PerceptionConfig = spec('perception_node behaviour.')
+    depth: DepthConfig = spec('3D positions of detections from aligned depth (camera.rgbd).')
     mllm: MllmConfig = spec('Multimodal LLM.')
     scene: SceneConfig = spec('scene_node behaviour: descriptions and VQA.')
     reinforce: ReinforceConfig = spec('MLLM -> perception feedback.')

@@ -23,6 +23,7 @@ from .config import Config, with_changes
 from .detection import Detector, create_detector
 from .detection.tracking import create_tracker
 from .errors import MrMllmError
+from .geometry import DepthFrame, locate
 from .mllm import MllmBackend
 from .reasoning.reinforce import Reinforcer
 from .reasoning.scene import SceneReasoner
@@ -38,7 +39,9 @@ class PerceptionPipeline:
         self.detector = detector if detector is not None else create_detector(config)
         self.tracker = create_tracker(config.detector.tracker, config.detector.track_buffer)
 
-    def detect(self, frame: Frame) -> DetectionSet:
+    def detect(self, frame: Frame, depth: DepthFrame | None = None) -> DetectionSet:
+        """`depth`: aligned depth paired with the frame: each detection gets a position
+        (core.geometry; raises CameraInfoError when depth and frame are not one view)."""
         t0 = time.perf_counter()
         result = self.detector.detect(frame)
         timings = dict(result.timings_ms)
@@ -46,6 +49,10 @@ class PerceptionPipeline:
             t1 = time.perf_counter()
             result = self.tracker.update(result, frame)
             timings['track'] = (time.perf_counter() - t1) * 1e3
+        if depth is not None:
+            result = locate(result.with_detections(result.detections, timings_ms=timings),
+                            depth, self.config.depth)
+            timings = dict(result.timings_ms)
         timings['total'] = (time.perf_counter() - t0) * 1e3
         return result.with_detections(result.detections, timings_ms=timings)
 
@@ -214,12 +221,12 @@ class Pipeline:
         self.scene = self.scene.fresh()
 
     def process(self, frame: Frame, now_s: float | None = None,
-                describe: bool = True) -> FrameResult:
+                describe: bool = True, depth: DepthFrame | None = None) -> FrameResult:
         """Detect, rule alerts, and a reasoning step when the schedule says so (and
         `describe`). Raises BackendError when that step fails (the schedule backs off)."""
         now_s = frame.stamp_ns / 1e9 if now_s is None else now_s
         t0 = time.perf_counter()
-        ds = self.perception.detect(frame)
+        ds = self.perception.detect(frame, depth)
         t1 = time.perf_counter()
         scene = self.scene
         alerts = list(scene.frame_alerts(frame, ds, now_s))

@@ -92,6 +92,12 @@ class Detection:
     # The detector's own label and score when the MLLM changed them; None = unchanged.
     original_class_name: str | None = None
     original_score: float | None = None
+    # Where it is (core.geometry): (x, y, z) in metres in the camera's optical frame (the
+    # DetectionSet's frame_id; x right, y down, z forward) from aligned depth, and the
+    # spread (m) of the depth inside its box; None = no position (no depth, or too few
+    # valid depth pixels).
+    position: tuple[float, float, float] | None = None
+    position_spread: float = 0.0
 
     def replace(self, **changes) -> 'Detection':
         return dataclasses.replace(self, **changes)

@@ -26,6 +26,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from ..core.geometry.json_fields import position_from_json, position_json
 from ..core.types import (Alert, Box, Detection, DetectionSet, GroundedPhrase, GroundedText,
                           SceneDescription, Severity, Source)
 
@@ -65,13 +66,14 @@ def detection_json(d: Detection) -> dict:
             'box': [float(d.box.x1), float(d.box.y1), float(d.box.x2), float(d.box.y2)],
             'track_id': int(d.track_id), 'source': d.source.value, 'verified': bool(d.verified),
             'original_class_name': d.original_class_name,
-            'original_score': None if d.original_score is None else float(d.original_score)}
+            'original_score': None if d.original_score is None else float(d.original_score),
+            **position_json(d.position, d.position_spread)}
 
 
-def detection_from_json(j: dict) -> Detection:
+def detection_from_json(j: dict) -> Detection:  # no 'position' key: no position (no depth)
     return Detection(j['class_id'], j['class_name'], j['score'], Box(*j['box']), j['track_id'],
                      Source(j['source']), j['verified'], j['original_class_name'],
-                     j['original_score'])
+                     j['original_score'], *position_from_json(j))
 
 
 def _timings(timings: Any) -> dict:

@@ -117,7 +117,9 @@ def detection_from_msg(m: DetectionMsg) -> Detection:
         track_id=m.track_id, source=_SOURCE_FROM_MSG.get(m.source, Source.DETECTOR),
         verified=m.verified,
         original_class_name=m.original_class_name if changed_name else None,
-        original_score=float(m.original_score) if changed_score else None)
+        original_score=float(m.original_score) if changed_score else None,
+        position=(m.position.x, m.position.y, m.position.z) if m.position_valid else None,
+        position_spread=float(m.position_spread) if m.position_valid else 0.0)
 
 
 def detection_array_msg(ds: DetectionSet) -> DetectionArray:

@@ -56,7 +56,15 @@ def detection_msg(make: MessageFactory, d: Detection):
                 original_class_name=d.class_name if d.original_class_name is None
                 else d.original_class_name,
                 original_score=float(d.score if d.original_score is None
-                                     else d.original_score))
+                                     else d.original_score),
+                **position_fields(make, d.position, d.position_spread))
+
+
+def position_fields(make: MessageFactory, position, spread: float = 0.0) -> dict:
+    """position (geometry_msgs/Point), position_spread, position_valid of a Detection."""
+    x, y, z = position if position is not None else (0.0, 0.0, 0.0)
+    return {'position': make('geometry_msgs/msg/Point', x=float(x), y=float(y), z=float(z)),
+            'position_spread': float(spread), 'position_valid': position is not None}
 
 
 def phrases_msg(make: MessageFactory, phrases: Sequence[GroundedPhrase]) -> list:
