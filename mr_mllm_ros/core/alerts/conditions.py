@@ -13,6 +13,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Iterator, NamedTuple, Sequence
 
+from ..geometry import distance, distance_words, metres
 from ..types import Detection, DetectionSet, Frame, Source
 from .geometry import anchor_point, in_region
 from .quality import FrameQuality
@@ -144,6 +145,7 @@ def _sudden(rule: Rule, ctx: Context, mem: Appearances) -> Iterator[Hit]:
         if d.score < p['min_score'] or (p['classes'] and d.class_name not in p['classes']):
             continue
         share = d.box.clip(ctx.width, ctx.height).area / area
+        close = _close(d, share, p)
         if d.track_id >= 0:
             st = mem.tracks.get(d.track_id)
             if st is None or not 0 <= now - st[1] <= memory_s:
@@ -152,19 +154,52 @@ def _sudden(rule: Rule, ctx: Context, mem: Appearances) -> Iterator[Hit]:
             young = idx - st[0] < rule.m
         else:
             mem.recent.append((now, d.class_name, d.box))
-            young = share >= p['min_area_share'] and _new_untracked(d, rule, idx, mem,
-                                                                     recent, has_past)
-        if young and share >= p['min_area_share']:
-            yield Hit(object_key(d), d, f'{d.class_name} appeared close ({share:.0%} of the '
-                      f'image, {_details(d)})',
-                      {**_object_values(d), 'area_share': f'{share:.3f}',
-                       'min_area_share': _num(p['min_area_share']),
-                       'memory_s': _num(memory_s)})
+            young = close and _new_untracked(d, rule, idx, mem, recent, has_past)
+        if young and close:
+            how = f'{metres(distance(d.position))} away' if _in_metres(d, p) \
+                else f'{share:.0%} of the image'
+            values = {**_object_values(d), 'area_share': f'{share:.3f}',
+                      'min_area_share': _num(p['min_area_share']), 'memory_s': _num(memory_s)}
+            if _in_metres(d, p):
+                values.update(distance_m=f'{distance(d.position):.2f}',
+                              max_distance_m=_num(p['max_distance_m']))
+            yield Hit(object_key(d), d, f'{d.class_name} appeared close ({how}, '
+                      f'{_details(d)})', values)
     # Bounded memory: forget tracks and pending appearances that are gone.
     for tid in [t for t, st in mem.tracks.items() if not 0 <= now - st[1] <= memory_s]:
         del mem.tracks[tid]
     for cls in [c for c, pe in mem.pending.items() if idx - pe[1] >= rule.m]:
         del mem.pending[cls]
+
+
+def _in_metres(d: Detection, p) -> bool:
+    return p['max_distance_m'] > 0 and d.position is not None
+
+
+def _close(d: Detection, share: float, p) -> bool:
+    """Close = within max_distance_m when the detection has a position (depth) and the
+    rule sets one, else a box of at least min_area_share of the image."""
+    if _in_metres(d, p):
+        return distance(d.position) <= p['max_distance_m']
+    return share >= p['min_area_share']
+
+
+def _too_close(rule: Rule, ctx: Context, _state) -> Iterator[Hit]:
+    """An object (of `classes`; [] = any) within max_distance_m of the camera. Needs
+    positions (aligned depth, camera.rgbd): detections without one never hold."""
+    p = rule.params
+    for d in ctx.detections:
+        if d.position is None or d.score < p['min_score'] \
+                or (p['classes'] and d.class_name not in p['classes']):
+            continue
+        dist = distance(d.position)
+        if dist <= p['max_distance_m']:
+            yield Hit(object_key(d), d, f'{d.class_name} too close: {distance_words(d.position)}'
+                      f' (within {metres(p["max_distance_m"])}, {_details(d)})',
+                      {**_object_values(d), 'distance_m': f'{dist:.2f}',
+                       'max_distance_m': _num(p['max_distance_m']),
+                       'position_m': ','.join(f'{c:.2f}' for c in d.position),
+                       'spread_m': f'{d.position_spread:.2f}'})
 
 
 def _new_untracked(d: Detection, rule: Rule, idx: int, mem: Appearances,
@@ -210,7 +245,7 @@ def _blurred(rule: Rule, ctx: Context, _state) -> Iterator[Hit]:
 
 FRAME_CONDITIONS = {
     'hazard_in_region': _hazard, 'detector_mllm_disagreement': _disagreement,
-    'unknown_object': _unknown, 'sudden_close_appearance': _sudden,
+    'unknown_object': _unknown, 'sudden_close_appearance': _sudden, 'too_close': _too_close,
     'frame_black': _black, 'frame_overexposed': _overexposed, 'frame_blurred': _blurred,
 }
 QUALITY_TYPES = ('frame_black', 'frame_overexposed', 'frame_blurred')

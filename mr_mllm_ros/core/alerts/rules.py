@@ -56,6 +56,9 @@ _SCHEMA: dict[str, dict[str, _Field]] = {
     'sudden_close_appearance': {
         'min_area_share': _Field('float', 0.0, 1.0),
         'memory_s': _Field('float', 0.01, 3600.0), 'classes': _Field('str_list'),
+        'min_score': _Field('float', 0.0, 1.0), 'max_distance_m': _Field('float', 0.0, 1000.0)},
+    'too_close': {
+        'classes': _Field('str_list'), 'max_distance_m': _Field('float', 0.01, 1000.0),
         'min_score': _Field('float', 0.0, 1.0)},
     'frame_black': {'max_mean': _Field('float', 0.0, 255.0)},
     'frame_overexposed': {'max_saturated_share': _Field('float', 0.0, 1.0)},
