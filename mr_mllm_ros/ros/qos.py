@@ -7,13 +7,29 @@ from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, QoSReliabili
                        qos_profile_sensor_data)
 
 from ..core.config import CameraConfig
+from ..core.geometry.rgbd_topics import layout_topics
 
 
 def image_input(camera: CameraConfig) -> tuple[type, str]:
     """(message type, relative topic) of the camera input: `image` (sensor_msgs/Image) or
-    `image/compressed` (CompressedImage, image_transport's naming)."""
+    `image/compressed` (CompressedImage, image_transport's naming); with an RGB-D layout
+    (camera.rgbd) the driver's colour topic, e.g. `color/image_raw`."""
     from sensor_msgs.msg import CompressedImage, Image
-    return (CompressedImage, 'image/compressed') if camera.compressed else (Image, 'image')
+    rgbd = layout_topics(camera.rgbd, camera.depth_topic, camera.camera_info_topic)
+    base = rgbd.image if rgbd is not None else 'image'
+    return (CompressedImage, f'{base}/compressed') if camera.compressed else (Image, base)
+
+
+def depth_inputs(camera: CameraConfig) -> tuple[type, str, str] | None:
+    """(depth message type, depth topic, camera_info topic), relative, of camera.rgbd;
+    None without depth. A compressed depth is `<depth>/compressedDepth`."""
+    from sensor_msgs.msg import CompressedImage, Image
+    rgbd = layout_topics(camera.rgbd, camera.depth_topic, camera.camera_info_topic)
+    if rgbd is None:
+        return None
+    if camera.depth_compressed:
+        return CompressedImage, f'{rgbd.depth}/compressedDepth', rgbd.camera_info
+    return Image, rgbd.depth, rgbd.camera_info
 
 
 def image_qos(camera: CameraConfig) -> QoSProfile:

@@ -63,6 +63,14 @@ def box_depth(depth_m: np.ndarray, box: Box, settings: DepthConfig) -> BoxDepth 
     return BoxDepth(median, spread, share)
 
 
+def check_view(depth: DepthFrame, width: int, height: int) -> CameraIntrinsics:
+    """K of the width x height colour image this depth is paired with; raises
+    CameraInfoError when depth, camera_info and the image are not one view."""
+    dh, dw = depth.depth_m.shape[:2]
+    check_same_view(width, height, dw, dh, 'the colour image', 'the depth image')
+    return depth.intrinsics.scaled(width, height)
+
+
 def locate(ds: DetectionSet, depth: DepthFrame, settings: DepthConfig) -> DetectionSet:
     """`ds` with a position (and spread) on every detection whose box has enough valid
     depth; the others keep position None. Adds the 'locate' timing (ms). Raises
@@ -70,8 +78,7 @@ def locate(ds: DetectionSet, depth: DepthFrame, settings: DepthConfig) -> Detect
     t0 = time.perf_counter()
     iw, ih = ds.image_width, ds.image_height
     dh, dw = depth.depth_m.shape[:2]
-    check_same_view(iw, ih, dw, dh, 'the colour image', 'the depth image')
-    k = depth.intrinsics.scaled(iw, ih)  # K of the colour image at its own resolution
+    k = check_view(depth, iw, ih)  # K of the colour image at its own resolution
     sx, sy = dw / iw, dh / ih  # colour pixels -> depth pixels
     out = []
     for d in ds.detections:

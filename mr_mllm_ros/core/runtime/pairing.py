@@ -65,3 +65,42 @@ class StampPairer(Generic[F, D]):
             self._frames.clear()
             self._dets.clear()
             self._newest_pair = None
+
+
+T = TypeVar('T')
+
+
+class NearestStamp(Generic[T]):
+    """The last `capacity` items of one stream (depth images), looked up by the stamp
+    nearest to another stream's (a colour image's) within a tolerance: RGB-D drivers stamp
+    depth and colour separately (RealSense), so an exact match is not guaranteed.
+    Thread-safe; `add` is O(1) amortised."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self._items: OrderedDict[int, T] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def add(self, stamp: int, item: T) -> None:
+        with self._lock:
+            self._items[stamp] = item
+            self._items.move_to_end(stamp)
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+
+    def nearest(self, stamp: int, tolerance_ns: int) -> tuple[int, T] | None:
+        """(stamp, item) nearest to `stamp` within tolerance_ns, else None."""
+        with self._lock:
+            if not self._items:
+                return None
+            best = min(self._items, key=lambda s: abs(s - stamp))
+            if abs(best - stamp) > tolerance_ns:
+                return None
+            return best, self._items[best]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
