@@ -12,7 +12,8 @@ queue is empty); an action may also be a callable(RecordedRequest) -> action, fo
 that depend on the request (concurrent clients). Every request is recorded (path,
 lower-cased headers, raw body, decoded JSON) before it is answered.
 
-Actions: reply (a chat completion, optionally with logprobs), fail (HTTP error status with
+Actions: reply (a chat completion, optionally with logprobs; server-sent events, a word
+at a time, when the request asks for `stream: true`), fail (HTTP error status with
 body and headers, N times), sleep (stall longer than the client's timeout, then reply),
 trickle (a reply whose body arrives a byte at a time), malformed (invalid JSON),
 no_choices (JSON without `choices`), drop (close the connection without answering).
@@ -23,6 +24,7 @@ and are not joined.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 import time
@@ -45,15 +47,23 @@ class Action:
     seconds: float = 0.0
     then: 'Action | None' = None
     usage: bool = True
+    token_s: float = 0.0
+
+
+def cut_stream(text: str, after: int) -> Action:
+    """A streamed reply that stops after `after` words: the connection closes with no
+    finish_reason and no [DONE] (a server that died mid-answer)."""
+    return Action('reply', text=text, seconds=float(after))
 
 
 def reply(text: str, logprobs: Sequence[tuple[str, float]] | None = None,
-          usage: bool = True) -> Action:
+          usage: bool = True, token_s: float = 0.0) -> Action:
     """A successful chat completion with `text` as the assistant content. `logprobs`:
     (token, logprob) pairs returned as the first token's top_logprobs (the first pair is
-    the sampled token)."""
+    the sampled token). A request with `stream: true` gets it as server-sent events, one
+    chunk per word, `token_s` seconds apart."""
     return Action('reply', text=text, logprobs=tuple(logprobs) if logprobs else None,
-                  usage=usage)
+                  usage=usage, token_s=token_s)
 
 
 def fail(status: int, body: str | dict | None = None, headers: Mapping[str, str] | None = None,
@@ -196,12 +206,46 @@ class _Handler(BaseHTTPRequestHandler):
             except OSError:
                 pass
             self.close_connection = True
+        elif action.kind == 'reply' and isinstance(record.json, dict) and \
+                record.json.get('stream'):
+            self._stream(action, record)
         elif action.kind == 'reply':
             self._send_json(200, stub.completion(record, action))
         else:  # fail, raw
             headers = dict(action.headers)
             headers.setdefault('Content-Type', 'application/json')
             self._send(action.status, action.body, headers)
+
+    def _stream(self, action: Action, record: RecordedRequest) -> None:
+        """The reply as chat.completion.chunk events, a word at a time; stops early when
+        the client hangs up (a cancel) or the server stops. `stub.streamed` counts the
+        chunks written per request."""
+        stub = self.server.stub
+        pieces = re.findall(r'\s*\S+\s*', action.text) or ['']
+        try:
+            self.send_response(200)
+            self.send_header('Content-Type', 'text/event-stream')
+            self.send_header('Cache-Control', 'no-cache')
+            self.end_headers()
+            cut = int(action.seconds) if action.seconds else None  # cut_stream
+            for i, piece in enumerate(pieces):
+                if i == cut:
+                    self.close_connection = True
+                    return
+                if i and stub._stop.wait(action.token_s):
+                    break
+                last = i == len(pieces) - 1
+                chunk = {'id': 'chatcmpl-stub', 'object': 'chat.completion.chunk',
+                         'choices': [{'index': 0, 'delta': {'content': piece},
+                                      'finish_reason': 'stop' if last else None}]}
+                self.wfile.write(b'data: ' + json.dumps(chunk).encode() + b'\n\n')
+                self.wfile.flush()
+                stub._count_chunk(record)
+            self.wfile.write(b'data: [DONE]\n\n')
+            self.wfile.flush()
+        except OSError:  # the client hung up
+            pass
+        self.close_connection = True
 
     def _send_json(self, status: int, obj: Any) -> None:
         self._send(status, json.dumps(obj).encode(), {'Content-Type': 'application/json'})
@@ -236,6 +280,7 @@ class StubOpenAiServer:
         self._queue: deque[ActionLike] = deque()
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
+        self.streamed: dict[int, int] = {}
         self._stop = threading.Event()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -297,6 +342,15 @@ class StubOpenAiServer:
     def _record(self, record: RecordedRequest) -> None:
         with self._lock:
             self._requests.append(record)
+
+    def _count_chunk(self, record: RecordedRequest) -> None:
+        with self._lock:
+            self.streamed[id(record)] = self.streamed.get(id(record), 0) + 1
+
+    def chunks_sent(self, record: RecordedRequest) -> int:
+        """Stream chunks written for `record` (the client may not have read them all)."""
+        with self._lock:
+            return self.streamed.get(id(record), 0)
 
     def _next_action(self, record: RecordedRequest) -> ActionLike:
         with self._lock:

@@ -12,6 +12,10 @@ soft_placeholder_id), embeds the prompt, and overwrites the K placeholder embedd
 `MllmRequest.soft_tokens` (in `inputs_embeds`, or by an embedding hook for models whose
 generate() does not take them). A request with soft tokens but no marker, or the marker
 but no soft tokens, is an error.
+
+Streaming and cancel: a request may carry a `stream` (core.mllm.streaming); every backend
+emits the reply's text through it as it is written and stops within one decoding step
+once it is cancelled.
 """
 
 from __future__ import annotations
@@ -52,6 +56,9 @@ class MllmRequest:
     #: Free-form tag for logs/benchmarks ('describe', 'answer', 'verify', 'judge', 'label').
     task: str = 'describe'
     extra: dict = field(default_factory=dict)
+    #: core.mllm.streaming.TokenStream: the reply's text as it is written, and cancel
+    #: (checked every decoding step; raises GenerationCancelled). None = neither.
+    stream: Any = None
 
     def messages(self) -> list[ChatMessage]:
         return [*self.prefix, ChatMessage('user', self.user)]

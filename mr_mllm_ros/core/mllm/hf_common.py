@@ -137,17 +137,24 @@ def generation_kwargs(config: Config, tokenizer, max_new_tokens: int) -> dict:
     return kwargs
 
 
-def request_generation_kwargs(config: Config, tokenizer, request, prompt_length: int) -> dict:
+def request_generation_kwargs(config: Config, tokenizer, request, prompt_length: int,
+                              decode_lock=None) -> dict:
     """generate() arguments for one MllmRequest: decoding settings, stop strings, the
-    constrained-decoding processor when the request restricts object references, and the
-    n-gram repetition guard (mllm.no_repeat_ngram_size)."""
+    constrained-decoding processor when the request restricts object references, the
+    n-gram repetition guard (mllm.no_repeat_ngram_size), and with `request.stream` a
+    streamer (text as it is written; tokenizer calls under `decode_lock` when given) and
+    a stopping criterion that ends generation at the step after a cancel."""
     kwargs = generation_kwargs(config, tokenizer, request.max_new_tokens)
+    stopping = []
+    if request.stream is not None:
+        stopping.append(StopOnCancel(request.stream))
+        kwargs['streamer'] = TextStreamer(tokenizer, request.stream, decode_lock)
     if request.stop and all(len(s) == 1 for s in request.stop):
         # One-character stops ('.', '<'): a token-set check. transformers' stop_strings
         # re-embeds the whole vocabulary on every call (~1-4 s on a CPU here).
         from ..reasoning.grounding import token_table
-        kwargs['stopping_criteria'] = [StopOnTokens(
-            token_table(tokenizer).containing(request.stop), prompt_length)]
+        stopping.append(StopOnTokens(token_table(tokenizer).containing(request.stop),
+                                     prompt_length))
     elif request.stop:
         kwargs.update(stop_strings=list(request.stop), tokenizer=tokenizer)
     processors = []
@@ -163,7 +170,49 @@ def request_generation_kwargs(config: Config, tokenizer, request, prompt_length:
     if processors:
         from transformers import LogitsProcessorList
         kwargs['logits_processor'] = LogitsProcessorList(processors)
+    if stopping:
+        kwargs['stopping_criteria'] = stopping
     return kwargs
+
+
+class StopOnCancel:
+    """transformers stopping criterion: every row is done once the stream is cancelled
+    (checked after each decoding step)."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+        return torch.full((input_ids.shape[0],), self.stream.cancelled, dtype=torch.bool,
+                          device=input_ids.device)
+
+
+class TextStreamer:
+    """transformers streamer (generate(streamer=...)): the reply's new text to a
+    core.mllm.streaming.TokenStream as each token is generated. generate() first puts the
+    prompt (or an encoder-decoder's start token), which is not part of the reply."""
+
+    def __init__(self, tokenizer, stream, lock=None):
+        from contextlib import nullcontext
+
+        from .streaming import IncrementalDecoder
+        self.stream = stream
+        self._lock = lock if lock is not None else nullcontext()
+        self._decoder = IncrementalDecoder(
+            lambda ids: tokenizer.decode(ids, skip_special_tokens=True))
+        self._prompt_seen = False
+
+    def put(self, value) -> None:
+        if not self._prompt_seen:
+            self._prompt_seen = True
+            return
+        with self._lock:
+            piece = self._decoder.push(value.reshape(-1).tolist())
+        self.stream.emit(piece)
+
+    def end(self) -> None:
+        """Nothing held back: a piece is emitted as soon as it decodes."""
 
 
 class StopOnTokens:

@@ -18,6 +18,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from datetime import datetime, timezone
+from typing import Callable
 
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 EXCERPT_CHARS = 200
@@ -104,19 +105,23 @@ class AttemptError(Exception):
 
 
 def post(opener: urllib.request.OpenerDirector, url: str, body: bytes, headers: dict[str, str],
-         timeout_s: float) -> bytes:
-    """One HTTP exchange within the hard deadline; the response body or AttemptError."""
+         timeout_s: float, read: Callable = None, on_abort: Callable = None) -> bytes:
+    """One HTTP exchange within the hard deadline; the response body (`read(resp)`, default
+    read_limited) or AttemptError. `on_abort(hook)`: registers `hook` to be called when
+    the caller wants the exchange stopped (a cancelled stream) and returns its remover;
+    the hook shuts the socket down as the deadline does."""
     req = urllib.request.Request(url, data=body, headers=headers, method='POST')
     watch = _Watch()
     req.watch = watch
     timer = threading.Timer(timeout_s, watch.expire)
     timer.daemon = True
     timer.start()
+    remove_hook = on_abort(watch.expire) if on_abort is not None else None
     timed_out = f'timed out after {timeout_s:g} s'
     try:
         try:
             with opener.open(req, timeout=timeout_s) as resp:
-                raw = read_limited(resp)
+                raw = (read or read_limited)(resp)
         except urllib.error.HTTPError as e:
             status = e.code
             try:
@@ -148,6 +153,8 @@ def post(opener: urllib.request.OpenerDirector, url: str, body: bytes, headers: 
         return raw
     finally:
         timer.cancel()
+        if remove_hook is not None:
+            remove_hook()
 
 
 def safe_url(url: str) -> str:
@@ -172,6 +179,28 @@ def read_limited(resp, limit: int = MAX_RESPONSE_BYTES) -> bytes:
             if limit < MAX_RESPONSE_BYTES:  # an error-body excerpt: the start is enough
                 return b''.join(chunks)[:limit]
             raise AttemptError(f'response larger than {limit} bytes', False)
+
+
+def read_events(resp, on_data: Callable[[bytes], None],
+                limit: int = MAX_RESPONSE_BYTES) -> bytes:
+    """A server-sent-events body (text/event-stream): `on_data(payload)` for each `data:`
+    line as it arrives, until `data: [DONE]` (returns b'[DONE]') or the end of the body
+    (returns b'')."""
+    size = 0
+    while True:
+        line = resp.readline(65536)
+        if not line:
+            return b''
+        size += len(line)
+        if size > limit:
+            raise AttemptError(f'event stream larger than {limit} bytes', False)
+        line = line.strip()
+        if not line.startswith(b'data:'):
+            continue  # blank separators, comments (': keep-alive'), event/id fields
+        data = line[5:].strip()
+        if data == b'[DONE]':
+            return data
+        on_data(data)
 
 
 def excerpt(raw: bytes | str, n: int = EXCERPT_CHARS) -> str:

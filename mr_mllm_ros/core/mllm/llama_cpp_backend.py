@@ -16,6 +16,8 @@ only the tokens after the longest common prefix with it; that covers the fixed s
 prompt and examples across frames, and the whole prompt between the grounding plan's
 calls for one description. mllm.kv_reuse false resets the cache before every call.
 Greedy decoding (temperature 0) is deterministic.
+Streaming (`MllmRequest.stream`): llama-cpp-python's stream iterator gives the text token
+by token; a cancel forces end-of-text at the next decoding step.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from ..config import Config
 from ..errors import BackendError, ModelLoadError
 from ..reasoning.grounding import ReferenceConstraint, TokenTable
 from ..types import Generation
-from . import hf_common
+from . import hf_common, streaming
 from .base import MllmRequest
 from .ngram_guard import NgramGuard
 
@@ -163,26 +165,60 @@ class LlamaCppBackend:
         from llama_cpp import LogitsProcessorList
         t0 = time.perf_counter()
         with self._lock:
+            streaming.check(request.stream)
             ids = self._prepare(request)
             reused = self._reused(ids)
             self.kv_hits += int(reused > 0)
             t1 = time.perf_counter()
+            processors = self._processors(request, len(ids))
+            kwargs = dict(max_tokens=request.max_new_tokens,
+                          temperature=self.config.mllm.temperature,
+                          repeat_penalty=self.config.mllm.repetition_penalty,
+                          stop=list(request.stop) or None)
             try:
-                out = self.llm.create_completion(
-                    ids, max_tokens=request.max_new_tokens,
-                    temperature=self.config.mllm.temperature,
-                    repeat_penalty=self.config.mllm.repetition_penalty,
-                    stop=list(request.stop) or None,
-                    logits_processor=LogitsProcessorList(self._processors(request, len(ids))))
+                if request.stream is None:
+                    out = self.llm.create_completion(
+                        ids, logits_processor=LogitsProcessorList(processors), **kwargs)
+                    reply = out['choices'][0]['text']
+                    generated = int(out.get('usage', {}).get('completion_tokens', 0))
+                else:
+                    reply, generated = self._streamed(ids, request.stream, processors, kwargs)
             except (RuntimeError, ValueError) as e:
                 raise BackendError(f'{self.name}: generation failed: {e}') from e
         t2 = time.perf_counter()
-        reply = out['choices'][0]['text']
-        generated = int(out.get('usage', {}).get('completion_tokens', 0))
         return Generation(text=request.answer_prefix + reply, prompt_tokens=len(ids),
                           generated_tokens=generated,
                           timings_ms={'prompt': (t1 - t0) * 1e3, 'generate': (t2 - t1) * 1e3,
                                       'kv_reused_tokens': float(reused)})
+
+    def _streamed(self, ids: list[int], stream, processors: list, kwargs: dict):
+        """(reply, tokens generated) of a streamed completion: text to `stream` chunk by
+        chunk; a cancel forces end-of-text at the next decoding step (a logits processor,
+        so text llama-cpp-python holds back while it may be a stop string cannot delay
+        it), then GenerationCancelled."""
+        from llama_cpp import LogitsProcessorList
+        eos = self.llm.token_eos()
+        steps = [0]
+
+        def cancel_check(_ids, scores):
+            steps[0] += 1
+            if stream.cancelled:
+                scores[:] = -np.inf
+                scores[eos] = 0.0
+            return scores
+        chunks = self.llm.create_completion(
+            ids, stream=True, logits_processor=LogitsProcessorList([*processors, cancel_check]),
+            **kwargs)
+        parts = []
+        for chunk in chunks:
+            piece = chunk['choices'][0]['text']
+            if stream.cancelled:
+                break
+            parts.append(piece)
+            stream.emit(piece)
+        chunks.close()
+        stream.check()
+        return ''.join(parts), steps[0]
 
     def yes_probability(self, requests: Sequence[MllmRequest]) -> list[float]:
         """P(yes | yes or no) from the next-token logits after each prompt (one at a time:

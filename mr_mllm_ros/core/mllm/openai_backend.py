@@ -21,6 +21,10 @@ grounding parser (`parse_grounded` with the allowed indices) drops references to
 that are not in the prompt and marks the reply `grounded=False`. vLLM's guided decoding
 (a regex / grammar in the request body) could enforce it server-side; not implemented.
 
+Streaming (`MllmRequest.stream`): the request asks for `stream: true` and the reply's
+pieces (server-sent events, choices[0].delta.content) go to the stream as they arrive; a
+cancel shuts the connection down at once (the server stops generating when it notices).
+
 Failure handling: every attempt has a hard deadline of mllm.openai_timeout_s (a watchdog
 shuts the socket down when it passes, so a trickling server cannot stretch it); failed
 attempts are retried up to mllm.openai_retries times on connection errors, timeouts,
@@ -56,11 +60,11 @@ from ..config import Config
 from ..errors import BackendError
 from ..images import encode_compressed
 from ..types import Generation
-from . import http_post
+from . import http_post, streaming
 from .base import MllmRequest
 from .http_post import AttemptError
-from .openai_protocol import (decode_json, endpoint, reply_text, yes_probability_from_logprobs,
-                              yes_probability_from_text)
+from .openai_protocol import (decode_json, endpoint, reply_text, stream_chunk,
+                              yes_probability_from_logprobs, yes_probability_from_text)
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +109,11 @@ class OpenAiBackend:
         t0 = time.perf_counter()
         image_url = self._image_data_url(request.image)
         t1 = time.perf_counter()
-        payload = self._payload(request, image_url, max_tokens=request.max_new_tokens)
-        (data, text), attempts = self._call(payload)
+        streaming.check(request.stream)
+        extra = {'stream': True} if request.stream is not None else {}
+        payload = self._payload(request, image_url, max_tokens=request.max_new_tokens, **extra)
+        (data, text), attempts = self._call(payload, request.stream)
+        streaming.check(request.stream)  # cancelled as the reply ended: no reply
         prefix = request.answer_prefix
         if prefix:
             if self.continue_final_message:
@@ -218,9 +225,12 @@ class OpenAiBackend:
         return p if p is not None else yes_probability_from_text(text)
 
     # ------------------------------------------------------------------ transport
-    def _call(self, payload: dict[str, Any]) -> tuple[tuple[dict[str, Any], str], int]:
-        """POST with retries; ((decoded JSON object, reply text), attempts).
-        Raises BackendError."""
+    def _call(self, payload: dict[str, Any],
+              stream=None) -> tuple[tuple[dict[str, Any], str], int]:
+        """POST with retries; ((decoded JSON object, reply text), attempts). With a
+        `stream` (payload `stream: true`) the reply arrives as server-sent events, each
+        piece emitted as it comes; an attempt that already emitted text is not retried, and
+        a cancel shuts the connection at once (GenerationCancelled). Raises BackendError."""
         body = json.dumps(payload, ensure_ascii=False).encode('utf-8')
         key = os.environ.get(self._api_key_env, '') if self._api_key_env else ''
         t0 = time.monotonic()
@@ -228,17 +238,23 @@ class OpenAiBackend:
         while True:
             attempts += 1
             failure = None
+            parts: list[str] = []
             try:
-                raw = self._attempt(body, key)
-                data = decode_json(raw)
-                text = reply_text(data)
+                if stream is None:
+                    raw = self._attempt(body, key)
+                    data = decode_json(raw)
+                    text = reply_text(data)
+                else:
+                    data = self._attempt_streamed(body, key, stream, parts)
+                    text = ''.join(parts)
             except AttemptError as e:
                 # Only scrubbed text leaves this block: the exception itself (whose message
                 # may echo the key) must not become the __context__ of the BackendError.
                 failure = (_scrub(str(e), key), e.status, e.retryable, e.retry_after)
             if failure is not None:
+                streaming.check(stream)  # the socket was shut by a cancel, not a failure
                 message, status, retryable, retry_after = failure
-                if retryable and attempts <= self.retries:
+                if retryable and attempts <= self.retries and not parts:
                     delay = self._backoff(attempts, retry_after)
                     log.warning('%s: attempt %d/%d failed (%s); retrying in %.2f s',
                                 self.display_url, attempts, self.retries + 1, message, delay)
@@ -254,6 +270,28 @@ class OpenAiBackend:
                 self.last_error = ''
                 self.last_latency_s = time.monotonic() - t0
             return (data, text), attempts
+
+    def _attempt_streamed(self, body: bytes, key: str, stream, parts: list[str]) -> dict:
+        """One streamed exchange: text pieces to `stream` and `parts`; returns {'usage': ...}
+        when the server sent usage."""
+        usage: dict[str, Any] = {}
+        finished = [False]
+
+        def on_data(raw: bytes) -> None:
+            piece, chunk_usage, finished[0] = stream_chunk(raw)
+            if chunk_usage is not None:
+                usage['usage'] = chunk_usage
+            if piece:
+                parts.append(piece)
+                stream.emit(piece)
+        end = http_post.post(self._opener, self.endpoint, body,
+                             self._headers(key, 'text/event-stream'), self.timeout_s,
+                             read=lambda resp: http_post.read_events(resp, on_data),
+                             on_abort=stream.on_cancel)
+        if end != b'[DONE]' and not finished[0]:
+            raise AttemptError('the event stream ended before the reply did (no [DONE], no '
+                               'finish_reason)', True)
+        return usage
 
     def _failed(self, message: str, status: int | None) -> None:
         with self._lock:
@@ -271,11 +309,16 @@ class OpenAiBackend:
 
     def _attempt(self, body: bytes, key: str) -> bytes:
         """One HTTP exchange within the hard deadline; the response body or AttemptError."""
-        headers = {'Content-Type': 'application/json', 'Accept': 'application/json',
+        return http_post.post(self._opener, self.endpoint, body, self._headers(key),
+                              self.timeout_s)
+
+    @staticmethod
+    def _headers(key: str, accept: str = 'application/json') -> dict[str, str]:
+        headers = {'Content-Type': 'application/json', 'Accept': accept,
                    'User-Agent': 'mr_mllm_ros'}
         if key:
             headers['Authorization'] = f'Bearer {key}'
-        return http_post.post(self._opener, self.endpoint, body, headers, self.timeout_s)
+        return headers
 
 
 def _scrub(message: str, key: str) -> str:

@@ -1,5 +1,6 @@
 """The OpenAI chat-completions wire format, as far as this package reads it: the endpoint
-from a base URL, the reply text, and P(yes) from the first token's top logprobs."""
+from a base URL, the reply text (whole, or chunk by chunk when streamed), and P(yes) from
+the first token's top logprobs."""
 
 from __future__ import annotations
 
@@ -74,6 +75,25 @@ def reply_text(data: dict[str, Any]) -> str:
                             f'(finish_reason={choice.get("finish_reason")!r}: '
                             f'{excerpt(json.dumps(message))!r})', False)
     return content
+
+
+def stream_chunk(raw: bytes) -> tuple[str, dict | None, bool]:
+    """(new text, usage or None, finished) of one chat.completion.chunk of a streamed
+    reply (`stream: true`): choices[0].delta.content, and whether it carries a
+    finish_reason; a server error sent as an event, or a chunk that is not JSON, is a
+    non-retryable AttemptError."""
+    data = decode_json(raw)
+    if isinstance(data.get('error'), (dict, str)):
+        raise AttemptError(f'error in the stream: {excerpt(json.dumps(data["error"]))!r}',
+                           False)
+    usage = data.get('usage') if isinstance(data.get('usage'), dict) else None
+    choices = data.get('choices')
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        return '', usage, False  # e.g. the final usage-only chunk
+    delta = choices[0].get('delta')
+    content = delta.get('content') if isinstance(delta, dict) else None
+    return (content if isinstance(content, str) else ''), usage, \
+        bool(choices[0].get('finish_reason'))
 
 
 def yes_probability_from_logprobs(data: dict[str, Any]) -> float | None:

@@ -14,6 +14,7 @@ from typing import Sequence
 
 from ..config import Config
 from ..types import Generation
+from . import streaming
 from .base import MllmRequest
 
 
@@ -27,6 +28,7 @@ class TemplateBackend:
         self.config = config
 
     def generate(self, request: MllmRequest) -> Generation:
+        streaming.check(request.stream)  # nothing to stream: the plan writes the words
         return Generation(text=request.answer_prefix)
 
     def yes_probability(self, requests: Sequence[MllmRequest]) -> list[float]:

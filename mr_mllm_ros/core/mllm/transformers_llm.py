@@ -26,7 +26,7 @@ from typing import Sequence
 from ..config import Config
 from ..errors import BackendError, ModelLoadError
 from ..types import Generation
-from . import hf_common
+from . import hf_common, streaming
 from .base import ChatMessage, MllmRequest
 
 log = logging.getLogger(__name__)
@@ -134,6 +134,7 @@ class TransformersLlmBackend(hf_common.SoftTokenInput):
         import torch
         t0 = time.perf_counter()
         with self._lock:
+            streaming.check(request.stream)
             soft = self._soft(request)
             ids = self._prompt_ids(request, soft)
             cached, cache = self._cached_prefix(request, ids)
@@ -154,6 +155,7 @@ class TransformersLlmBackend(hf_common.SoftTokenInput):
                     out = self.model.generate(**kwargs)
             except (RuntimeError, ValueError, IndexError) as e:
                 raise BackendError(f'{self.name}: generation failed: {e}') from e
+            streaming.check(request.stream)  # stopped by a cancel: no reply
             new = out[0, len(ids):].tolist()
             reply = self.tokenizer.decode(new, skip_special_tokens=True)
         t2 = time.perf_counter()

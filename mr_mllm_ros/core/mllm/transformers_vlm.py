@@ -51,7 +51,7 @@ import numpy as np
 from ..config import Config
 from ..errors import BackendError, ModelLoadError
 from ..types import Generation
-from . import hf_common
+from . import hf_common, streaming
 from .base import MllmRequest
 
 log = logging.getLogger(__name__)
@@ -211,6 +211,7 @@ class TransformersVlmBackend(hf_common.SoftTokenInput):
         with self._lock:
             if self.model is None:
                 raise BackendError(f'{self.name}: backend is closed')
+            streaming.check(request.stream)
             soft = self._soft(request)
             inputs = self._one_input(request, soft)
             prompt_length = int(inputs['input_ids'].shape[1])
@@ -218,12 +219,13 @@ class TransformersVlmBackend(hf_common.SoftTokenInput):
             reply_start = 1 if self.encoder_decoder else prompt_length
             t1 = time.perf_counter()
             kwargs = hf_common.request_generation_kwargs(self.config, self.tokenizer, request,
-                                                         reply_start)
+                                                         reply_start, self._tok_lock)
             try:
                 with torch.inference_mode():
                     out = self._generate(inputs, [soft], kwargs)
             except _RUNTIME_ERRORS as e:
                 raise BackendError(f'{self.name}: generation failed: {e}') from e
+            streaming.check(request.stream)  # stopped by a cancel: no reply
             new = out[0, reply_start:].tolist()
             with self._tok_lock:
                 reply = self.tokenizer.decode(new, skip_special_tokens=True)
