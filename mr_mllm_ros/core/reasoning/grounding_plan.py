@@ -18,6 +18,7 @@ at prompt syntax (`; confidence`, `box [`) or at a repeated word n-gram.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass
 from typing import Sequence
@@ -31,6 +32,7 @@ from .grounding import (
     parse_grounded,
     ref,
 )
+from ..geometry.words import distance_words, metres
 from .prompts import region_words
 from .vocabulary import Vocabulary, canonical_class
 
@@ -42,6 +44,7 @@ PROMPT_SYNTAX = re.compile(r';|\bconfidence\b|\bbox\s*\[|[<>\[\]()]|\btrack \d|\
 REPEAT_NGRAM_WORDS = 5
 _SENTENCE_END = re.compile(r'[.!?](\s|$)')
 _WORD = re.compile(r"[A-Za-z0-9']+")
+_REPEAT_TOKEN = re.compile(r"\d+(?:\.\d+)?|[A-Za-z0-9']+")
 _TRAILING = re.compile(r'(\s*[,\-]|\s+(and|or|the|a|an|while|with|of|to|in|at|is|are))+\s*$',
                        re.IGNORECASE)
 
@@ -73,9 +76,23 @@ def plan_mentions(ds: DetectionSet, indices: Sequence[int], vocab: Vocabulary,
         phrase = f'one {vocab.noun(cls)}' if counted and n == 1 else vocab.phrase(cls, n)
         regions = dict.fromkeys(region_words(ds[i].box, ds.image_width, ds.image_height)
                                 for i in members)
-        mentions.append(Mention(tuple(members), cls, phrase,
-                                'at the ' + ' and the '.join(regions)))
+        where = place_words([ds[i].position for i in members]) \
+            or 'at the ' + ' and the '.join(regions)
+        mentions.append(Mention(tuple(members), cls, phrase, where))
     return mentions
+
+
+def place_words(positions) -> str:
+    """Where objects are in metres when every one has a position (depth): '2.3 m ahead,
+    slightly left'; two: 'at 1.2 m and 3.4 m ahead'; more: '1.2 to 3.4 m away'; else ''."""
+    if not positions or any(p is None for p in positions):
+        return ''
+    if len(positions) == 1:
+        return distance_words(positions[0])
+    dists = sorted(math.sqrt(sum(c * c for c in p)) for p in positions)
+    if len(dists) == 2:
+        return f'at {metres(dists[0])} and {metres(dists[1])} ahead'
+    return f'{metres(dists[0])[:-2]} to {metres(dists[-1])} away'
 
 
 def _markup(m: Mention, capital: bool) -> str:
@@ -114,7 +131,9 @@ def has_repeat(text: str, n: int = REPEAT_NGRAM_WORDS) -> bool:
 def first_repeat(text: str, n: int = REPEAT_NGRAM_WORDS) -> int | None:
     """Character offset where the first repetition of an earlier word n-gram starts, else
     None."""
-    words = [(m.group().lower(), m.start()) for m in _WORD.finditer(text)]
+    # '2.3' is one token: '2.3 m ahead, slightly left' beside '3.3 m ahead, slightly
+    # left' is two distances, not a loop
+    words = [(m.group().lower(), m.start()) for m in _REPEAT_TOKEN.finditer(text)]
     seen = set()
     for i in range(len(words) - n + 1):
         gram = tuple(w for w, _ in words[i:i + n])
@@ -152,28 +171,40 @@ def _fit(words: str, m: Mention) -> str:
 
 
 def word_plan(backend, request, mentions: Sequence[Mention], ds: DetectionSet,
-              vocab: Vocabulary, max_tokens: int, lead: str = '') -> tuple[str, list]:
+              vocab: Vocabulary, max_tokens: int, lead: str = '',
+              stream=None) -> tuple[str, list]:
     """(grounded sentence in grammar form, the backend's Generations): the planned phrases
     in order, with the model's words after each (template words where it has none). The
-    model writes at most `max_tokens` per stretch and request.max_new_tokens in all."""
+    model writes at most `max_tokens` per stretch and request.max_new_tokens in all.
+    `stream` (core.mllm.streaming.TokenStream): the sentence as it is decided, a phrase and
+    its checked words at a time; the model's connectors run with its cancel flag only."""
+    emit = stream.emit if stream is not None else (lambda text: None)
     if not getattr(backend, 'writes_text', True):
-        return template_sentence(mentions, lead), []
+        sentence = template_sentence(mentions, lead)
+        emit(sentence)
+        return sentence, []
     classes = sorted({d.class_name for d in ds})
     raw, generations = lead, []
+    emit(lead)
+    muted = stream.muted() if stream is not None else None
     budget = request.max_new_tokens  # of the whole sentence
     for i, m in enumerate(mentions):
-        raw += _markup(m, i == 0 and not lead)
+        phrase = _markup(m, i == 0 and not lead)
+        raw += phrase
+        emit(phrase)
         words = ''
         if budget > 0:
             gen = backend.generate(dataclasses.replace(
                 request, answer_prefix=raw, stop=CONNECTOR_STOPS,
-                max_new_tokens=min(max_tokens, budget), allowed_indices=None))
+                max_new_tokens=min(max_tokens, budget), allowed_indices=None, stream=muted))
             generations.append(gen)
             budget -= max(gen.generated_tokens, 1)
             cont = gen.text[len(raw):] if gen.text.startswith(raw) else gen.text
             words = _fit(clean_connector(cont, vocab, classes), m)
-        words = words or f' {m.verb} {m.where}'
-        raw += words + _joiner(i, len(mentions))
+        words = (words or f' {m.verb} {m.where}') + _joiner(i, len(mentions))
+        raw += words
+        emit(words)
+    emit('.')
     return raw + '.', generations
 
 
@@ -292,3 +323,49 @@ def grounded_sentence(raw: str, indices: Sequence[int], ds: DetectionSet,
                       vocab: Vocabulary) -> GroundedText:
     """Parse a sentence in grammar form and finish it."""
     return finish(parse_grounded(raw, indices, [d.class_name for d in ds]), ds, vocab)
+
+
+# ------------------------------------------------------------------- distance
+
+_HOW_FAR = re.compile(r'\b(how (far|close|near)|what distance|distance (to|of|from))\b')
+_TARGET = re.compile(r'\b(?:how (?:far|close|near)(?: away)?|what distance|distance)'
+                     r'(?: (?:is|are|to|of|from))?(?: (?:the|a|an|my|that|this|those|these))?'
+                     r' ([a-z]+(?: [a-z]+)?)')
+_ANYTHING = ('it', 'that', 'they', 'them', 'everything', 'anything', 'there', 'away',
+             *_ANY_OBJECT)
+
+
+def distance_question(question: str, ds: DetectionSet, vocab: Vocabulary) -> CountQuestion | None:
+    """A question about how far objects are ('how far is the person?'), and the detections
+    it asks about: the classes it names; every detection when it names none ('how far is
+    it?'); none when it names an object that is not detected. None for other questions."""
+    q = ' '.join(re.sub(r'[^a-z ]', ' ', question.lower()).split())
+    if not _HOW_FAR.search(q):
+        return None
+    classes = sorted({d.class_name for d in ds})
+    named = vocab.mentioned_classes(q, classes)
+    if named:
+        return CountQuestion('distance', vocab.noun(named[0]),
+                             tuple(i for i, d in enumerate(ds) if d.class_name in named))
+    m = _TARGET.search(q)
+    target = m.group(1).split()[0] if m else 'it'
+    if target in _ANYTHING:
+        return CountQuestion('distance', 'object', tuple(range(len(ds))))
+    return CountQuestion('distance', target, ())
+
+
+def distance_answer(q: CountQuestion, ds: DetectionSet, vocab: Vocabulary) -> GroundedText:
+    """The answer from the numbers, grounded to the boxes: 'The person is 2.3 m ahead,
+    slightly left.'; without depth for them, said so (still grounded)."""
+    if not q.indices:
+        text = f'I see no {q.noun}.'
+        return GroundedText(text, text)
+    placed = [i for i in q.indices if ds[i].position is not None]
+    if not placed:
+        mentions = plan_mentions(ds, q.indices, vocab)
+        raw = (''.join(_markup(m, i == 0) + _joiner(i, len(mentions))
+                       for i, m in enumerate(mentions))
+               + ' has no depth measurement, so I cannot tell how far away it is.')
+        return grounded_sentence(raw, q.indices, ds, vocab)
+    return grounded_sentence(template_sentence(plan_mentions(ds, placed, vocab)), placed, ds,
+                             vocab)

@@ -20,6 +20,7 @@ import yaml
 
 from ..config import MllmConfig
 from ..errors import ConfigError
+from ..geometry.words import distance_words
 from ..mllm.base import SOFT_TOKENS_MARKER, ChatMessage, MllmRequest
 from ..types import DetectionSet
 
@@ -142,6 +143,8 @@ class PromptBuilder:
             position=position_words(d.box, ds.image_width, ds.image_height))
         if d.track_id >= 0:
             line += f' track {d.track_id}'
+        if d.position is not None:  # depth (core.geometry): distance and direction in words
+            line += f'; {distance_words(d.position)}'
         return line
 
     def object_block(self, ds: DetectionSet) -> tuple[str, tuple[int, ...]]:

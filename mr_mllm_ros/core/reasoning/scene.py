@@ -133,6 +133,11 @@ class SceneReasoner:
         finished so it is one grounded sentence (the template describes the objects the
         question names, else all)."""
         t0 = time.perf_counter()
+        far = plan.distance_question(question, detections, self.vocabulary)
+        if far is not None:  # 'how far ...?': from the numbers (depth), grounded to the boxes
+            return Answer(question, plan.distance_answer(far, detections, self.vocabulary),
+                          detections, f'none ({self.model_name} not called: distances '
+                          'from depth)', time.perf_counter() - t0)
         soft = self.soft_tokens(frame, detections, question)
         request = self.prompts.answer(detections, question,
                                       frame.image if frame is not None else None,
