@@ -1,12 +1,15 @@
 """ScenePipeline and its helpers without ROS: stamp pairing, scene-change detection,
 question validation, the order of the reasoning step."""
 
+import threading
+
 import numpy as np
 import pytest
 from helpers.scripted_backend import ScriptedBackend
 
 from mr_mllm_ros.core.config import load_config
-from mr_mllm_ros.core.pipeline import ScenePipeline
+from mr_mllm_ros.core.errors import BackendError
+from mr_mllm_ros.core.pipeline import ScenePipeline, StepFailed
 from mr_mllm_ros.core.reasoning.schedule import validate_question
 from mr_mllm_ros.core.runtime.pairing import StampPairer
 from mr_mllm_ros.core.types import Box, Detection, DetectionSet, Frame
@@ -79,3 +82,77 @@ def test_rules_only_pipeline_has_no_reasoner():
     assert out.description is None
     with pytest.raises(ValueError):
         sp.answer(None, _ds(['x']), 'q?')
+
+
+# ------------------------------------------------------- on_frame / step (both callers)
+
+def _frame(stamp):
+    return Frame(np.zeros((8, 8, 3), np.uint8), stamp, 'c')
+
+
+def _describing(reply):
+    config = load_config(overrides={'alerts.enabled': False, 'reinforce.enabled': False,
+                                    'scene.describe_every_frame': True})
+    return ScenePipeline(config, backend=ScriptedBackend(reply=reply))
+
+
+def test_a_step_takes_the_newest_frame_and_none_starts_while_one_runs():
+    entered, release = threading.Event(), threading.Event()
+
+    def reply(request):
+        if request.task == 'describe' and not release.is_set():
+            entered.set()
+            assert release.wait(10.0)
+        return '<ground>It</ground><objects><obj0></objects>.'
+    sp = _describing(reply)
+    assert sp.on_frame(_frame(1), _ds(['person'], stamp=1), 0.0).step_due
+    steps = []
+    mllm = threading.Thread(target=lambda: steps.append(sp.step(0.0)))
+    mllm.start()
+    assert entered.wait(10.0)                  # the step on frame 1 runs ...
+    for stamp in (2, 3, 4):                    # ... while three frames come
+        assert sp.on_frame(_frame(stamp), _ds(['person'], stamp=stamp), 0.1).step_due
+    assert sp.step(0.1) is None                # a second caller starts none meanwhile
+    release.set()
+    mllm.join(10.0)
+    assert not mllm.is_alive() and steps[0].frame.stamp_ns == 1
+    newest = sp.step(0.2)                      # no backlog: frame 4, then nothing
+    assert newest.frame.stamp_ns == 4 and newest.trigger == 'every_frame'
+    assert newest.reasoning.description is not None and sp.step(0.3) is None
+    assert sp.step_counts()['every_frame'] == 2
+
+
+def test_repeated_stamps_are_still_new_frames():
+    sp = _describing(lambda r: '<ground>It</ground><objects><obj0></objects>.')
+    for k in range(3):  # `mr-mllm describe` stamps every photo 0
+        sp.on_frame(_frame(0), _ds(['person'], stamp=0), float(k))
+        assert sp.step(float(k)) is not None
+
+
+def test_a_failing_step_says_why_and_a_bug_does_not_stall_the_schedule():
+    calls = []
+
+    def reply(request):
+        calls.append(request.task)
+        if len(calls) == 1:
+            raise BackendError('server down')
+        if len(calls) == 2:
+            raise KeyError('a bug')
+        return '<ground>It</ground><objects><obj0></objects>.'
+    sp = _describing(reply)
+    sp.on_frame(_frame(1), _ds(['person']), 0.0)
+    with pytest.raises(StepFailed, match='server down') as failed:
+        sp.step(0.0, clock=lambda: 5.0)
+    assert failed.value.trigger == 'every_frame' and failed.value.retry_in_s == 0.0
+    sp.on_frame(_frame(2), _ds(['person'], stamp=2), 1.0)
+    with pytest.raises(KeyError):
+        sp.step(1.0)
+    sp.on_frame(_frame(3), _ds(['person'], stamp=3), 2.0)
+    assert sp.step(2.0).frame.stamp_ns == 3
+
+
+def test_rules_only_frames_raise_alerts_and_never_a_step():
+    sp = ScenePipeline(load_config(overrides={'mllm.backend': 'none'}))
+    update = sp.on_frame(_frame(1), _ds(['person']), 0.0)
+    assert not update.step_due and sp.step(0.0) is None and not sp.has_mllm
+    assert sp.wake_period_s() is None and 'no MLLM' in sp.summary()

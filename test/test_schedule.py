@@ -8,7 +8,7 @@ from helpers.scripted_backend import ScriptedBackend
 
 from mr_mllm_ros.core.config import load_config
 from mr_mllm_ros.core.errors import BackendError
-from mr_mllm_ros.core.pipeline import Pipeline
+from mr_mllm_ros.core.pipeline import Pipeline, StepFailed
 from mr_mllm_ros.core.reasoning.schedule import MAX_BACKOFF_S, ReasoningSchedule
 from mr_mllm_ros.core.types import Box, Detection, DetectionSet, Frame
 
@@ -28,6 +28,7 @@ def run(s, frames, period_s=0.5, changes=()):
         trigger = s.start(k + 1, now)
         if trigger:
             started[now] = trigger
+            s.succeeded()
     return started
 
 
@@ -58,10 +59,24 @@ def test_never_twice_on_one_frame_and_note_frame_says_when_due():
     s = schedule(min_description_interval_s=0.0)
     assert s.note_frame(1, True, 0.0)
     assert s.start(1, 0.0) == 'change'
+    s.succeeded()
     assert s.start(1, 100.0) is None          # same frame, however late
     assert not s.note_frame(2, False, 1.0)    # nothing due: no need to wake anyone
     assert s.note_frame(3, False, 5.0)        # rate due
     assert s.start(3, 5.0) == 'rate'
+
+
+def test_never_starts_while_a_step_runs():
+    s = schedule(min_description_interval_s=0.0, describe_every_frame=True)
+    s.note_frame(1, True, 0.0)
+    assert s.start(1, 0.0) == 'every_frame'
+    assert s.note_frame(2, True, 0.1)         # due: the caller may wake its thread ...
+    assert s.start(2, 0.1) is None            # ... but step 1 has not ended
+    s.succeeded()
+    assert s.start(2, 0.2) == 'every_frame'
+    assert s.start(3, 0.3) is None
+    s.failed(0.3)                             # a failure ends the step too
+    assert s.start(3, 0.3) == 'every_frame'
 
 
 def test_a_change_on_a_frame_already_reasoned_on_is_served():
@@ -69,7 +84,9 @@ def test_a_change_on_a_frame_already_reasoned_on_is_served():
     s = schedule(min_description_interval_s=0.0, description_rate_hz=1.0)
     s.note_frame(1, True, 0.0)
     assert s.start(1, 0.0) == 'change'
+    s.succeeded()
     assert s.start(2, 1.0) == 'rate'          # frame 2 reasoned on before it was noted
+    s.succeeded()
     assert not s.note_frame(2, True, 1.0)     # its change is served: nothing pending
     s.note_frame(3, False, 1.5)
     assert s.start(3, 1.5) is None
@@ -161,7 +178,7 @@ def test_pipeline_reasons_when_the_schedule_says_in_message_time():
     # the change at 6 s waits for the 2 s interval after the 5 s step
     assert triggers == {0.0: 'change', 5.0: 'rate', 7.0: 'change'}
     assert sum(1 for r in backend.requests if r.task == 'describe') == 3
-    assert p.scene.schedule.counts()['rate'] == 1
+    assert p.scene.step_counts()['rate'] == 1
 
 
 def test_describe_every_frame_reasons_on_each_frame():
@@ -178,8 +195,10 @@ def test_a_failing_step_backs_off_in_message_time_and_reset_forgets_it():
         calls.append(request)
         raise BackendError('server down')
     backend._reply = broken
-    with pytest.raises(BackendError):
+    with pytest.raises(StepFailed) as failed:
         p.process(frame(0, 1), now_s=0.0)
+    assert (failed.value.trigger, failed.value.retry_in_s) == ('change', 1.0)
+    assert isinstance(failed.value, BackendError) and str(failed.value) == 'server down'
     # the next 1 s (back-off) and then the 2 s minimum interval: no step
     assert all(p.process(frame(k, 2), now_s=k * 0.1).trigger is None for k in range(1, 20))
     with pytest.raises(BackendError):

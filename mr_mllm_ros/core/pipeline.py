@@ -1,28 +1,33 @@
 """The one processing path shared by the nodes, replay and the CLI.
 
 PerceptionPipeline: Frame -> DetectionSet                              (perception_node)
-ScenePipeline:      per frame:  rule alerts, scene-change detection     (scene_node)
-                    per reasoning step: MLLM verification/labels -> description ->
-                    re-detection -> feedback alerts -> MLLM judgement
-                    `schedule` (core.reasoning.schedule) says when a step runs
-Pipeline:           both in one process, reasoning when the schedule says so, on the
-                    caller's clock (`mr-mllm describe`, replay, the evaluation).
-The nodes call these same objects, so a node and an offline replay cannot drift apart.
+ScenePipeline:      `on_frame`: rule alerts, scene-change detection, the frame noted for
+                    the schedule (core.reasoning.schedule) -> whether a step is due;
+                    `step`: the reasoning step on the newest frame noted, when the
+                    schedule starts one: MLLM verification/labels -> description ->
+                    re-detection -> feedback alerts -> MLLM judgement   (scene_node)
+Pipeline:           both in one process, on_frame then step on the caller's clock
+                    (`mr-mllm describe`, replay, the evaluation).
+The nodes call these same objects, so a node and an offline replay cannot drift apart: the
+schedule handshake (note the frame, start, succeeded / failed) lives in ScenePipeline only;
+callers move frames between threads and publish what comes back.
 `now_s` is the caller's clock for the schedule and alert debounce/cooldown: monotonic time
 in a node, the message time in a replay (so a bag reasons and debounces as it did live).
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from .alerts import FEEDBACK_TYPES, PER_FRAME_TYPES, AlertEngine
 from .alerts.evidence import with_evidence
 from .config import Config, with_changes
 from .detection import Detector, create_detector
 from .detection.tracking import create_tracker
-from .errors import MrMllmError
+from .errors import BackendError, MrMllmError
 from .geometry import DepthFrame, locate
 from .mllm import MllmBackend
 from .reasoning.reinforce import Reinforcer
@@ -80,10 +85,44 @@ class Reasoning:
     alerts: tuple[Alert, ...] = ()
 
 
+@dataclass(frozen=True)
+class FrameUpdate:
+    """What `ScenePipeline.on_frame` produced: the per-frame rule alerts, and whether a
+    reasoning step is due (a node wakes its MLLM thread to call `step`)."""
+
+    alerts: tuple[Alert, ...] = ()
+    step_due: bool = False
+
+
+@dataclass(frozen=True)
+class Step:
+    """One reasoning step that ran: why (`trigger`, core.reasoning.schedule.TRIGGERS), on
+    which frame, its result, and how long it took (ms, wall clock)."""
+
+    trigger: str
+    frame: Frame
+    reasoning: Reasoning
+    elapsed_ms: float
+
+
+class StepFailed(BackendError):
+    """A reasoning step failed (the MLLM's error is the message and `__cause__`); the
+    schedule backs off `retry_in_s` seconds (0 when it does not: every frame)."""
+
+    def __init__(self, cause: Exception, trigger: str, retry_in_s: float):
+        super().__init__(str(cause))
+        self.trigger, self.retry_in_s = trigger, retry_in_s
+
+
 class ScenePipeline:
-    """Everything scene_node does, without ROS. Thread-safety: `frame_alerts` and
-    `scene_changed` run on the frame thread, `reason`/`answer` on MLLM threads; the
-    backend serialises inference, the alert engine and the schedule lock themselves."""
+    """Everything scene_node does, without ROS. Thread-safety: `on_frame` runs on one
+    frame thread, `step` and `answer` on the MLLM thread; the backend serialises
+    inference, the alert engine and the schedule lock themselves, and the schedule never
+    starts a step while one runs.
+
+    Frames are keyed by the order they reach `on_frame` (a header stamp may repeat: the
+    per-image commands stamp every photo 0), and a step always takes the newest frame
+    noted, however many came while the previous step ran (no backlog)."""
 
     def __init__(self, config: Config, *, backend: MllmBackend | None = None,
                  redetector: Detector | None = None):
@@ -99,6 +138,8 @@ class ScenePipeline:
             if self.reasoner is not None and config.reinforce.enabled else None
         self.schedule = ReasoningSchedule(config.scene, config.alerts)
         self._signature: tuple = ()
+        self._lock = threading.Lock()  # _newest: the frame thread vs the MLLM thread
+        self._newest: tuple[int, Frame, DetectionSet] | None = None  # (key, frame, ds)
 
     def fresh(self) -> 'ScenePipeline':
         """A ScenePipeline on the same models with empty state (alert debounce and
@@ -110,6 +151,76 @@ class ScenePipeline:
     def model_name(self) -> str:
         return self.reasoner.model_name if self.reasoner is not None \
             else 'no MLLM (rules only)'
+
+    @property
+    def has_mllm(self) -> bool:
+        """False with mllm.backend none: rule alerts only (no steps, no answers)."""
+        return self.reasoner is not None
+
+    @property
+    def reinforces(self) -> bool:
+        """Whether a step refines the detections (reinforce.enabled)."""
+        return self.reinforcer is not None
+
+    def summary(self) -> str:
+        """One line for a log: model, alert rules, reinforcement."""
+        rules = len(self.alerts.rules) if self.alerts is not None else 0
+        return (f'{self.model_name}, {rules} alert rules, reinforcement '
+                f'{"on" if self.reinforces else "off"}')
+
+    def wake_period_s(self) -> float | None:
+        """How often a caller with no new frames should try `step` (a rate step, or a
+        change waiting out the minimum interval, can fall due between frames); None when
+        nothing can."""
+        return self.schedule.wake_period_s() if self.has_mllm else None
+
+    def step_counts(self) -> dict[str, int]:
+        """Steps started per trigger, and questions answered."""
+        return self.schedule.counts()
+
+    def alert_counts(self) -> dict[str, int]:
+        """Alerts raised per rule."""
+        return self.alerts.stats() if self.alerts is not None else {}
+
+    # ------------------------------------------------------------ the frame thread
+    def on_frame(self, frame: Frame, ds: DetectionSet, now_s: float) -> FrameUpdate:
+        """A new frame with its detections: the per-frame rule alerts, the scene-change
+        check, and the frame noted as the newest for the next step."""
+        alerts = tuple(self.frame_alerts(frame, ds, now_s))
+        changed = self.scene_changed(ds)
+        if not self.has_mllm:
+            return FrameUpdate(alerts)
+        with self._lock:  # noted and stored at once: a step never sees it un-noted
+            key = self._newest[0] + 1 if self._newest is not None else 1
+            self._newest = (key, frame, ds)
+            due = self.schedule.note_frame(key, changed, now_s)
+        return FrameUpdate(alerts, due)
+
+    # ------------------------------------------------------------- the MLLM thread
+    def step(self, now_s: float, clock: Callable[[], float] | None = None) -> Step | None:
+        """The reasoning step on the newest frame noted, when the schedule starts one at
+        `now_s`; None when none is due (or one is running). `clock` reads the caller's
+        clock again when a step fails, for the back-off (a node: time.monotonic); None:
+        a step takes no time on the caller's clock (message time). Raises StepFailed when
+        the MLLM fails (the schedule backs off)."""
+        if not self.has_mllm:
+            return None
+        with self._lock:
+            newest = self._newest
+            trigger = self.schedule.start(newest[0], now_s) if newest is not None else None
+        if trigger is None:
+            return None
+        _, frame, ds = newest
+        t0 = time.perf_counter()
+        try:
+            reasoning = self.reason(frame, ds, now_s)
+        except Exception as e:  # a bug too must end the step, or none would start again
+            retry_in_s = self.schedule.failed(clock() if clock is not None else now_s)
+            if isinstance(e, MrMllmError):
+                raise StepFailed(e, trigger, retry_in_s) from e
+            raise
+        self.schedule.succeeded()
+        return Step(trigger, frame, reasoning, (time.perf_counter() - t0) * 1e3)
 
     def frame_alerts(self, frame: Frame, ds: DetectionSet, now_s: float) -> list[Alert]:
         """Per-frame rule alerts (cheap; every frame)."""
@@ -206,7 +317,6 @@ class Pipeline:
         self.perception = PerceptionPipeline(config, detector)
         self.scene = ScenePipeline(config if with_mllm else with_changes(
             config, {'mllm.backend': 'none'}), backend=backend if with_mllm else None)
-        self._frames = 0  # the schedule's frame key
 
     @property
     def model_names(self) -> dict[str, str]:
@@ -223,31 +333,20 @@ class Pipeline:
     def process(self, frame: Frame, now_s: float | None = None,
                 describe: bool = True, depth: DepthFrame | None = None) -> FrameResult:
         """Detect, rule alerts, and a reasoning step when the schedule says so (and
-        `describe`). Raises BackendError when that step fails (the schedule backs off)."""
+        `describe`). Raises StepFailed (a BackendError) when that step fails (the schedule
+        backs off)."""
         now_s = frame.stamp_ns / 1e9 if now_s is None else now_s
         t0 = time.perf_counter()
         ds = self.perception.detect(frame, depth)
         t1 = time.perf_counter()
-        scene = self.scene
-        alerts = list(scene.frame_alerts(frame, ds, now_s))
-        changed = scene.scene_changed(ds)
-        self._frames += 1
-        reasoning, trigger = Reasoning(ds), None
-        if describe and scene.reasoner is not None:
-            scene.schedule.note_frame(self._frames, changed, now_s)
-            trigger = scene.schedule.start(self._frames, now_s)
-        if trigger is not None:
-            try:
-                reasoning = scene.reason(frame, ds, now_s)
-            except MrMllmError:
-                scene.schedule.failed(now_s)
-                raise
-            scene.schedule.succeeded()
-        alerts += reasoning.alerts
+        update = self.scene.on_frame(frame, ds, now_s)
+        step = self.scene.step(now_s) if describe else None
+        reasoning = step.reasoning if step is not None else Reasoning(ds)
         t2 = time.perf_counter()
-        return FrameResult(frame, ds, reasoning.refined, reasoning.description, tuple(alerts),
+        return FrameResult(frame, ds, reasoning.refined, reasoning.description,
+                           update.alerts + reasoning.alerts,
                            {'perception': (t1 - t0) * 1e3, 'scene': (t2 - t1) * 1e3},
-                           trigger)
+                           step.trigger if step is not None else None)
 
     def close(self) -> None:
         self.perception.close()

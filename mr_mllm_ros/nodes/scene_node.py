@@ -9,12 +9,13 @@ Concurrency (SingleThreadedExecutor + two threads of our own; why: ros/node_runt
   and wake the frame thread - O(1); the schedule's wake-up timer ticks the MLLM thread;
   /diagnostics, stale-camera check; `ask_scene` is a coroutine that queues the question
   and awaits its answer without holding the executor (ros/ask_service.py);
-- frame thread: decode the newest new pair, per-frame alert rules, scene change -> the
-  schedule, which says whether a reasoning step is due;
+- frame thread: decode the newest new pair, hand it to ScenePipeline.on_frame (per-frame
+  alert rules, scene change, the schedule), publish its alerts, wake the MLLM thread when
+  it says a reasoning step is due;
 - MLLM thread (core.runtime.inference_worker, the only one running the model: one OpenMP team,
-  one malloc arena): the questions waiting (arrival order), then a reasoning step if the
-  schedule (monotonic time) starts one: verification -> detections_refined, description
-  -> scene_description, feedback alerts, judgement.
+  one malloc arena): the questions waiting (arrival order), then ScenePipeline.step
+  (monotonic time), which reasons on the newest frame when the schedule starts a step;
+  publish its result: detections_refined, scene_description, alerts.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from mr_mllm_interfaces.msg import CornerCaseAlert, DetectionArray, SceneDescrip
 from mr_mllm_interfaces.srv import AskScene
 
 from ..core.errors import ConfigError, MrMllmError
-from ..core.pipeline import ScenePipeline
+from ..core.pipeline import ScenePipeline, StepFailed
 from ..core.reasoning.schedule import VqaJob, answer_job
 from ..core.runtime.inference_worker import InferenceWorker
 from ..core.runtime.stats import RollingStats
@@ -74,16 +75,14 @@ class SceneNode(ModelLifecycleNode):
             'refined': self.create_lifecycle_publisher(DetectionArray, 'detections_refined',
                                                        RESULTS_QOS),
         }
-        period = pipeline.schedule.wake_period_s()
+        period = pipeline.wake_period_s()
         if period is not None:  # steps can fall due between frames (the frames stopped)
             self._wake_timer = self.create_timer(period, self._worker.tick)
         # Reentrant: a request awaiting its answer holds its group until it returns.
         self._service = self.create_service(AskScene, 'ask_scene', self._on_ask,
                                             qos_profile=SERVICE_QOS,
                                             callback_group=ReentrantCallbackGroup())
-        rules = len(pipeline.alerts.rules) if pipeline.alerts is not None else 0
-        return self._configured(f'{pipeline.model_name}, {rules} alert rules, reinforcement '
-                                f'{"on" if pipeline.reinforcer else "off"}')
+        return self._configured(pipeline.summary())
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         cam = self._config.camera
@@ -148,38 +147,31 @@ class SceneNode(ModelLifecycleNode):
         self._paired_stats.add(0.0)
         if pipeline is None:
             return
-        (frame, ds), now = pair, time.monotonic()
-        self._publish_alerts(pipeline.frame_alerts(frame, ds, now))
-        changed = pipeline.scene_changed(ds)
-        if pipeline.reasoner is not None and \
-                pipeline.schedule.note_frame(frame.stamp_ns, changed, now):
+        update = pipeline.on_frame(*pair, time.monotonic())
+        self._publish_alerts(update.alerts)
+        if update.step_due:
             self._worker.tick()
 
     # --------------------------------------------------------------- MLLM thread
     def _mllm_work(self) -> None:
-        pipeline, pairs = self._pipeline, self._pairs
-        latest = pairs.latest() if pairs is not None else None
-        if pipeline is None or pipeline.reasoner is None or latest is None:
+        pipeline = self._pipeline
+        if pipeline is None:
             return
-        frame, ds = latest
-        now = time.monotonic()
-        if pipeline.schedule.start(frame.stamp_ns, now) is None:
-            return
-        t0 = time.perf_counter()
         try:
-            result = pipeline.reason(frame, ds, now)
-        except MrMllmError as e:
-            delay = pipeline.schedule.failed(time.monotonic())
+            step = pipeline.step(time.monotonic(), clock=time.monotonic)
+        except StepFailed as e:
             self._backend_errors += 1
             self._last_error = str(e)
             self.get_logger().error(f'scene reasoning failed, frame skipped; next try in '
-                                    f'{delay:.0f} s: {e}')
+                                    f'{e.retry_in_s:.0f} s: {e}')
             return
-        pipeline.schedule.succeeded()
-        if pipeline.reinforcer is not None:
+        if step is None:
+            return
+        result = step.reasoning
+        if pipeline.reinforces:
             self._pubs['refined'].publish(conv.detection_array_msg(result.refined))
         self._pubs['description'].publish(conv.scene_description_msg(result.description))
-        self._describe_stats.add((time.perf_counter() - t0) * 1e3)
+        self._describe_stats.add(step.elapsed_ms)
         self._publish_alerts(result.alerts)
 
     def _publish_alerts(self, alerts) -> None:
@@ -225,10 +217,9 @@ class SceneNode(ModelLifecycleNode):
             'mllm_model': model,
         }
         if pipeline is not None:
-            values.update((f'mllm_steps: {k}', str(n))
-                          for k, n in pipeline.schedule.counts().items())
-            for rule, count in (pipeline.alerts.stats() if pipeline.alerts else {}).items():
-                values[f'alerts: {rule}'] = str(count)
+            values.update((f'mllm_steps: {k}', str(n)) for k, n in pipeline.step_counts().items())
+            values.update((f'alerts: {rule}', str(n))
+                          for rule, n in pipeline.alert_counts().items())
         self._publish_status('scene', pipeline is not None, 'describing', model, values,
                              warning)
 

@@ -20,7 +20,7 @@ import cv2
 from ..core.annotate import draw_detections
 from ..core.config import Config
 from ..core.errors import MrMllmError, reason_key
-from ..core.pipeline import Pipeline
+from ..core.pipeline import Pipeline, StepFailed
 from ..core.types import Box, DetectionSet, Frame
 from . import outputs as o
 from .bag_reader import NS, BagInfo, ReadLog, decode, header_of, iter_raw
@@ -112,7 +112,7 @@ class UnitProcessor:
         except MrMllmError as e:  # a backend failure on this frame: count it, go on
             record.update(status='skipped', stage='pipeline', error=str(e),
                           reason=reason_key(str(e)), timings_ms={'decode': decode_ms},
-                          trigger=self.pipeline.scene.schedule.last_trigger)
+                          trigger=e.trigger if isinstance(e, StepFailed) else None)
             return FrameOutput(record)
         described = result.description is not None
         alerts, evidence = o.alerts_json(record, result.alerts)

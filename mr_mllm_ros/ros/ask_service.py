@@ -35,7 +35,7 @@ async def serve(node, worker: InferenceWorker, pipeline: ScenePipeline | None,
 
     if pipeline is None:
         return fail('scene_node is not active')
-    if pipeline.reasoner is None:
+    if not pipeline.has_mllm:
         return fail('no MLLM configured (mllm.backend is none)')
     reason = validate_question(request.question, float(request.timeout_s),
                                config.scene.max_question_chars)

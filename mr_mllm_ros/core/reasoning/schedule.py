@@ -9,15 +9,17 @@ newest frame when one of these triggers holds (`TRIGGERS`, counted in `calls`):
 - rate:        `1 / scene.description_rate_hz` s have passed since the last step started;
 - every_frame: `scene.describe_every_frame` (each new frame; no interval, no back-off:
                the per-image commands and `replay --describe-every-frame`);
-never more often than `scene.min_description_interval_s`, never twice on one frame, and
-never while backing off after a failure (1, 2, 4 ... 30 s; the first success resets it).
+never more often than `scene.min_description_interval_s`, never twice on one frame, never
+while a step runs (started, not yet `succeeded` or `failed`: the caller then takes the
+newest frame, not the ones that came meanwhile), and never while backing off after a
+failure (1, 2, 4 ... 30 s; the first success resets it).
 The MLLM judgement runs inside a step at most `alerts.judgement_rate_hz`.
 `question` counts the ask_scene answers (they are not scheduled: a person is waiting).
 
 The clock is the caller's: monotonic seconds in a node, message (log) time in a replay,
 so a bag is reasoned on at the moments the live graph reasoned on it. Frames are named by
-an increasing integer key (the pair stamp in a node, a frame counter offline). Thread-safe:
-a node notes frames on its frame thread and starts steps on its MLLM thread.
+an increasing integer key (core.pipeline.ScenePipeline counts the frames it is given).
+Thread-safe: a node notes frames on its frame thread and starts steps on its MLLM thread.
 
 Also here: the ask_scene request check (`validate_question`) and the VQA job a node's
 MLLM thread answers (`VqaJob`, `answer_job`).
@@ -48,6 +50,7 @@ class ReasoningSchedule:
         self._last_start_s: float | None = None
         self._change_pending = False
         self._retry_at_s = -math.inf
+        self._running = False               # a step started and not yet ended
         self._last_judgement_s: float | None = None
         self.failures = 0                   # consecutive failed steps (back-off)
         self.last_trigger: str | None = None  # of the newest step started
@@ -55,8 +58,8 @@ class ReasoningSchedule:
 
     # ------------------------------------------------------------------ frames
     def note_frame(self, key: int, changed: bool, now_s: float) -> bool:
-        """A new frame (`changed`: scene_changed said so). True when a step is due now,
-        i.e. the caller should wake its MLLM thread."""
+        """A new frame (`changed`: scene_changed said so). True when a step is due now
+        (or as soon as the running one ends), i.e. the caller should wake its MLLM thread."""
         with self._lock:
             # A step may already have run on this very frame (a node's MLLM thread can see
             # a frame before its frame thread notes it): then the change is served.
@@ -67,10 +70,11 @@ class ReasoningSchedule:
 
     def start(self, key: int, now_s: float) -> str | None:
         """The trigger when a step on frame `key` is to start now (and records it as
-        started), else None: skip."""
+        started: end it with `succeeded` or `failed`), else None: skip."""
         with self._lock:
-            trigger = self._trigger(key, now_s)
+            trigger = self._trigger(key, now_s) if not self._running else None
             if trigger is not None:
+                self._running = True
                 self._reasoned, self._last_start_s = key, now_s
                 self._change_pending = False
                 self.calls[trigger] += 1
@@ -79,11 +83,13 @@ class ReasoningSchedule:
 
     def succeeded(self) -> None:
         with self._lock:
+            self._running = False
             self.failures, self._retry_at_s = 0, -math.inf
 
     def failed(self, now_s: float) -> float:
         """Back off after a failed step; returns the delay (s) before the next try."""
         with self._lock:
+            self._running = False
             if self.scene.describe_every_frame:
                 return 0.0
             self.failures += 1
