@@ -216,6 +216,13 @@ class SceneConfig:
     vqa_max_timeout_s: float = spec('Cap on a request\'s own timeout_s.', low=0.1,
                                     high=3600.0)
     diagnostics_period_s: float = spec('Period of /diagnostics updates.', low=0.1, high=60.0)
+    max_frame_age_s: float = spec('ask_scene (service and action) answers about a frame at '
+                                  'most this old (seconds since scene_node received it) '
+                                  'unless the request sets its own max_age_s.', low=0.01,
+                                  high=3600.0)
+    fresh_frame_wait_s: float = spec('How long a question waits for a frame younger than its '
+                                     'max age (with its detections) before it is refused as '
+                                     'stale.', low=0.0, high=60.0)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,9 @@
 """A scripted MLLM backend (a test double implementing core.mllm.base.MllmBackend):
 replies and yes-probabilities come from functions of the request, and every request is
-recorded. For unit tests of the scene logic; graph tests use the real backends."""
+recorded; a request with a stream gets the reply a word at a time (and honours its cancel).
+For unit tests of the scene logic; graph tests use the real backends."""
+
+import re
 
 from mr_mllm_ros.core.types import Generation
 
@@ -16,6 +19,14 @@ class ScriptedBackend:
     def generate(self, request):
         self.requests.append(request)
         text = self._reply(request)
+        stream = request.stream
+        if stream is not None:  # streamed a word at a time, cancel checked between words
+            stream.check()
+            rest = text[len(request.answer_prefix):] if text.startswith(
+                request.answer_prefix) else text
+            for word in re.findall(r'\s*\S+\s*', rest):
+                stream.emit(word)
+                stream.check()
         return Generation(text=text, prompt_tokens=len(request.user.split()),
                           generated_tokens=len(text.split()))
 

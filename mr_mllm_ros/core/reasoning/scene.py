@@ -15,6 +15,7 @@ as without fusion."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from ..config import Config
 from ..mllm import MllmBackend, create_backend
+from ..mllm.streaming import TokenStream
 from ..types import Answer, DetectionSet, Frame, GroundedText, SceneDescription
 from . import grounding_plan as plan
 from .grounding import parse_grounded
@@ -127,26 +129,36 @@ class SceneReasoner:
                                 self.fusion_adapter if soft is not None else '',
                                 gen.prompt_tokens, gen.generated_tokens, timings)
 
-    def answer(self, frame: Frame | None, detections: DetectionSet, question: str) -> Answer:
+    def answer(self, frame: Frame | None, detections: DetectionSet, question: str,
+               stream: TokenStream | None = None) -> Answer:
         """Count and presence questions are answered from the detections (the plan cites
         them, the model words the rest); other questions get the model's free answer,
         finished so it is one grounded sentence (the template describes the objects the
-        question names, else all)."""
+        question names, else all). `stream`: the answer's raw text as it is written (in
+        the grounding grammar; core.reasoning.vqa makes it readable), stage 'thinking'
+        when the MLLM is called, and cancel (GenerationCancelled)."""
         t0 = time.perf_counter()
         far = plan.distance_question(question, detections, self.vocabulary)
         if far is not None:  # 'how far ...?': from the numbers (depth), grounded to the boxes
-            return Answer(question, plan.distance_answer(far, detections, self.vocabulary),
-                          detections, f'none ({self.model_name} not called: distances '
-                          'from depth)', time.perf_counter() - t0)
+            grounded = plan.distance_answer(far, detections, self.vocabulary)
+            if stream is not None:
+                stream.emit(grounded.raw_text)
+            return Answer(question, grounded, detections, f'none ({self.model_name} not '
+                          'called: distances from depth)', time.perf_counter() - t0)
         soft = self.soft_tokens(frame, detections, question)
         request = self.prompts.answer(detections, question,
                                       frame.image if frame is not None else None,
                                       soft_tokens=soft)
+        if stream is not None:
+            stream.check()
+            stream.stage('thinking')
         chosen = request.extra['object_indices']
         counted = plan.count_question(question, detections, self.vocabulary)
         if counted is not None and not counted.indices:
             text = plan.no_objects_sentence(counted)
             grounded = GroundedText(text, text)
+            if stream is not None:
+                stream.emit(text)
         elif counted is not None or not getattr(self.backend, 'writes_text', True):
             if counted is None:
                 named = self.vocabulary.mentioned_classes(
@@ -160,9 +172,12 @@ class SceneReasoner:
             lead = 'Yes, ' if counted is not None and counted.kind == 'presence' else ''
             raw, _ = plan.word_plan(self.backend, request, mentions, detections,
                                     self.vocabulary, self.config.mllm.connector_max_tokens,
-                                    lead)
+                                    lead, stream)
             grounded = self._finish(raw, indices, detections)
         else:
+            if stream is not None:
+                stream.emit(request.answer_prefix)  # backends stream only what follows it
+                request = dataclasses.replace(request, stream=stream)
             grounded = self._finish(self.backend.generate(request).text, chosen, detections)
         model = self.model_name if soft is None \
             else f'{self.model_name} + fusion adapter {self.fusion_adapter}'

@@ -102,6 +102,16 @@ class InferenceWorker(Generic[J]):
         self._wake.set()
         return True
 
+    def withdraw(self, job: J) -> bool:
+        """Take a queued job back out (a cancelled question frees its place at once);
+        False when it is not queued (already running, done or never queued)."""
+        with self._lock:
+            try:
+                self._jobs.remove(job)
+            except ValueError:
+                return False
+            return True
+
     def pending(self) -> int:
         with self._lock:
             return len(self._jobs)
