@@ -56,7 +56,12 @@ class BagInfo:
     problems: list[str] = field(default_factory=list)
 
     def image_topics(self, wanted: Iterable[str] | None = None) -> list[str]:
-        names = sorted(t for t, info in self.topics.items() if info.msgtype in IMAGE_TYPES)
+        """Camera topics: Image/CompressedImage topics, less the depth images of RGB-D
+        layouts (core.geometry.rgbd_topics: they are read with their colour camera)."""
+        from ..core.geometry.rgbd_topics import depth_topics
+        depth = depth_topics(self.topics)
+        names = sorted(t for t, info in self.topics.items()
+                       if info.msgtype in IMAGE_TYPES and t not in depth)
         if wanted is None:
             return names
         wanted = {norm_topic(t) for t in wanted}

@@ -70,3 +70,44 @@ def write_bag(path: str | os.PathLike, topics: Mapping[str, Sequence[Any]],
                 t = start_ns + round((i * period_s + k * stagger_s) * NS)
                 w.write(conn, t, ts.serialize_cdr(m, m.__msgtype__))
     return Path(path)
+
+
+def _header(ts, stamp_ns: int, frame_id: str):
+    return ts.types['std_msgs/msg/Header'](
+        stamp=ts.types['builtin_interfaces/msg/Time'](sec=stamp_ns // NS, nanosec=stamp_ns % NS),
+        frame_id=frame_id)
+
+
+def depth_message(depth_m: np.ndarray, encoding: str, stamp_ns: int,
+                  frame_id: str = 'camera', compressed: bool = False):
+    """A rosbags depth message of metres (NaN = none): Image in 16UC1 (mm) or 32FC1 (m),
+    or with `compressed` its compressed_depth_image_transport CompressedImage."""
+    from ..core import depth_images
+    from .result_messages import result_typestore
+    ts = result_typestore()
+    header = _header(ts, stamp_ns, frame_id)
+    if compressed:
+        fmt, data = depth_images.encode_compressed_depth(depth_m, encoding)
+        return ts.types['sensor_msgs/msg/CompressedImage'](
+            header=header, format=fmt, data=np.frombuffer(data, np.uint8))
+    raw = depth_images.depth_to_raw(depth_m, encoding)
+    return ts.types['sensor_msgs/msg/Image'](
+        header=header, height=raw.height, width=raw.width, encoding=raw.encoding,
+        is_bigendian=0, step=raw.step, data=np.frombuffer(raw.data, np.uint8))
+
+
+def camera_info_message(k, stamp_ns: int, frame_id: str = 'camera'):
+    """A rosbags sensor_msgs/CameraInfo of core.geometry.CameraIntrinsics `k` (no
+    distortion, as for a rectified or aligned image)."""
+    from .result_messages import result_typestore
+    ts = result_typestore()
+    t = ts.types
+    kk = [k.fx, 0.0, k.cx, 0.0, k.fy, k.cy, 0.0, 0.0, 1.0]
+    return t['sensor_msgs/msg/CameraInfo'](
+        header=_header(ts, stamp_ns, frame_id), height=k.height, width=k.width,
+        distortion_model='plumb_bob', d=np.zeros(5), k=np.array(kk),
+        r=np.array([1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0]),
+        p=np.array([k.fx, 0.0, k.cx, 0.0, 0.0, k.fy, k.cy, 0.0, 0.0, 0.0, 1.0, 0.0]),
+        binning_x=0, binning_y=0,
+        roi=t['sensor_msgs/msg/RegionOfInterest'](x_offset=0, y_offset=0, height=0, width=0,
+                                                  do_rectify=False))

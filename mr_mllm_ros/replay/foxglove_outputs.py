@@ -4,7 +4,8 @@ short MCAP clip around every alert under clips/.
 Derived data like the result bags: rebuilt from results.jsonl at the end of every run.
 The frames are read again from the input bags (results.jsonl holds no pixels) and
 written as JPEG `foxglove.CompressedImage`; a frame with detections gets a
-`foxglove.ImageAnnotations` on the same timestamp (viz.foxglove_messages has the topics).
+`foxglove.ImageAnnotations` on the same timestamp (viz.foxglove_messages has the topics),
+and one with positioned objects (depth) a `foxglove.SceneUpdate` of them in 3D.
 A clip is cut from its bag's MCAP with the `mcap` library: every message logged from
 clip_before_s before the alert's frame to clip_after_s after it.
 """
@@ -55,7 +56,8 @@ def _write_bag_mcap(path: Path, bag: str, records: dict[tuple, dict], namespaces
     writer = open_mcap(path, allow_overwrite=True, context=context)
     cameras = {topic: CameraChannels(context, namespaces[topic])
                for topic in {k[0] for k in records}}
-    counts = {'images': 0, 'annotations': 0, 'descriptions': 0, 'alerts': 0}
+    counts = {'images': 0, 'annotations': 0, 'scene_updates': 0, 'descriptions': 0,
+              'alerts': 0}
     try:
         for raw in iter_raw(info, sorted(cameras), readlog=ReadLog()):
             head = header_of(raw.data)
@@ -88,6 +90,7 @@ def _log_frame(cam, record: dict, frame, out: Path, counts: dict) -> None:
         phrases = description.grounded_text.phrases if description is not None else ()
         cam.log_annotations(shown, stamp, t, phrases, alerts)
         counts['annotations'] += 1
+        counts['scene_updates'] += cam.log_scene(shown, stamp, t)
     if description is not None:
         cam.log_description(description, t)
         counts['descriptions'] += 1

@@ -387,7 +387,7 @@ def output_bag_names(bags: Iterable[str]) -> dict[str, str]:
     return names
 
 
-RESULT_TOPICS = ('detections', 'detections_refined', 'scene_description', 'alerts')
+RESULT_TOPICS = ('detections', 'detections_refined', 'scene_description', 'alerts', 'markers')
 
 
 def offered_qos(name: str) -> list:
@@ -409,8 +409,8 @@ def result_messages(record: dict, out: Path | None = None) -> list[tuple[str, An
     if record.get('status') != 'ok':
         return []
     stamp, frame_id = record['stamp_ns'], record['frame_id']
-    msgs = [('detections', rm.detection_array_msg(
-        detection_set_from_json(record['detections'], stamp, frame_id)))]
+    ds = detection_set_from_json(record['detections'], stamp, frame_id)
+    msgs = [('detections', rm.detection_array_msg(ds)), *rm.marker_messages(ds)]
     if record.get('refined') is not None:
         msgs.append(('detections_refined', rm.detection_array_msg(
             detection_set_from_json(record['refined'], stamp, frame_id))))
@@ -443,8 +443,7 @@ def write_result_bags(out: Path, storages: dict[str, str]) -> dict[str, dict]:
     conns: dict[tuple[str, str], Any] = {}
     namespaces = {bag: result_namespace(t) for bag, t in topics_of.items()}
     info: dict[str, dict] = {}
-    msgtypes = {'detections': rm.DETECTION_ARRAY, 'detections_refined': rm.DETECTION_ARRAY,
-                'scene_description': rm.SCENE_DESCRIPTION, 'alerts': rm.CORNER_CASE_ALERT}
+    msgtypes = rm.RESULT_MSGTYPES
     try:
         for record in iter_results(out / RESULTS):
             bag = record['bag']

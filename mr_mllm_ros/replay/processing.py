@@ -21,8 +21,10 @@ from ..core.annotate import draw_detections
 from ..core.config import Config
 from ..core.errors import MrMllmError, reason_key
 from ..core.pipeline import Pipeline, StepFailed
+from ..core.geometry import check_view, find_depth_topics
 from ..core.types import Box, DetectionSet, Frame
 from . import outputs as o
+from .bag_depth import DepthPairing, PairedDepth
 from .bag_reader import NS, BagInfo, ReadLog, decode, header_of, iter_raw
 
 TRACK_IDS_PER_UNIT = 1_000_000
@@ -77,7 +79,13 @@ class UnitProcessor:
         self.pipeline.perception.reset_tracking(unit.segment * TRACK_IDS_PER_UNIT + 1)
         previous_classes: frozenset | None = None
         index = -1
-        for raw in iter_raw(info, [unit.topic], unit.start_ns, unit.stop_ns, readlog):
+        # An RGB-D camera's depth and camera_info are read in the same pass (bag_depth).
+        found = find_depth_topics(info.topics).get(unit.topic)
+        pairing = DepthPairing(found, self.config.depth, self.config.max_image_pixels) \
+            if found is not None else None
+        raws = iter_raw(info, [unit.topic, *(pairing.input_topics if pairing else ())],
+                        unit.start_ns, unit.stop_ns, readlog)
+        for raw in pairing.pair(raws, header_of) if pairing is not None else raws:
             index += 1
             if index % self.every:
                 continue
@@ -86,16 +94,19 @@ class UnitProcessor:
             if done.get(key, 0) > 0:
                 done[key] -= 1
                 continue
-            output = self.process(info.path, raw, head, previous_classes)
+            depth = pairing.take(head[0] if head else None) if pairing is not None else None
+            output = self.process(info.path, raw, head, previous_classes, depth)
             if output.record['status'] == 'ok':
                 previous_classes = frozenset(
                     d['class_name'] for d in output.record['detections']['items'])
             yield output
 
     def process(self, bag: str, raw, head: tuple[int, str] | None,
-                previous_classes: frozenset | None) -> FrameOutput:
+                previous_classes: frozenset | None,
+                depth: PairedDepth | None = None) -> FrameOutput:
         """One message: decode, Pipeline.process, the results.jsonl record (+ thumbnail
-        when something happened). `head`: header_of(raw.data), the frame's identity."""
+        when something happened). `head`: header_of(raw.data), the frame's identity;
+        `depth`: its paired depth (positions), when the camera has one."""
         t0 = time.perf_counter()
         msg = decode(raw, max_pixels=self.config.max_image_pixels)
         decode_ms = (time.perf_counter() - t0) * 1e3
@@ -107,8 +118,16 @@ class UnitProcessor:
             record.update(status='skipped', stage='decode', error=msg.error,
                           reason=reason_key(msg.error), timings_ms={'decode': decode_ms})
             return FrameOutput(record)
+        if depth is not None and depth.depth is not None:
+            try:
+                check_view(depth.depth, msg.frame.width, msg.frame.height)
+            except MrMllmError as e:
+                depth = PairedDepth(None, depth.topic, depth.stamp_ns, str(e))
+        if depth is not None:
+            record['depth'] = depth.record()
         try:
-            result = self.pipeline.process(msg.frame, now_s=raw.log_time_ns / NS)
+            result = self.pipeline.process(msg.frame, now_s=raw.log_time_ns / NS,
+                                           depth=depth.depth if depth is not None else None)
         except MrMllmError as e:  # a backend failure on this frame: count it, go on
             record.update(status='skipped', stage='pipeline', error=str(e),
                           reason=reason_key(str(e)), timings_ms={'decode': decode_ms},

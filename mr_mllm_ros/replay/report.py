@@ -13,6 +13,7 @@ import html
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..core.geometry import distance_words
 from .outputs import EVIDENCE_DIR, RESULTS, THUMBS_DIR, iter_results, thumb_name
 from .timeline import timeline_section
 
@@ -99,12 +100,21 @@ def highlight(text: str, phrases: list[dict], anchor: str) -> str:
     return ''.join(parts)
 
 
+def _where(d: dict) -> str:
+    """', 2.3 m ahead, slightly left (±0.05 m)' for an object with a position (depth)."""
+    if d.get('position') is None:
+        return ''
+    spread = d.get('position_spread', 0.0)
+    return _esc(f', {distance_words(d["position"])} (\u00b1{spread:.2f} m)')
+
+
 def _objects(objs: list[dict], anchor: str) -> str:
     if not objs:
         return ''
     items = ''.join(f'<li id="{anchor}-obj{i}">obj{i} {_esc(d["class_name"])} '
                     f'{d["score"]:.2f}{" (mllm)" if d["source"] == "mllm" else ""}'
-                    f'{" verified" if d["verified"] else ""}</li>' for i, d in enumerate(objs))
+                    f'{" verified" if d["verified"] else ""}{_where(d)}</li>'
+                    for i, d in enumerate(objs))
     return f'<ul class="objs">{items}</ul>'
 
 

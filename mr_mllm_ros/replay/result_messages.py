@@ -21,6 +21,7 @@ import numpy as np
 from ..core.errors import BagError
 from ..core.types import Alert, DetectionSet, SceneDescription
 from ..ros import message_mapping as mapping
+from ..ros.marker_mapping import MARKER_ARRAY, markers_msg
 from ..ros.message_mapping import (CORNER_CASE_ALERT, DETECTION_ARRAY, PACKAGE,  # noqa: F401
                                    SCENE_DESCRIPTION)
 
@@ -81,6 +82,19 @@ def scene_description_msg(sd: SceneDescription):
 
 def alert_msg(a: Alert):
     return mapping.alert_msg(MESSAGES, a)
+
+
+def marker_messages(ds: DetectionSet) -> list:
+    """[('markers', MarkerArray)] when a detection of `ds` has a position, else []."""
+    if not any(d.position is not None for d in ds):
+        return []
+    return [('markers', markers_msg(MESSAGES, ds))]
+
+
+#: Result topic name -> its message type in the result bags.
+RESULT_MSGTYPES = {'detections': DETECTION_ARRAY, 'detections_refined': DETECTION_ARRAY,
+                   'scene_description': SCENE_DESCRIPTION, 'alerts': CORNER_CASE_ALERT,
+                   'markers': MARKER_ARRAY}
 
 
 def serialize(msg) -> bytes:

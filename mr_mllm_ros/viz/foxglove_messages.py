@@ -10,6 +10,8 @@ Per camera namespace NS the topics are:
   NS/alerts             JSON                      alerts with rationale, values, window
   NS/alerts/evidence    foxglove.CompressedImage  each alert's evidence image
   NS/alerts/log         foxglove.Log              one line per alert (Log panel)
+  NS/scene              foxglove.SceneUpdate      positioned objects in 3D (with depth;
+                                                  viz.scene_3d), in the optical frame
 Images and their annotations carry the same timestamp (the image header stamp), which is
 how Foxglove's Image panel pairs them.
 """
@@ -21,7 +23,8 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from foxglove import Channel, Context, Schema
-from foxglove.channels import CompressedImageChannel, ImageAnnotationsChannel, LogChannel
+from foxglove.channels import (CompressedImageChannel, ImageAnnotationsChannel, LogChannel,
+                               SceneUpdateChannel)
 from foxglove.messages import (Color, CompressedImage, ImageAnnotations, KeyValuePair, Log,
                                LogLevel, Point2, PointsAnnotation, PointsAnnotationType,
                                TextAnnotation, Timestamp)
@@ -46,12 +49,14 @@ class CameraTopics:
     alerts: str
     evidence: str
     alert_log: str
+    scene: str
 
 
 def camera_topics(namespace: str) -> CameraTopics:
     ns = '/' + namespace.strip('/') if namespace.strip('/') else ''
     return CameraTopics(ns, f'{ns}/image', f'{ns}/annotations', f'{ns}/scene_description',
-                        f'{ns}/alerts', f'{ns}/alerts/evidence', f'{ns}/alerts/log')
+                        f'{ns}/alerts', f'{ns}/alerts/evidence', f'{ns}/alerts/log',
+                        f'{ns}/scene')
 
 
 def timestamp(ns: int) -> Timestamp:
@@ -163,6 +168,7 @@ class CameraChannels:
                               context=context)
         self.evidence = CompressedImageChannel(tp.evidence, context=context)
         self.alert_log = LogChannel(tp.alert_log, context=context)
+        self.scene = SceneUpdateChannel(tp.scene, context=context)
 
     def log_image(self, data: bytes, stamp_ns: int, frame_id: str, log_ns: int,
                   fmt: str = 'jpeg') -> None:
@@ -173,6 +179,15 @@ class CameraChannels:
                         alerts: Sequence[Alert] = ()) -> None:
         self.annotations.log(image_annotations(ds, stamp_ns, phrases, alerts),
                              log_time=log_ns)
+
+    def log_scene(self, ds: DetectionSet, stamp_ns: int, log_ns: int) -> bool:
+        """The positioned objects of `ds` as a SceneUpdate; False (nothing logged) when
+        none has a position."""
+        if not any(d.position is not None for d in ds):
+            return False
+        from .scene_3d import scene_update
+        self.scene.log(scene_update(ds, stamp_ns), log_time=log_ns)
+        return True
 
     def log_description(self, sd: SceneDescription, log_ns: int) -> None:
         self.description.log(description_record(sd), log_time=log_ns)
