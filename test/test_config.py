@@ -9,7 +9,7 @@ from mr_mllm_ros.core.errors import ConfigError
 
 def test_packaged_defaults_define_every_key_once():
     c = cfg.load_config()
-    assert c.detector.backend == 'opencv_darknet'
+    assert c.detector.backend == 'opencv_ssd' and c.detector.imgsz == 300
     assert c.detector.classes == []
     leaves = list(cfg.iter_leaves())
     names = [n for n, _, _ in leaves]

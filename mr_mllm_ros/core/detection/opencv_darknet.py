@@ -9,21 +9,22 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import numpy as np
 
 from ..config import Config
-from ..errors import BackendError, ModelLoadError
-from ..types import DetectionSet, Frame
-from .base import StageTimer, finalize_detections, make_detection_set
+from ..errors import ModelLoadError
+from ..types import Frame
 from .labels import coco_name
+from .opencv_dnn import Candidates, OpenCvDnnDetector, cv_error_line
 
 log = logging.getLogger(__name__)
 
 
-class OpenCvDarknetDetector:
+class OpenCvDarknetDetector(OpenCvDnnDetector):
+    backend = 'opencv_darknet'
+
     def __init__(self, config: Config):
         det = config.detector
         weights = config.resolve_model_path(det.model)
@@ -37,81 +38,37 @@ class OpenCvDarknetDetector:
                     f'darknet {what} not found: {p} (run `mr-mllm models prepare` for the '
                     f'offline default, or set detector.model / detector.darknet_cfg / '
                     f'detector.labels)')
+        if det.imgsz % 32:
+            # YOLO's strides are 32 px: another size shifts every box (no error from OpenCV)
+            raise ModelLoadError(f'detector.imgsz={det.imgsz} is not a multiple of 32, which '
+                                 f'darknet YOLO models need (YOLOv3-tiny: 416)')
         _check_weights_size(cfg, weights)
         try:
-            self._net = cv2.dnn.readNetFromDarknet(str(cfg), str(weights))
+            net = cv2.dnn.readNetFromDarknet(str(cfg), str(weights))
         except cv2.error as e:
             raise ModelLoadError(f'OpenCV cannot load darknet model {weights} with {cfg}: '
-                                 f'{str(e).strip().splitlines()[-1]}') from e
-        self._configure_device(det.device, det.half)
+                                 f'{cv_error_line(e)}') from e
         # COCO spellings for Darknet's VOC-style names (motorbike -> motorcycle, ...)
-        self.class_names: Sequence[str] = [
-            coco_name(n.strip()) for n in labels.read_text(encoding='utf-8').splitlines()
-            if n.strip()]
-        self._out_names = self._net.getUnconnectedOutLayersNames()
-        self.settings = det
-        self.name = f'{weights.stem} (opencv_darknet)'
-        if det.warmup:
-            self._forward(np.zeros((det.imgsz, det.imgsz, 3), np.uint8))
+        names = [coco_name(n.strip()) for n in labels.read_text(encoding='utf-8').splitlines()
+                 if n.strip()]
+        self._start(net, names, weights.stem, det)
 
-    def _configure_device(self, device: str, half: bool) -> None:
-        if device.startswith('cuda'):
-            if cv2.cuda.getCudaEnabledDeviceCount() == 0:
-                raise ModelLoadError(f'detector.device={device!r} but this OpenCV build has '
-                                     'no CUDA support; use device cpu or the ultralytics '
-                                     'backend on GPU')
-            self._net.setPreferableBackend(cv2.dnn.DNN_BACKEND_CUDA)
-            self._net.setPreferableTarget(cv2.dnn.DNN_TARGET_CUDA_FP16 if half
-                                          else cv2.dnn.DNN_TARGET_CUDA)
-        else:
-            self._net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
-            self._net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
+    def _preprocess(self, rgb: np.ndarray) -> np.ndarray:
+        # (1, 3, imgsz, imgsz) float32 in [0, 1]; darknet nets take RGB, as we have.
+        size = self.settings.imgsz
+        return cv2.dnn.blobFromImage(rgb, 1 / 255.0, (size, size), swapRB=False, crop=False)
 
-    def _forward(self, rgb: np.ndarray) -> np.ndarray:
-        # blob: (1, 3, imgsz, imgsz) float32 in [0, 1]; darknet nets take RGB, as we have.
-        blob = cv2.dnn.blobFromImage(rgb, 1 / 255.0, (self.settings.imgsz, self.settings.imgsz),
-                                     swapRB=False, crop=False)
-        self._net.setInput(blob)
+    def _decode(self, outputs: list[np.ndarray], frame: Frame) -> Candidates:
         # Each output: (N_i, 5 + C) rows of [cx, cy, w, h, objectness, class scores...],
-        # coordinates relative to the image (0..1).
-        return np.concatenate(self._net.forward(self._out_names), axis=0)
-
-    def detect(self, frame: Frame) -> DetectionSet:
-        timer = StageTimer()
-        det = self.settings
-        try:
-            with timer.stage('infer'):
-                rows = self._forward(frame.image)
-        except cv2.error as e:
-            raise BackendError(f'darknet inference failed: {str(e).strip()}') from e
-        with timer.stage('postprocess'):
-            scores_all = rows[:, 5:]
-            class_ids = scores_all.argmax(axis=1)
-            scores = scores_all[np.arange(len(rows)), class_ids]
-            keep = scores >= det.conf
-            rows, class_ids, scores = rows[keep], class_ids[keep], scores[keep]
-            w, h = frame.width, frame.height
-            cx, cy, bw, bh = rows[:, 0] * w, rows[:, 1] * h, rows[:, 2] * w, rows[:, 3] * h
-            xywh = np.stack([cx - bw / 2, cy - bh / 2, bw, bh], axis=1)
-            # Class-aware NMS, as darknet does.
-            idx = cv2.dnn.NMSBoxesBatched(xywh.tolist(), scores.tolist(), class_ids.tolist(),
-                                          det.conf, det.iou) if len(rows) else []
-            idx = np.asarray(idx, dtype=int).reshape(-1)
-            xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)[idx]
-            detections = finalize_detections(
-                xyxy, scores[idx], class_ids[idx], self.class_names, frame, conf=det.conf,
-                max_detections=det.max_detections, allowed=det.classes)
-        return make_detection_set(detections, frame, self.name, timer.ms)
-
-    def supports_text_classes(self) -> bool:
-        return False
-
-    def set_text_classes(self, names: Sequence[str]) -> None:
-        raise BackendError('the opencv_darknet detector has a fixed label map; '
-                           'open-vocabulary classes need ultralytics YOLO-World/YOLOE')
-
-    def close(self) -> None:
-        self._net = None
+        # coordinates relative to the image (0..1); the class scores are final already.
+        rows = np.concatenate(outputs, axis=0)
+        scores_all = rows[:, 5:]
+        class_ids = scores_all.argmax(axis=1)
+        scores = scores_all[np.arange(len(rows)), class_ids]
+        w, h = frame.width, frame.height
+        cx, cy, bw, bh = rows[:, 0] * w, rows[:, 1] * h, rows[:, 2] * w, rows[:, 3] * h
+        boxes = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], axis=1)
+        return boxes, scores, class_ids
 
 
 def _darknet_parameter_count(cfg: Path) -> int:
