@@ -45,8 +45,10 @@ def run(args) -> int:
                 for e in a.evidence:
                     box = ', '.join(f'{v:.0f}' for v in e.box)
                     thumb = f'  thumbnail {e.thumbnail}' if e.thumbnail else ''
+                    place = '' if e.position is None else '  (' + ', '.join(
+                        f'{c:.2f}' for c in e.position) + f') m in {e.position_frame}'
                     print(f'  {fmt_time(e.stamp_ns)}  {e.camera}  track {e.track_id}  '
-                          f'{e.class_name} {e.score:.2f}  [{box}]{thumb}')
+                          f'{e.class_name} {e.score:.2f}  [{box}]{place}{thumb}')
             return 0 if a.success else 1
         s = memory.summary()
         if args.json:

@@ -11,6 +11,11 @@ last IMAGE_BUFFER frames by stamp; when a track is due for a thumbnail and its f
 at hand, the detections go to the node's thumbnail thread, which decodes the frame, saves
 JPEG crops and then records them with the observations.
 
+A memory of places (memory.odometry_topic): also subscribes nav_msgs/Odometry and keeps
+the recent poses (core.geometry.PoseBuffer, bounded); each frame's positions are stored in
+the odometry frame, through the pose at its stamp and the camera's mounting
+(memory.camera_mount); without a pose at that stamp, in the camera's optical frame.
+
 Concurrency (fits a SingleThreadedExecutor): the subscription callbacks only convert the
 message and queue records for the writer thread (never a database call, never a decode);
 the service callback runs one question inline - an indexed, LIMIT-bounded SQL query of a
@@ -22,16 +27,19 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 
+from nav_msgs.msg import Odometry
 from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
+from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage
 
 from mr_mllm_interfaces.msg import CornerCaseAlert, DetectionArray, SceneDescription
 from mr_mllm_interfaces.srv import QueryMemory
 
 from ..core.errors import ConfigError, MrMllmError
+from ..core.geometry import Pose, PoseBuffer, mount_from_list
 from ..core.memory import SceneMemory, redact
 from ..core.memory.thumbnails import ThumbnailPolicy, save_crops, thumbnail_dir
-from ..core.reasoning.schedule import validate_question
+from ..core.reasoning.vqa import validate_question
 from ..core.runtime.stats import RollingStats
 from ..ros import conversions as conv
 from ..ros.base_node import ModelLifecycleNode
@@ -56,12 +64,15 @@ class MemoryNode(ModelLifecycleNode):
         self._images: dict[str, OrderedDict] = {}  # camera -> stamp -> image message
         self._policy = ThumbnailPolicy(0.0)
         self._thumbnails = 0
+        self._poses: PoseBuffer | None = None  # odometry (memory.odometry_topic)
+        self._mount = Pose()
         self._start_worker('thumbnails', lambda: None, self._thumbnail_job)
 
     # ----------------------------------------------------------------- lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
             self._config = self._params.config()
+            self._mount = mount_from_list(self._config.memory.camera_mount)
             memory = SceneMemory.open(self._config.memory,
                                       run_label=self.get_fully_qualified_name())
             if memory.embedder is not None:
@@ -83,6 +94,12 @@ class MemoryNode(ModelLifecycleNode):
             f'{", ".join(c or "<node namespace>" for c, _ in self._cameras)}')
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        odometry = self._config.memory.odometry_topic
+        if odometry:
+            self._poses = PoseBuffer(max_gap_ns=int(self._config.memory.max_pose_gap_s * 1e9))
+            # sensor-data QoS (best effort) matches reliable and best-effort odometry alike
+            self._subs.append(self.create_subscription(Odometry, odometry, self._on_odometry,
+                                                       qos_profile_sensor_data))
         for camera, prefix in self._cameras:
             self._subs += [
                 self.create_subscription(DetectionArray, f'{prefix}detections',
@@ -117,6 +134,26 @@ class MemoryNode(ModelLifecycleNode):
     def _camera(self, camera: str, header) -> str:
         return camera or header.frame_id
 
+    def _on_odometry(self, msg: Odometry) -> None:
+        p, q = msg.pose.pose.position, msg.pose.pose.orientation
+        try:
+            pose = Pose.of((p.x, p.y, p.z), (q.x, q.y, q.z, q.w))
+        except ValueError as e:  # a zero quaternion: not a pose
+            self._errors.add('odometry', f'odometry pose rejected: {e}')
+            return
+        self._poses.add(conv.stamp_to_ns(msg.header.stamp), pose, msg.header.frame_id)
+
+    def _record(self, memory: SceneMemory, ds, camera: str, thumbs=None) -> None:
+        """Record a frame's detections; positions into the odometry frame when there is a
+        pose at its stamp."""
+        pose = self._poses.at(ds.stamp_ns) if self._poses is not None \
+            and any(d.position is not None for d in ds) else None
+        if pose is None:
+            memory.record_detections(ds, camera, thumbs)
+        else:
+            memory.record_detections(ds, camera, thumbs, pose.compose(self._mount),
+                                     self._poses.frame_id or 'odom')
+
     def _on_image(self, camera: str, msg) -> None:
         images = self._images.setdefault(camera, OrderedDict())
         images[conv.stamp_to_ns(msg.header.stamp)] = msg
@@ -133,7 +170,7 @@ class MemoryNode(ModelLifecycleNode):
         due = self._policy.due(ds, name)
         image = self._images.get(camera, {}).pop(ds.stamp_ns, None) if due else None
         if image is None or not self._worker.submit((name, ds, image, due), THUMBNAIL_JOBS):
-            memory.record_detections(ds, name)
+            self._record(memory, ds, name)
 
     def _thumbnail_job(self, job) -> None:  # on the thumbnail thread
         camera, ds, image, due = job
@@ -151,7 +188,7 @@ class MemoryNode(ModelLifecycleNode):
         except (MrMllmError, OSError) as e:
             self._errors.add('image', str(e))
         finally:
-            memory.record_detections(ds, camera, thumbs)
+            self._record(memory, ds, camera, thumbs)
 
     def _on_description(self, camera: str, msg: SceneDescription) -> None:
         if self._memory is not None:

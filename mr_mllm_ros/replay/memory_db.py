@@ -12,6 +12,7 @@ import sqlite3
 from pathlib import Path
 
 from ..core.config import MemoryConfig
+from ..core.geometry.json_fields import position_from_json
 from ..core.memory import (AlertRecord, DescriptionRecord, FrameSeen, Observation,
                            SceneMemory)
 from ..core.memory.writer import NewRun
@@ -43,9 +44,11 @@ def _records(record: dict, camera: str, out: Path):
     thumb = out / THUMBS_DIR / thumb_name(record)
     thumbnail = str(thumb) if thumb.is_file() else ''
     for d in ds['items']:
+        position = position_from_json(d)[0]  # the camera's frame: a bag has no pose source
         yield Observation(stamp, camera, int(d['track_id']), d['class_name'], float(d['score']),
                           tuple(d['box']), int(ds['image_width']), int(ds['image_height']),
-                          thumbnail)
+                          thumbnail, position,
+                          (record.get('frame_id') or camera) if position is not None else '')
     desc = record.get('description')
     if desc is not None:
         objs = desc['objects']

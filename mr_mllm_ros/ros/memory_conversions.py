@@ -8,6 +8,7 @@ from mr_mllm_interfaces.srv import QueryMemory
 from ..core.memory import AlertRecord, Evidence, MemoryAnswer
 from ..core.types import Severity
 from . import conversions as conv
+from . import message_mapping as mapping
 
 
 def evidence_msg(e: Evidence) -> MemoryEvidence:
@@ -17,7 +18,9 @@ def evidence_msg(e: Evidence) -> MemoryEvidence:
         class_name=e.class_name, score=float(e.score),
         bbox=BoundingBox2D(center_x=float((x1 + x2) / 2), center_y=float((y1 + y2) / 2),
                            size_x=float(x2 - x1), size_y=float(y2 - y1)),
-        thumbnail=e.thumbnail)
+        thumbnail=e.thumbnail, position_frame=e.position_frame,
+        **{k: v for k, v in mapping.position_fields(conv.MESSAGES, e.position).items()
+           if k != 'position_spread'})
 
 
 def fill_response(response: QueryMemory.Response, a: MemoryAnswer,

@@ -73,10 +73,13 @@ class SceneMemory:
 
     # ---------------------------------------------------------------- writing (O(1))
     def record_detections(self, ds: DetectionSet, camera: str,
-                          thumbnails: dict[int, str] | None = None) -> None:
-        """`thumbnails`: detection index -> thumbnail path, for those that have one."""
+                          thumbnails: dict[int, str] | None = None, to_world=None,
+                          world_frame: str = '') -> None:
+        """`thumbnails`: detection index -> thumbnail path, for those that have one;
+        `to_world`, `world_frame`: the camera's pose in the odometry frame at the frame's
+        stamp (positions are stored there; None = in the camera's optical frame)."""
         self.writer.put(FrameSeen(int(ds.stamp_ns), camera))
-        obs = observations_of(ds, camera)
+        obs = observations_of(ds, camera, to_world, world_frame)
         if thumbnails:
             obs = [dataclasses.replace(o, thumbnail=thumbnails.get(i, ''))
                    for i, o in enumerate(obs)]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from .question_words import Vocabulary
 
 KINDS = ('last_seen', 'first_seen', 'never_observed', 'duration', 'count_tracks', 'region',
-         'description')
+         'near', 'description')
 #: Named image regions as (x1, y1, x2, y2) fractions of the image.
 REGIONS = {
     'top left': (0, 0, .5, .5), 'upper left': (0, 0, .5, .5),
@@ -43,6 +43,11 @@ class Query:
     text: str = ''
     #: How each unknown word was mapped to a class by embedding: word -> (class, cosine).
     mapped: tuple = ()
+    #: 'near': "within radius_m of" an object class (anchor_class) or a point (x, y[, z])
+    #: in metres; `classes` then limits what is reported.
+    radius_m: float | None = None
+    anchor_class: str = ''
+    anchor_point: tuple[float, ...] | None = None
 
 
 def _parse_time(text: str, reference_ns: int) -> int:
@@ -96,9 +101,39 @@ def image_region(text: str) -> tuple[tuple[float, float, float, float] | None, s
     return None, ''
 
 
+_NEAR = re.compile(r'\bwithin (\d+(?:\.\d+)?) ?(?:m|meters?|metres?)\b(?: (?:of|from|around))?'
+                   r'(?: (?:the|a|an))? ?(.*)')
+_POINT = re.compile(r'\(?\s*\[?\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)'
+                    r'(?:\s*,\s*(-?\d+(?:\.\d+)?))?')
+
+
+def near_query(low: str, vocabulary: Vocabulary) -> tuple | None:
+    """'what was within 2 m of the cup?' -> (2.0, 'cup', None, other classes);
+    'within 1.5 m of (3, 1)' -> (1.5, '', (3.0, 1.0), classes); None otherwise."""
+    m = _NEAR.search(low)
+    if m is None:
+        return None
+    rest, before = m.group(2), low[:m.start()]
+    point = _POINT.match(rest)
+    anchor = None
+    if point is None:
+        found, _ = vocabulary.find_classes(rest)
+        anchor = found[0] if found else None
+        if anchor is None:
+            return None
+    others, _ = vocabulary.find_classes(before)
+    coords = tuple(float(g) for g in point.groups() if g is not None) if point else None
+    return float(m.group(1)), anchor or '', coords, tuple(c for c in others if c != anchor)
+
+
 def parse_question(question: str, vocabulary: Vocabulary, reference_ns: int,
                    camera: str = '') -> Query:
     low = ' '.join(question.lower().split())
+    near = near_query(low, vocabulary)
+    if near is not None:
+        t0, t1 = time_window(low, reference_ns)
+        return Query('near', near[3], camera, t0, t1, text=question, radius_m=near[0],
+                     anchor_class=near[1], anchor_point=near[2])
     classes, unknown = vocabulary.find_classes(low)
     mapped = []
     if not classes:

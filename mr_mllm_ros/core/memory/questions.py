@@ -11,6 +11,7 @@ import json
 import numpy as np
 
 from .parse import Query
+from .places import near_answer, place_facts, place_words
 from .records import Evidence, MemoryAnswer
 from .store import Database
 
@@ -21,7 +22,8 @@ MAX_DESCRIPTIONS = 2000
 _OBS = ('o.stamp_ns, o.camera, o.track_id, o.class_name, o.score, o.x1, o.y1, o.x2, o.y2, '
         'COALESCE(o.thumbnail, CASE WHEN o.track_id >= 0 THEN (SELECT t.thumbnail FROM '
         'observations t WHERE t.run = o.run AND t.camera = o.camera AND t.track_id = '
-        'o.track_id AND t.thumbnail IS NOT NULL ORDER BY t.stamp_ns DESC LIMIT 1) END, \'\')')
+        'o.track_id AND t.thumbnail IS NOT NULL ORDER BY t.stamp_ns DESC LIMIT 1) END, \'\'), '
+        'o.px, o.py, o.pz, o.position_frame, o.position_world')
 
 
 def fmt_time(ns: int) -> str:
@@ -42,8 +44,10 @@ def _a(name: str) -> str:
 
 
 def _evidence(row) -> Evidence:
+    position = None if row[10] is None else tuple(float(v) for v in row[10:13])
     return Evidence(int(row[0]), row[1], int(row[2]), row[3], float(row[4]),
-                    tuple(float(v) for v in row[5:9]), row[9] or '')
+                    tuple(float(v) for v in row[5:9]), row[9] or '', position,
+                    row[13] or '', bool(row[14]))
 
 
 def _where(q: Query, cls: str | None = None) -> tuple[str, list]:
@@ -98,7 +102,7 @@ def answer(db: Database, q: Query, embed=None) -> MemoryAnswer:
     watched = Watched(db, q.camera)
     handler = {'last_seen': _seen, 'first_seen': _seen, 'never_observed': _seen,
                'duration': _duration,
-               'count_tracks': _count, 'region': _region,
+               'count_tracks': _count, 'region': _region, 'near': near_answer,
                'description': _description}[q.kind]
     result = handler(db, q, watched, embed)
     return MemoryAnswer(result[0], result[1], tuple(result[2]), watched.from_ns,
@@ -137,13 +141,14 @@ def _seen(db: Database, q: Query, watched: Watched, embed):
     track = f'track {ev.track_id}' if ev.track_id >= 0 else 'untracked'
     when = 'last' if kind == 'last_seen' else 'first'
     text = (f'I {when} saw {_a(cls)} at {fmt_time(ev.stamp_ns)} on camera {ev.camera} '
-            f'({track}, score {ev.score:.2f}, box [{box}] px).')
+            f'({track}, score {ev.score:.2f}, box [{box}] px){place_words(ev)}.')
     if kind == 'last_seen' and watched.to_ns > ev.stamp_ns:
         text += (f' The camera{"s" if watched.cameras > 1 else ""} kept watching for '
                  f'{fmt_span((watched.to_ns - ev.stamp_ns) / 1e9)} after that '
                  f'(until {fmt_time(watched.to_ns)}) without seeing one.')
     return kind, text, [ev], {'class': cls, 'observed': True, 'stamp_ns': ev.stamp_ns,
-                              'camera': ev.camera, 'track_id': ev.track_id}
+                              'camera': ev.camera, 'track_id': ev.track_id,
+                              **place_facts(ev)}
 
 
 def _tracks(db: Database, q: Query, cls: str | None, tracked_only: bool = True):

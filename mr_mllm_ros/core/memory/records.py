@@ -22,6 +22,12 @@ class Observation:
     image_w: int
     image_h: int
     thumbnail: str = ''
+    #: Where it was (m) in `position_frame`: the odometry frame with a pose source, else
+    #: the camera's optical frame; None = no position (no depth).
+    position: tuple[float, float, float] | None = None
+    position_frame: str = ''
+    #: True: position_frame is a world (odometry) frame; False: the camera's own frame.
+    position_world: bool = False
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,9 @@ class Evidence:
     score: float
     box: tuple[float, float, float, float]
     thumbnail: str = ''
+    position: tuple[float, float, float] | None = None
+    position_frame: str = ''
+    position_world: bool = False
 
 
 @dataclass(frozen=True)
@@ -85,10 +94,23 @@ def _object(d) -> dict:
             'box': [float(v) for v in d.box.corners()]}
 
 
-def observations_of(ds: DetectionSet, camera: str) -> list[Observation]:
-    return [Observation(int(ds.stamp_ns), camera, int(d.track_id), d.class_name,
-                        float(d.score), tuple(float(v) for v in d.box.corners()),
-                        int(ds.image_width), int(ds.image_height)) for d in ds]
+def observations_of(ds: DetectionSet, camera: str, to_world=None,
+                    world_frame: str = '') -> list[Observation]:
+    """`to_world`: the camera's pose in a world (odometry) frame at the frame's stamp
+    (core.geometry.Pose, odom_T_optical), named `world_frame`; None = positions stay in
+    the camera's optical frame (ds.frame_id)."""
+    out = []
+    for d in ds:
+        position, frame = d.position, ''
+        if position is not None:
+            position, frame = (to_world.apply(position), world_frame) if to_world is not None \
+                else (position, ds.frame_id or camera)
+            position = tuple(round(float(c), 4) for c in position)
+        out.append(Observation(int(ds.stamp_ns), camera, int(d.track_id), d.class_name,
+                               float(d.score), tuple(float(v) for v in d.box.corners()),
+                               int(ds.image_width), int(ds.image_height), '', position, frame,
+                               position is not None and to_world is not None))
+    return out
 
 
 def description_record(sd: SceneDescription, camera: str) -> DescriptionRecord:

@@ -31,7 +31,8 @@ SCHEMA = (
        camera TEXT NOT NULL, run INTEGER NOT NULL, track_id BIGINT NOT NULL,
        class_name TEXT NOT NULL, score {real} NOT NULL, x1 {real} NOT NULL, y1 {real} NOT NULL,
        x2 {real} NOT NULL, y2 {real} NOT NULL, image_w INTEGER NOT NULL,
-       image_h INTEGER NOT NULL, thumbnail TEXT)""",
+       image_h INTEGER NOT NULL, thumbnail TEXT, px {real}, py {real}, pz {real},
+       position_frame TEXT, position_world INTEGER)""",
     'CREATE INDEX IF NOT EXISTS obs_class_time ON observations (class_name, stamp_ns, camera, '
     'track_id)',
     'CREATE INDEX IF NOT EXISTS obs_time ON observations (stamp_ns)',
@@ -56,6 +57,8 @@ SCHEMA = (
        message TEXT NOT NULL, objects TEXT NOT NULL)""",
     'CREATE INDEX IF NOT EXISTS alert_time ON alerts (stamp_ns)',
 )
+POSITION_COLUMNS = (('px', '{real}'), ('py', '{real}'), ('pz', '{real}'),
+                    ('position_frame', 'TEXT'), ('position_world', 'INTEGER'))
 TYPES = {'sqlite': {'serial': 'INTEGER', 'blob': 'BLOB', 'real': 'REAL'},
          'postgresql': {'serial': 'BIGSERIAL', 'blob': 'BYTEA', 'real': 'DOUBLE PRECISION'}}
 #: Two-argument min/max of each dialect (SQLite's scalar min/max; PostgreSQL LEAST/GREATEST).
@@ -112,7 +115,22 @@ class Database:
             types = TYPES[self.dialect]
             for stmt in SCHEMA:
                 self.execute(stmt.format(**types))
+            self._add_position_columns(types)
             self.commit()
+
+    def _add_position_columns(self, types: dict) -> None:
+        """A memory written before observations had positions gains the (empty) columns,
+        so old files keep working."""
+        if self.dialect == 'postgresql':
+            have = {r[0] for r in self._conn.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = "
+                "'observations'").fetchall()}
+        else:
+            have = {r[1] for r in self._conn.execute('PRAGMA table_info(observations)')}
+        for column, kind in POSITION_COLUMNS:
+            if column not in have:
+                self.execute(f'ALTER TABLE observations ADD COLUMN {column} '
+                             f'{kind.format(**types)}')
 
     def _sql(self, sql: str) -> str:
         return sql.replace('?', '%s') if self.dialect == 'postgresql' else sql

@@ -158,9 +158,11 @@ class MemoryWriter:
         try:
             with self._db.lock:
                 self._db.executemany(
-                    'INSERT INTO observations VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)',
+                    'INSERT INTO observations VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)',
                     [(o.stamp_ns, o.camera, self.run, o.track_id, o.class_name, o.score,
-                      *o.box, o.image_w, o.image_h, o.thumbnail or None) for o in obs])
+                      *o.box, o.image_w, o.image_h, o.thumbnail or None,
+                      *(o.position if o.position is not None else (None,) * 3),
+                      o.position_frame or None, int(o.position_world)) for o in obs])
                 self._db.executemany(
                     'INSERT INTO descriptions VALUES (?,?,?,?,?,?)',
                     [(d.stamp_ns, d.camera, d.text, d.mllm_model, to_json(list(d.grounding)),
