@@ -4,7 +4,8 @@ A separate ROS process (it never runs inside a node, so it cannot slow one down)
 subscribes to each camera's image, detections, description and alerts and to
 /diagnostics, and serves them on ws://HOST:PORT (localhost by default) with the topics of
 viz.foxglove_messages: the frame as JPEG, its boxes as ImageAnnotations on the same
-timestamp, the description, the alerts with their evidence images, and diagnostics.
+timestamp, the description, the alerts with their evidence images, and diagnostics;
+with depth (camera.rgbd) the positioned objects as a SceneUpdate (NS/scene, 3D panel).
 Open Foxglove > Open connection > Foxglove WebSocket, then import
 config/foxglove_layout.json (or the file `--layout` writes).
 
@@ -160,6 +161,7 @@ class CameraBridge:
             self._sent_detections = ds = conv.detection_set_from_msg(dets)
             self.channels.log_annotations(ds, stamp, stamp,
                                           alerts=[a for a in alerts if a.stamp_ns == stamp])
+            self.channels.log_scene(ds, stamp, stamp)  # 3D, when the objects have positions
 
 
 def _diagnostics_record(msg) -> dict:
