@@ -11,6 +11,7 @@ import yaml
 
 from mr_mllm_ros.core.alerts import (
     AlertEngine,
+    FrameArrivals,
     default_rules_path,
     load_rules,
     packaged_defaults,
@@ -81,7 +82,10 @@ def test_mllm_judgement_rationale_is_the_models_reason_grounded_to_boxes():
 def test_stale_alert_has_values_and_no_evidence():
     rule = {'name': 'stale', 'type': 'camera_stale', 'severity': 'CRITICAL'}
     e = AlertEngine([parse_rule(rule)])
-    (a,) = e.check_stale(10.0, 5.0, 'cam')
+    camera = FrameArrivals()
+    for t in (4.8, 4.9, 5.0):
+        camera.note(t)
+    (a,) = e.check_stale(10.0, camera, 'cam')
     assert dict(a.values)['age_s'] == '5.00' and a.evidence_jpeg == b''
 
 

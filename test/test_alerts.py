@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from mr_mllm_ros.core.alerts import (RULE_TYPES, AlertEngine, FrameQuality,
+from mr_mllm_ros.core.alerts import (RULE_TYPES, AlertEngine, FrameArrivals, FrameQuality,
                                      box_overlaps_polygon, default_rules_path, frame_quality,
                                      in_region, load_rules, parse_rule, point_in_polygon)
 from mr_mllm_ros.core.errors import ConfigError
@@ -394,22 +394,45 @@ def test_region_is_normalised_so_it_works_at_any_resolution():
 
 # ------------------------------------------------------------------------- stale check
 
-@pytest.mark.parametrize('now, last, stale', [
-    (10.0, 9.0, False), (10.0, 8.0, False), (10.0, 7.9, True), (10.0, None, True),
+def arrivals(*times) -> FrameArrivals:
+    a = FrameArrivals()
+    for t in times:
+        a.note(t)
+    return a
+
+
+@pytest.mark.parametrize('now, times, stale', [
+    (10.0, (8.8, 8.9, 9.0), False), (10.0, (7.8, 7.9, 8.0), False),
+    (10.0, (7.7, 7.8, 7.9), True),
+    (10.0, (), False),                # nothing yet: a diagnostics warning, not an alert
+    (10.0, (7.9,), False),            # one photo: a one-shot source never streamed
+    (10.0, (1.0, 4.0, 7.0), False),   # photos 3 s apart, each waiting for its answer
+    (10.0, (3.0, 4.0, 6.0, 7.0), False),  # the last 3 span 3 s > max_age_s
+    (10.0, (1.0, 4.0, 5.0, 6.0, 7.0), True),  # streamed at 1 Hz, then stopped
 ])
-def test_check_stale(now, last, stale):
+def test_check_stale(now, times, stale):
     e = engine(rule('camera_stale', severity='CRITICAL', max_age_s=2.0))
-    alerts = e.check_stale(now, last, 'front_cam')
+    alerts = e.check_stale(now, arrivals(*times), 'front_cam')
     assert [(a.code, a.severity, a.frame_id, a.stamp_ns) for a in alerts] == (
         [('camera_stale', Severity.CRITICAL, 'front_cam', int(now * 1e9))] if stale else [])
     if stale:
         assert 'front_cam' in alerts[0].message
 
 
+def test_min_stream_frames_is_a_rule_parameter():
+    one = engine(rule('camera_stale', max_age_s=2.0, min_stream_frames=1))
+    assert len(one.check_stale(10.0, arrivals(7.9), 'cam')) == 1  # every frame streams
+    with pytest.raises(ConfigError, match='min_stream_frames'):
+        engine(rule('camera_stale', min_stream_frames=2.5))
+    with pytest.raises(ConfigError, match='min_stream_frames'):
+        engine(rule('camera_stale', min_stream_frames=0))
+
+
 def test_check_stale_cooldown_and_evaluate_ignores_it():
     e = engine(rule('camera_stale', max_age_s=1.0, cooldown_s=10.0))
     assert e.evaluate(None, dset(), 100.0) == []  # a timer rule, not a per-frame one
-    raised = [len(e.check_stale(t, 0.0, 'cam')) for t in (2.0, 3.0, 11.0, 12.0)]
+    streamed = arrivals(-0.2, -0.1, 0.0)
+    raised = [len(e.check_stale(t, streamed, 'cam')) for t in (2.0, 3.0, 11.0, 12.0)]
     assert raised == [1, 0, 0, 1]
 
 

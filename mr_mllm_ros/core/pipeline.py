@@ -17,21 +17,25 @@ in a node, the message time in a replay (so a bag reasons and debounces as it di
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .alerts import FEEDBACK_TYPES, PER_FRAME_TYPES, AlertEngine
+from .alerts import FEEDBACK_TYPES, PER_FRAME_TYPES, AlertEngine, FrameArrivals
 from .alerts.evidence import with_evidence
 from .config import Config, with_changes
 from .detection import Detector, create_detector
 from .detection.tracking import create_tracker
 from .errors import BackendError, MrMllmError
+from .looking.looker import Looker
 from .geometry import DepthFrame, locate
 from .mllm import MllmBackend
+from .mllm.streaming import TokenStream
 from .reasoning.reinforce import Reinforcer
 from .reasoning.scene import SceneReasoner
+from .reasoning.scene_change import SceneChanges
 from .reasoning.schedule import ReasoningSchedule
 from .types import Alert, Answer, Detection, DetectionSet, Frame, SceneDescription
 
@@ -42,7 +46,8 @@ class PerceptionPipeline:
     def __init__(self, config: Config, detector: Detector | None = None):
         self.config = config
         self.detector = detector if detector is not None else create_detector(config)
-        self.tracker = create_tracker(config.detector.tracker, config.detector.track_buffer)
+        self.tracker = create_tracker(config.tracker, config.detector.conf)
+        self._detector_settings(config)
 
     def detect(self, frame: Frame, depth: DepthFrame | None = None) -> DetectionSet:
         """`depth`: aligned depth paired with the frame: each detection gets a position
@@ -64,7 +69,17 @@ class PerceptionPipeline:
     def update_config(self, config: Config) -> None:
         """Apply run-time changeable settings (thresholds, class filter) to the next frame."""
         self.config = config
-        self.detector.settings = config.detector
+        self._detector_settings(config)
+
+    def _detector_settings(self, config: Config) -> None:
+        """The detector returns boxes down to the tracker's low score (its second
+        association stage); the tracker publishes those below detector.conf only where
+        they continue a confirmed track."""
+        det = config.detector
+        if self.tracker is not None:
+            self.tracker.publish_conf = det.conf
+            det = dataclasses.replace(det, conf=self.tracker.detector_conf(det.conf))
+        self.detector.settings = det
 
     def reset_tracking(self, first_id: int = 1) -> None:
         """Forget every track; new ones are numbered from `first_id` (replay units)."""
@@ -83,6 +98,9 @@ class Reasoning:
     rejected: tuple[Detection, ...] = ()
     description: SceneDescription | None = None
     alerts: tuple[Alert, ...] = ()
+    #: the looker's votes on this frame's boxes (core.reasoning.reinforce.Refinement.
+    #: looker_counts); empty when the looker or the reinforcement is off
+    looker_counts: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -125,19 +143,23 @@ class ScenePipeline:
     noted, however many came while the previous step ran (no backlog)."""
 
     def __init__(self, config: Config, *, backend: MllmBackend | None = None,
-                 redetector: Detector | None = None):
+                 redetector: Detector | None = None, looker: Looker | None = None):
         self.config = config
         self.alerts = AlertEngine.from_file(config.alerts.rules_file or None) \
             if config.alerts.enabled else None
         # mllm.backend none: rule alerts only (no descriptions, VQA or feedback).
         self.reasoner = SceneReasoner(config, backend) \
             if backend is not None or config.mllm.backend != 'none' else None
+        # The looker runs in the reasoning step only: no step, no looker.
+        self.looker = (looker if looker is not None else Looker(config)) \
+            if self.reasoner is not None and config.looker.enabled else None
         self.reinforcer = Reinforcer(config, self.reasoner.backend, self.reasoner.prompts,
                                      redetector, self.reasoner.rescore
-                                     if self.reasoner.fusion is not None else None) \
+                                     if self.reasoner.fusion is not None else None,
+                                     looker=self.looker) \
             if self.reasoner is not None and config.reinforce.enabled else None
         self.schedule = ReasoningSchedule(config.scene, config.alerts)
-        self._signature: tuple = ()
+        self.changes = SceneChanges(config.scene)
         self._lock = threading.Lock()  # _newest: the frame thread vs the MLLM thread
         self._newest: tuple[int, Frame, DetectionSet] | None = None  # (key, frame, ds)
 
@@ -145,7 +167,8 @@ class ScenePipeline:
         """A ScenePipeline on the same models with empty state (alert debounce and
         cooldowns, scene-change memory, schedule): a new recording or camera."""
         return ScenePipeline(self.config,
-                             backend=self.reasoner.backend if self.reasoner else None)
+                             backend=self.reasoner.backend if self.reasoner else None,
+                             looker=self.looker)
 
     @property
     def model_name(self) -> str:
@@ -187,7 +210,7 @@ class ScenePipeline:
         """A new frame with its detections: the per-frame rule alerts, the scene-change
         check, and the frame noted as the newest for the next step."""
         alerts = tuple(self.frame_alerts(frame, ds, now_s))
-        changed = self.scene_changed(ds)
+        changed = self.scene_changed(ds, now_s)
         if not self.has_mllm:
             return FrameUpdate(alerts)
         with self._lock:  # noted and stored at once: a step never sees it un-noted
@@ -233,16 +256,11 @@ class ScenePipeline:
         cfg = self.config.alerts
         return with_evidence(alerts, frame, ds, cfg.evidence_max_side, cfg.evidence_jpeg_quality)
 
-    def scene_changed(self, ds: DetectionSet) -> bool:
-        """True on the first frame, when the set of classes changes, or when a new track
-        id appears: the moments worth an immediate description."""
-        classes = frozenset(d.class_name for d in ds)
-        tracks = frozenset(d.track_id for d in ds if d.track_id >= 0)
-        previous = self._signature
-        self._signature = (classes, tracks)
-        if not previous:
-            return True
-        return classes != previous[0] or bool(tracks - previous[1])
+    def scene_changed(self, ds: DetectionSet, now_s: float) -> bool:
+        """True when this frame settles a change a person would name (the first frame, a
+        class appearing or leaving, a class count that changed and stays, a track entering
+        or leaving: core.reasoning.scene_change); `changes.last_reason` says which."""
+        return bool(self.changes.update(ds, now_s))
 
     def reason(self, frame: Frame, ds: DetectionSet, now_s: float) -> Reasoning:
         """MLLM feedback on perception, then the description (citing the refined set),
@@ -250,10 +268,17 @@ class ScenePipeline:
         MLLM judgement. Raises BackendError when the MLLM fails."""
         if self.reasoner is None:
             return Reasoning(ds)
-        refined, rejected = ds, ()
+        looks = self.looker.look(frame, ds) if self.looker is not None else None
+        if looks is not None:
+            ds = looks.detections.with_detections(
+                looks.detections.detections,
+                timings_ms={**ds.timings_ms, **looks.timings_ms})
+        refined, rejected, looker_counts = ds, (), {}
         if self.reinforcer is not None:
-            refinement = self.reinforcer.refine(frame, ds)
+            refinement = self.reinforcer.refine(frame, ds, looks)
             refined, rejected = refinement.refined, refinement.rejected
+            if looks is not None:
+                looker_counts = refinement.looker_counts()
         description = self.reasoner.describe(frame, refined)
         if self.reinforcer is not None:
             added = self.reinforcer.redetect(frame, refined, description.grounded_text)
@@ -264,7 +289,7 @@ class ScenePipeline:
             alerts += self.alerts.evaluate(None, refined, now_s, rejected, types=FEEDBACK_TYPES)
             alerts += self._judge(frame, refined, now_s)
         alerts = self._with_evidence(alerts, frame, refined)
-        return Reasoning(refined, tuple(rejected), description, tuple(alerts))
+        return Reasoning(refined, tuple(rejected), description, tuple(alerts), looker_counts)
 
     def _judge(self, frame: Frame, ds: DetectionSet, now_s: float) -> list[Alert]:
         """The MLLM judgement through the mllm_judgement rule, when the schedule says."""
@@ -276,16 +301,23 @@ class ScenePipeline:
         return self.alerts.judgement(ds, p_yes, reason, frame.stamp_ns, frame.frame_id,
                                      self.reasoner.model_name, now_s=now_s)
 
-    def stale_alerts(self, now_s: float, last_frame_s: float | None,
+    def stale_alerts(self, now_s: float, arrivals: FrameArrivals,
                      camera: str) -> list[Alert]:
-        return self.alerts.check_stale(now_s, last_frame_s, camera) \
+        return self.alerts.check_stale(now_s, arrivals, camera) \
             if self.alerts is not None else []
 
-    def answer(self, frame: Frame, ds: DetectionSet, question: str) -> Answer:
+    def answer(self, frame: Frame, ds: DetectionSet, question: str,
+               stream: TokenStream | None = None) -> Answer:
+        """A visual question about `frame`; `stream`: its text as it is written, and
+        cancel (core.mllm.streaming)."""
         if self.reasoner is None:
             raise ValueError('no MLLM configured (mllm.backend is none)')
         self.schedule.note_question()
-        return self.reasoner.answer(frame, ds, question)
+        if self.looker is not None:  # the looker's words and votes (no MLLM check)
+            looks = self.looker.look(frame, ds)
+            ds = self.reinforcer.apply_looks(looks) if self.reinforcer is not None \
+                else looks.detections
+        return self.reasoner.answer(frame, ds, question, stream)
 
     def close(self) -> None:
         if self.reasoner is not None:

@@ -7,8 +7,9 @@ frees the model.
 Concurrency (SingleThreadedExecutor + two threads of our own; why: ros/node_runtime.py):
 - executor: the `image`/`detections` callbacks only store messages (ros/scene_frames.py)
   and wake the frame thread - O(1); the schedule's wake-up timer ticks the MLLM thread;
-  /diagnostics, stale-camera check; `ask_scene` is a coroutine that queues the question
-  and awaits its answer without holding the executor (ros/ask_service.py);
+  /diagnostics, stale-camera check; `ask_scene` (a service, and an action that streams
+  and can be cancelled) runs as coroutines that wait for a fresh frame, queue the
+  question and await its answer without holding the executor (ros/ask_flow.py);
 - frame thread: decode the newest new pair, hand it to ScenePipeline.on_frame (per-frame
   alert rules, scene change, the schedule), publish its alerts, wake the MLLM thread when
   it says a reasoning step is due;
@@ -28,12 +29,14 @@ from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from mr_mllm_interfaces.msg import CornerCaseAlert, DetectionArray, SceneDescription
 from mr_mllm_interfaces.srv import AskScene
 
+from ..core.alerts import FrameArrivals
 from ..core.errors import ConfigError, MrMllmError
 from ..core.pipeline import ScenePipeline, StepFailed
-from ..core.reasoning.schedule import VqaJob, answer_job
+from ..core.reasoning.vqa import VqaJob, answer_job
 from ..core.runtime.inference_worker import InferenceWorker
 from ..core.runtime.stats import RollingStats
-from ..ros import ask_service
+from ..ros import ask_flow, ask_service
+from ..ros.ask_action import AskActionServer
 from ..ros import conversions as conv
 from ..ros.base_node import ModelLifecycleNode
 from ..ros.node_runtime import run_node
@@ -53,9 +56,9 @@ class SceneNode(ModelLifecycleNode):
         self._vqa_stats = RollingStats()       # ms per answered question
         self._paired_stats = RollingStats()    # one entry per frame paired and decoded
         self._backend_errors = 0
-        self._last_frame_time: float | None = None
+        self._arrivals = FrameArrivals()  # when images came: is the camera streaming?
         self._pubs: dict[str, object] = {}
-        self._wake_timer = self._service = None
+        self._wake_timer = self._service = self._desk = self._action = None
         self._start_worker('mllm', self._mllm_work, self._answer_job)  # self._worker
         self._frames = InferenceWorker('frames', self._frame_work, None, self._on_worker_bug)
         self._frames.start()
@@ -79,9 +82,13 @@ class SceneNode(ModelLifecycleNode):
         if period is not None:  # steps can fall due between frames (the frames stopped)
             self._wake_timer = self.create_timer(period, self._worker.tick)
         # Reentrant: a request awaiting its answer holds its group until it returns.
+        asking = ReentrantCallbackGroup()
+        self._desk = ask_flow.AskDesk(self, self._worker, self._ask_state, asking)
         self._service = self.create_service(AskScene, 'ask_scene', self._on_ask,
-                                            qos_profile=SERVICE_QOS,
-                                            callback_group=ReentrantCallbackGroup())
+                                            qos_profile=SERVICE_QOS, callback_group=asking)
+        self._action = AskActionServer(self, self._desk, 'ask_scene', asking,
+                                       on_answer=lambda out: self._vqa_stats.add(
+                                           out.latency_s * 1e3))
         return self._configured(pipeline.summary())
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -92,16 +99,22 @@ class SceneNode(ModelLifecycleNode):
             self.create_subscription(image_type, image_topic, self._on_image, image_qos(cam)),
             self.create_subscription(DetectionArray, 'detections', self._on_detections,
                                      RESULTS_QOS)]
-        self._last_frame_time = None
+        self._arrivals.clear()
         return super().on_activate(state)
 
     def _drop_pending(self) -> None:
-        ask_service.refuse_queued(self._worker)
+        ask_flow.refuse_queued(self._worker)
 
     def _release(self) -> None:
         if self._service is not None:
             self.destroy_service(self._service)
             self._service = None
+        if self._action is not None:
+            self._action.destroy()
+            self._action = None
+        if self._desk is not None:
+            self._desk.close()
+            self._desk = None
         if self._wake_timer is not None:
             self.destroy_timer(self._wake_timer)
             self._wake_timer = None
@@ -122,7 +135,7 @@ class SceneNode(ModelLifecycleNode):
 
     # -------------------------------------------------------------------- intake
     def _on_image(self, msg) -> None:
-        self._last_frame_time = time.monotonic()
+        self._arrivals.note(time.monotonic())
         if not self._image_ok(msg):
             return
         pairs = self._pairs
@@ -145,6 +158,9 @@ class SceneNode(ModelLifecycleNode):
         if pair is None:
             return
         self._paired_stats.add(0.0)
+        desk = self._desk
+        if desk is not None:  # questions waiting for a fresh frame look again
+            desk.frame_arrived()
         if pipeline is None:
             return
         update = pipeline.on_frame(*pair, time.monotonic())
@@ -183,27 +199,36 @@ class SceneNode(ModelLifecycleNode):
 
     # ----------------------------------------------------------------------- VQA
     async def _on_ask(self, request: AskScene.Request, response: AskScene.Response):
-        active = self._pipeline if self._subs else None
-        return await ask_service.serve(self, self._worker, active, self._config, request,
-                                       response, self._vqa_stats)
+        return await ask_service.serve(self._desk, request, response, self._vqa_stats)
+
+    def _ask_state(self):
+        """(pipeline, frames, config) for a question, or why it cannot be asked."""
+        pipeline, pairs = self._pipeline, self._pairs
+        if pipeline is None or pairs is None or not self._subs:
+            return 'scene_node is not active'
+        if not pipeline.has_mllm:
+            return 'no MLLM configured (mllm.backend is none)'
+        return pipeline, pairs, self._config
 
     def _answer_job(self, job: VqaJob) -> None:  # on the MLLM thread
-        answer_job(job, lambda stamp: self._pairs.lookup(stamp),
+        pairs = self._pairs
+        answer_job(job, lambda stamp: pairs.lookup(stamp),
                    lambda *question: self._pipeline.answer(*question),
-                   lambda e: self.get_logger().error(f'VQA: {e!r}'))
+                   lambda e: self.get_logger().error(f'VQA: {e!r}'),
+                   received_at=pairs.received_at if pairs is not None else None)
 
     # --------------------------------------------------------------- diagnostics
     def _on_diagnostics_timer(self) -> None:
         pipeline = self._pipeline
         model, warning = pipeline.model_name if pipeline is not None else '', ''
         if pipeline is not None and self._subs:
-            if self._last_frame_time is None:
+            if self._arrivals.last is None:
                 # Not a stale camera but none yet (a graph started before its driver):
                 # a WARN in diagnostics, not a CRITICAL alert every max_age_s.
                 warning = f'no image yet on {self._subs[0].topic_name}'
             else:
                 self._publish_alerts(pipeline.stale_alerts(
-                    time.monotonic(), self._last_frame_time, self.get_namespace()))
+                    time.monotonic(), self._arrivals, self.get_namespace()))
         values = {
             'intake_rate_hz': f'{self._paired_stats.rate_hz():.2f}',
             'frames_paired': str(self._paired_stats.count),
@@ -211,6 +236,7 @@ class SceneNode(ModelLifecycleNode):
             'description_latency_ms_p50': f'{self._describe_stats.percentile(50):.0f}',
             'descriptions': str(self._describe_stats.count),
             'vqa_queue_depth': str(self._worker.pending()),
+            'vqa_in_flight': str(self._desk.in_flight() if self._desk is not None else 0),
             'vqa_latency_ms_p50': f'{self._vqa_stats.percentile(50):.0f}',
             'vqa_answered': str(self._vqa_stats.count),
             'backend_errors': str(self._backend_errors),

@@ -3,10 +3,12 @@ debounce/cooldown of the MLLM's "anything unusual or hazardous?" judgement.
 
 Split by concern: rules.py (schema and loading; defaults only in
 config/alert_rules.yaml), geometry.py (image regions), quality.py (image statistics),
-conditions.py (what each rule type checks on a frame), engine.py (debounce, cooldown,
-the Alert with its window, values and rationale).
+conditions.py (what each rule type checks on a frame), arrivals.py (when a camera's
+frames came: is it streaming?), engine.py (debounce, cooldown, the Alert with its
+window, values and rationale).
 """
 
+from .arrivals import FrameArrivals
 from .conditions import APPEARANCE_IOU
 from .engine import FEEDBACK_TYPES, PER_FRAME_TYPES, AlertEngine, rationale
 from .geometry import anchor_point, box_overlaps_polygon, in_region, point_in_polygon
@@ -16,6 +18,7 @@ from .rules import (ANCHORS, DISAGREEMENT_KINDS, RULE_TYPES, RULES_FILE_NAME, Ru
 
 __all__ = ['ANCHORS', 'APPEARANCE_IOU', 'DISAGREEMENT_KINDS', 'FEEDBACK_TYPES',
            'PER_FRAME_TYPES', 'QUALITY_SIDE', 'RULES_FILE_NAME', 'RULE_TYPES',
-           'SATURATED_LEVEL', 'AlertEngine', 'FrameQuality', 'Rule', 'anchor_point',
-           'box_overlaps_polygon', 'default_rules_path', 'frame_quality', 'in_region',
-           'load_rules', 'packaged_defaults', 'parse_rule', 'point_in_polygon', 'rationale']
+           'SATURATED_LEVEL', 'AlertEngine', 'FrameArrivals', 'FrameQuality', 'Rule',
+           'anchor_point', 'box_overlaps_polygon', 'default_rules_path', 'frame_quality',
+           'in_region', 'load_rules', 'packaged_defaults', 'parse_rule', 'point_in_polygon',
+           'rationale']

@@ -15,6 +15,7 @@ from collections import OrderedDict, deque
 from typing import Iterable, Sequence
 
 from ..types import Alert, Detection, DetectionSet, Frame, GroundedPhrase
+from .arrivals import FrameArrivals
 from .conditions import FRAME_CONDITIONS, QUALITY_TYPES, Appearances, Context, Hit
 from .quality import frame_quality
 from .rules import Rule, check_unique, default_rules_path, load_rules
@@ -84,23 +85,24 @@ class AlertEngine:
                 alerts += self._debounce(rule, hits, now_s, stamp_ns, frame_id, 'rule')
         return alerts
 
-    def check_stale(self, now_s: float, last_frame_time_s: float | None,
+    def check_stale(self, now_s: float, arrivals: FrameArrivals,
                     frame_id: str = '') -> list[Alert]:
-        """camera_stale rules; call from a timer. last_frame_time_s None = no frame yet
-        (pass the start time until the first frame if startup should not count)."""
+        """camera_stale rules; call from a timer with the camera's frame arrivals (on the
+        clock of now_s). Only a streaming camera goes stale (core.alerts.arrivals): one
+        that has sent nothing yet, or a one-shot source, is not."""
         alerts: list[Alert] = []
+        last = arrivals.last
         with self._lock:
             for rule in self._active(('camera_stale',)):
                 limit = rule.params['max_age_s']
-                age = None if last_frame_time_s is None else now_s - last_frame_time_s
                 hits = []
-                if age is None or age > limit:
-                    what = 'no image received yet' if age is None else \
-                        f'no image for {age:.1f} s (limit {limit:g} s)'
+                if last is not None and now_s - last > limit and arrivals.streaming(
+                        rule.params['min_stream_frames'], limit):
+                    age = now_s - last
                     hits.append(Hit(frame_id or 'camera', None,
-                                    f'camera {frame_id or "camera"!r} stale: {what}',
-                                    {'age_s': 'none' if age is None else f'{age:.2f}',
-                                     'max_age_s': f'{limit:g}'}))
+                                    f'camera {frame_id or "camera"!r} stale: no image for '
+                                    f'{age:.1f} s (limit {limit:g} s)',
+                                    {'age_s': f'{age:.2f}', 'max_age_s': f'{limit:g}'}))
                 alerts += self._debounce(rule, hits, now_s, int(now_s * 1e9), frame_id,
                                          'rule')
         return alerts
@@ -211,7 +213,8 @@ def _alert(rule: Rule, dets: list[Detection], hit: Hit, window: tuple[int, ...],
                  values=tuple(values.items()))
 
 
-#: Rule types that judge the MLLM's feedback on perception; evaluated after it runs.
-FEEDBACK_TYPES = ('detector_mllm_disagreement',)
+#: Rule types evaluated in the reasoning step, on its refined detections: the MLLM's
+#: feedback on perception, and the looker's posture (estimated only there).
+FEEDBACK_TYPES = ('detector_mllm_disagreement', 'person_down')
 #: Rule types evaluated on every frame as it arrives.
 PER_FRAME_TYPES = tuple(t for t in FRAME_CONDITIONS if t not in FEEDBACK_TYPES)

@@ -22,6 +22,7 @@ import yaml
 from ..config import share_dir
 from ..errors import ConfigError
 from ..types import Severity
+from .arrivals import KEEP
 
 RULES_FILE_NAME = 'alert_rules.yaml'
 ANCHORS = ('bottom_center', 'center', 'any_overlap')
@@ -31,7 +32,7 @@ COMMON_SECTION = 'every_rule'  # the defaults: entry that applies to every rule 
 
 @dataclass(frozen=True)
 class _Field:
-    kind: str  # float | bool | str | str_list | polygon | debounce | severity
+    kind: str  # float | int | bool | str | str_list | polygon | debounce | severity
     low: float | None = None
     high: float | None = None
     choices: tuple | None = None
@@ -63,8 +64,11 @@ _SCHEMA: dict[str, dict[str, _Field]] = {
     'frame_black': {'max_mean': _Field('float', 0.0, 255.0)},
     'frame_overexposed': {'max_saturated_share': _Field('float', 0.0, 1.0)},
     'frame_blurred': {'min_laplacian_var': _Field('float', 0.0, 1e9)},
-    'camera_stale': {'max_age_s': _Field('float', 0.001, 86400.0)},
+    'camera_stale': {'max_age_s': _Field('float', 0.001, 86400.0),
+                     'min_stream_frames': _Field('int', 1, KEEP)},
     'mllm_judgement': {'min_probability': _Field('float', 0.0, 1.0)},
+    'person_down': {'min_posture_score': _Field('float', 0.0, 1.0),
+                    'min_score': _Field('float', 0.0, 1.0)},
 }
 RULE_TYPES = tuple(_SCHEMA)
 
@@ -215,6 +219,12 @@ def _check(label: str, key: str, value: Any, f: _Field) -> Any:
     if f.kind == 'bool':
         if not isinstance(value, bool):
             raise bad('expected true or false')
+        return value
+    if f.kind == 'int':
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad('expected an integer')
+        if not f.low <= value <= f.high:
+            raise bad(f'allowed: {f.low} <= value <= {f.high}')
         return value
     if f.kind == 'str':
         if not isinstance(value, str):
