@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from mr_mllm_ros.core import config as cfg
 from mr_mllm_ros.core.errors import ConfigError
 from mr_mllm_ros.core.reasoning.prompts import PromptBuilder, load_template, sanitize_user_text
-from mr_mllm_ros.core.reasoning.schedule import validate_question
+from mr_mllm_ros.core.reasoning.vqa import validate_question
 from mr_mllm_ros.core.types import Box, Detection, DetectionSet
 
 _scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12),

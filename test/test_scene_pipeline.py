@@ -10,7 +10,7 @@ from helpers.scripted_backend import ScriptedBackend
 from mr_mllm_ros.core.config import load_config
 from mr_mllm_ros.core.errors import BackendError
 from mr_mllm_ros.core.pipeline import ScenePipeline, StepFailed
-from mr_mllm_ros.core.reasoning.schedule import validate_question
+from mr_mllm_ros.core.reasoning.vqa import validate_question
 from mr_mllm_ros.core.runtime.pairing import StampPairer
 from mr_mllm_ros.core.types import Box, Detection, DetectionSet, Frame
 

@@ -221,36 +221,3 @@ def test_judgement_prompt_comes_from_the_reasoner():
     # packaged rule: min_probability 0.7 (its YAML default), debounce 2 of 3, cooldown 15 s
     assert len(raised) == 1 and 'a fallen person' in raised[0].message
     assert [r.task for r in backend.requests].count('judge') >= 2
-
-
-# ----------------------------------------------------------------------------- VQA
-
-def test_answer_job_answers_refuses_late_and_reports_bugs():
-    import time
-
-    from mr_mllm_ros.core.reasoning.schedule import VqaJob, answer_job
-    pair = (frame(0, 1), DetectionSet((), 8, 8, 0, 'cam'))
-    woken = []
-
-    def job(deadline=60.0):
-        j = VqaJob('what?', 0, time.monotonic() + deadline, time.monotonic())
-        j.on_done = lambda: woken.append(j)
-        return j
-
-    ok = job()
-    answer_job(ok, lambda stamp: pair, lambda f, ds, q: f'answer to {q}')
-    assert ok.done.is_set() and ok.answer == 'answer to what?' and woken == [ok]
-    late = job(deadline=-1.0)
-    answer_job(late, lambda stamp: pair, lambda *a: pytest.fail('must not run'))
-    assert late.error.startswith('timeout') and late.done.is_set()
-    missing = job()
-    answer_job(missing, lambda stamp: 'no frame with stamp 5 ns', lambda *a: None)
-    assert missing.error == 'no frame with stamp 5 ns'
-    failed, bugs = job(), []
-    answer_job(failed, lambda stamp: pair,
-               lambda *a: (_ for _ in ()).throw(BackendError('down')))
-    assert failed.error == 'answering failed: down'
-    buggy = job()
-    answer_job(buggy, lambda stamp: pair, lambda *a: 1 / 0, bugs.append)
-    assert buggy.error == 'internal error' and isinstance(bugs[0], ZeroDivisionError)
-    assert len(woken) == 5

@@ -2,12 +2,14 @@
 streamed as readable text while it is written, cancel, freshness, stages."""
 
 import threading
+import time
 
 import numpy as np
 import pytest
 from helpers.scripted_backend import ScriptedBackend
 
 from mr_mllm_ros.core.config import load_config
+from mr_mllm_ros.core.errors import BackendError
 from mr_mllm_ros.core.mllm.streaming import TokenStream
 from mr_mllm_ros.core.reasoning.scene import SceneReasoner
 from mr_mllm_ros.core.reasoning.vqa import (CANCELLED, LOOKING, QUEUED, THINKING,
@@ -30,9 +32,10 @@ def test_visible_text_hides_markup_and_a_tag_being_written():
 
 
 def test_stale_reason_names_the_age_and_tells_stopped_detections_from_a_stopped_camera():
-    assert stale_reason(4.23) == 'stale: newest frame 4.2 s old'
-    assert stale_reason(None) == 'stale: no frame with detections received yet'
-    assert 'is perception_node running' in stale_reason(15.0, 0.1)
+    assert stale_reason(4.23, 4.1, 3.0) == ('stale: newest frame 4.2 s old (no image for '
+                                            '4.1 s: is the camera publishing?)')
+    assert stale_reason(None).startswith('stale: no frame with detections received yet')
+    assert 'is perception_node running' in stale_reason(15.0, 0.1, 3.0)
 
 
 def free_answer_reasoner(reply):
@@ -87,7 +90,7 @@ def test_answer_job_refuses_a_frame_that_went_stale_in_the_queue():
     j = job(max_age_s=3.0)
     answer_job(j, lambda stamp: (frame, ds), lambda *a: pytest.fail('must not answer'),
                received_at=lambda stamp: 90.0, clock=lambda: 100.0)
-    assert j.error == 'stale: newest frame 10.0 s old'
+    assert j.error.startswith('stale: newest frame 10.0 s old')
     j = job(max_age_s=None)  # any age
     answer_job(j, lambda stamp: (frame, ds), lambda *a: 'ok',
                received_at=lambda stamp: 90.0, clock=lambda: 100.0)
@@ -124,3 +127,31 @@ def test_progress_stages_in_order_with_version_bumps():
     p.add_text('<obj0> waves')
     version, stage, text, stamp = p.snapshot()
     assert version == v0 + 3 and stage == THINKING and text == 'person waves' and stamp == 42
+
+
+def test_answer_job_answers_refuses_late_and_reports_bugs():
+    pair = scene()
+    woken = []
+
+    def job_(deadline=60.0):
+        j = VqaJob('what?', 0, time.monotonic() + deadline, time.monotonic())
+        j.on_done = lambda: woken.append(j)
+        return j
+
+    ok = job_()
+    answer_job(ok, lambda stamp: pair, lambda f, ds, q, stream: f'answer to {q}')
+    assert ok.done.is_set() and ok.answer == 'answer to what?' and woken == [ok]
+    late = job_(deadline=-1.0)
+    answer_job(late, lambda stamp: pair, lambda *a: pytest.fail('must not run'))
+    assert late.error.startswith('timeout') and late.done.is_set()
+    missing = job_()
+    answer_job(missing, lambda stamp: 'no frame with stamp 5 ns', lambda *a: None)
+    assert missing.error == 'no frame with stamp 5 ns'
+    failed, bugs = job_(), []
+    answer_job(failed, lambda stamp: pair,
+               lambda *a: (_ for _ in ()).throw(BackendError('down')))
+    assert failed.error == 'answering failed: down'
+    buggy = job_()
+    answer_job(buggy, lambda stamp: pair, lambda *a: 1 / 0, bugs.append)
+    assert buggy.error == 'internal error' and isinstance(bugs[0], ZeroDivisionError)
+    assert len(woken) == 5

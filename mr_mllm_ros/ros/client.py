@@ -1,5 +1,6 @@
 """A small in-process ROS client for the demo, `mr-mllm ask`, graph tests and benchmarks:
-publish, collect what topics carry, call services - every wait bounded by a timeout.
+publish, collect what topics carry, call services, send action goals (feedback, cancel,
+result) - every wait bounded by a timeout.
 
 One SingleThreadedExecutor spins the client's node in a background thread (a
 MultiThreadedExecutor here added waits of up to 316 ms to a closed loop:
@@ -85,6 +86,85 @@ class ServiceTimeout(RosCallError):
     """The service was there, the request went out, no response came in time."""
 
 
+class GoalCall:
+    """One action goal sent by RosClient.send_goal: acceptance, feedback as it arrives,
+    cancel, the result - every wait bounded. Times are time.monotonic() seconds, for the
+    benchmarks: `sent_at`, `first_feedback_at`, `cancel_sent_at`, `cancel_accepted_at`,
+    `done_at` (the result, with its terminal `status`)."""
+
+    def __init__(self, on_feedback: Callable[[Any], None] | None = None):
+        self._on_feedback = on_feedback
+        self._accepted = threading.Event()
+        self._done = threading.Event()
+        self._cancel_answered = threading.Event()
+        self.handle = None
+        self.accepted: bool | None = None
+        self.status: int | None = None      # action_msgs/GoalStatus.STATUS_*
+        self.result = None
+        self.feedback_count = 0
+        self.sent_at = time.monotonic()
+        self.first_feedback_at = self.cancel_sent_at = self.cancel_accepted_at = None
+        self.done_at: float | None = None
+        self._executor = None
+
+    # ------------------------------------------------------ on the client's executor
+    def _send(self, client, goal) -> None:
+        future = client.send_goal_async(goal, feedback_callback=self._feedback)
+        future.add_done_callback(self._goal_answered)
+
+    def _feedback(self, msg) -> None:
+        self.feedback_count += 1
+        if self.first_feedback_at is None:
+            self.first_feedback_at = time.monotonic()
+        if self._on_feedback is not None:
+            self._on_feedback(msg.feedback)
+
+    def _goal_answered(self, future) -> None:
+        handle = future.result()
+        self.handle, self.accepted = handle, bool(handle.accepted)
+        if handle.accepted:
+            handle.get_result_async().add_done_callback(self._result)
+        else:
+            self.done_at = time.monotonic()
+            self._done.set()
+        self._accepted.set()
+
+    def _result(self, future) -> None:
+        response = future.result()
+        self.status, self.result = response.status, response.result
+        self.done_at = time.monotonic()
+        self._done.set()
+
+    def _send_cancel(self) -> None:
+        def answered(future):
+            if future.result().goals_canceling:
+                self.cancel_accepted_at = time.monotonic()
+            self._cancel_answered.set()
+        self.handle.cancel_goal_async().add_done_callback(answered)
+
+    # ------------------------------------------------------------ the caller's side
+    def wait_accepted(self, timeout: float) -> bool | None:
+        """True accepted, False rejected, None: no answer within `timeout` s."""
+        return self.accepted if self._accepted.wait(timeout) else None
+
+    def cancel(self, timeout: float = 5.0) -> bool:
+        """Ask the server to cancel the goal; True when it accepted (the goal is then
+        CANCELING; `wait` gives its end). False: not accepted yet, or no answer in time."""
+        if not self._accepted.is_set() or not self.accepted or self._done.is_set():
+            return False
+        self.cancel_sent_at = time.monotonic()
+        self._executor.create_task(self._send_cancel)
+        return self._cancel_answered.wait(timeout) and self.cancel_accepted_at is not None
+
+    def wait(self, timeout: float) -> bool:
+        """True once the result (or a rejection) is in."""
+        return self._done.wait(timeout)
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+
 #: Longest close() waits for the executor thread (a callback in flight finishes first).
 _JOIN_S = 3.0
 
@@ -103,6 +183,7 @@ class RosClient:
         self.node: Node = rclpy.create_node(name, namespace=namespace, context=self._context)
         self._closed = False
         self._service_clients: dict[tuple[type, str], Any] = {}
+        self._action_clients: dict[tuple[type, str], Any] = {}
         self._executor = SingleThreadedExecutor(context=self._context)
         self._executor.add_node(self.node)
         self._thread = threading.Thread(target=self._spin, name=f'{name}_spin', daemon=True)
@@ -195,15 +276,45 @@ class RosClient:
                 srv_type, name, qos_profile=SERVICE_QOS)
         return self._service_clients[key]
 
-    def _not_found(self, name: str, waited_s: float) -> str:
+    def action_client(self, action_type: type, name: str):
+        """This client's one rclpy ActionClient for (type, name), made on first use."""
+        key = (action_type, name)
+        if key not in self._action_clients:
+            from rclpy.action import ActionClient
+            self._action_clients[key] = ActionClient(self.node, action_type, name)
+        return self._action_clients[key]
+
+    def send_goal(self, action_type: type, name: str, goal: Any,
+                  on_feedback: Callable[[Any], None] | None = None,
+                  wait_server_s: float = 10.0) -> GoalCall:
+        """Send an action goal; returns its GoalCall at once (wait_accepted / wait /
+        cancel). `on_feedback(feedback)` runs on the client's executor thread. Raises
+        ServiceNotFound when the action server is not discovered within `wait_server_s`."""
+        client = self.action_client(action_type, name)
+        if not client.wait_for_server(timeout_sec=wait_server_s):
+            raise ServiceNotFound(self._not_found(name, wait_server_s, action=True))
+        call = GoalCall(on_feedback)
+        call._executor = self._executor
+        # On the executor thread: rclpy 9.1.2's send_goal_async registers the response's
+        # future a second time after releasing its lock, so from another thread a reply
+        # that arrives in between is lost (the caller would wait for it for good).
+        self._executor.create_task(call._send, client, goal)
+        return call
+
+    def _not_found(self, name: str, waited_s: float, action: bool = False) -> str:
         full = self.node.resolve_service_name(name)
         leaf = full.rsplit('/', 1)[-1]
-        similar = sorted(n for n, _ in self.node.get_service_names_and_types()
-                         if n.rsplit('/', 1)[-1] == leaf)
+        if action:
+            from rclpy.action import get_action_names_and_types
+            names = [n for n, _ in get_action_names_and_types(self.node)]
+        else:
+            names = [n for n, _ in self.node.get_service_names_and_types()]
+        similar = sorted(n for n in names if n.rsplit('/', 1)[-1] == leaf)
         nodes = sorted(f'{ns.rstrip("/")}/{n}' for n, ns in
                        self.node.get_node_names_and_namespaces() if n != self.node.get_name())
-        seen = (f'services named {leaf!r} seen: {", ".join(similar)}' if similar
-                else f'no service named {leaf!r} in the graph')
+        kind = 'action' if action else 'service'
+        seen = (f'{kind}s named {leaf!r} seen: {", ".join(similar)}' if similar
+                else f'no {kind} named {leaf!r} in the graph')
         return (f'{full} not found within {waited_s:.0f} s; {seen}; nodes seen: '
                 f'{", ".join(nodes) if nodes else "none"} '
                 f'(ROS_DOMAIN_ID must match the graph\'s)')

@@ -21,22 +21,17 @@ so a bag is reasoned on at the moments the live graph reasoned on it. Frames are
 an increasing integer key (core.pipeline.ScenePipeline counts the frames it is given).
 Thread-safe: a node notes frames on its frame thread and starts steps on its MLLM thread.
 
-Also here: the ask_scene request check (`validate_question`) and the VQA job a node's
-MLLM thread answers (`VqaJob`, `answer_job`).
+The ask_scene questions themselves (request check, queued job, streaming, freshness) are
+in core.reasoning.vqa.
 """
 
 from __future__ import annotations
 
 import math
 import threading
-import time
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import Callable
 
 from ..config import AlertsConfig, SceneConfig
-from ..errors import MrMllmError
-from ..types import Answer, DetectionSet, Frame
 
 TRIGGERS = ('change', 'rate', 'every_frame')
 MAX_BACKOFF_S = 30.0
@@ -145,66 +140,3 @@ class ReasoningSchedule:
         """Steps started per trigger, and questions answered, every key present."""
         with self._lock:
             return {k: self.calls.get(k, 0) for k in (*TRIGGERS, 'question')}
-
-
-# --------------------------------------------------------------------------- VQA
-
-def validate_question(question: str, timeout_s: float, max_chars: int) -> str:
-    """'' when the request is acceptable, else the reason it is refused."""
-    if not isinstance(question, str) or any(0xD800 <= ord(c) <= 0xDFFF for c in question):
-        return 'question is not valid UTF-8 text'
-    if '\ufffd' in question:
-        # rclpy decodes invalid UTF-8 bytes in a string field to U+FFFD.
-        return 'question is not valid UTF-8 (it arrived with replacement characters)'
-    if not question.strip():
-        return 'empty question'
-    if len(question) > max_chars:
-        return f'question too long: {len(question)} characters (max {max_chars})'
-    if not (isinstance(timeout_s, float) and math.isfinite(timeout_s) and timeout_s > 0):
-        return f'timeout_s must be a positive number of seconds, got {timeout_s}'
-    return ''
-
-
-@dataclass
-class VqaJob:
-    """One queued question; the MLLM thread fills `answer` or `error`, then sets `done`.
-    Times are time.monotonic() seconds."""
-
-    question: str
-    stamp_ns: int        # the frame asked about; 0 = the newest
-    deadline: float
-    received: float
-    done: threading.Event = field(default_factory=threading.Event)
-    answer: Answer | None = None
-    error: str = ''
-    cancelled: bool = False
-    on_done: Callable[[], None] | None = None  # also called when finished (wakes a waiter)
-
-    def finish(self) -> None:
-        self.done.set()
-        if self.on_done is not None:
-            self.on_done()
-
-
-def answer_job(job: VqaJob, frame_for: Callable[[int], tuple[Frame, DetectionSet] | str],
-               answer: Callable[[Frame, DetectionSet, str], Answer],
-               on_bug: Callable[[Exception], None] | None = None) -> None:
-    """Answer `job` (on the MLLM thread): `frame_for(stamp_ns)` gives the frame and its
-    detections or the reason there is none; `answer` runs the MLLM. Always finishes it."""
-    try:
-        if job.cancelled or time.monotonic() >= job.deadline:
-            job.error = 'timeout before the question was reached'
-            return
-        pair = frame_for(job.stamp_ns)
-        if isinstance(pair, str):
-            job.error = pair
-        else:
-            job.answer = answer(pair[0], pair[1], job.question)
-    except MrMllmError as e:
-        job.error = f'answering failed: {e}'
-    except Exception as e:  # a bug must not leave the caller waiting out its timeout
-        if on_bug is not None:
-            on_bug(e)
-        job.error = 'internal error'
-    finally:
-        job.finish()

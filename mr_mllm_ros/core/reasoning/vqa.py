@@ -50,18 +50,21 @@ def validate_question(question: str, timeout_s: float, max_chars: int) -> str:
     return ''
 
 
-def stale_reason(age_s: float | None, newest_image_age_s: float | None = None) -> str:
+def stale_reason(age_s: float | None, newest_image_age_s: float | None = None,
+                 max_age_s: float | None = None) -> str:
     """Why a question was refused for want of a fresh frame. `age_s`: the newest frame
     with detections (None: none yet); `newest_image_age_s`: the newest image at all, which
-    tells a stopped camera from stopped detections."""
+    tells stopped detections (images still fresh) from a stopped camera."""
     if age_s is None:
         text = 'stale: no frame with detections received yet'
     else:
         text = f'stale: newest frame {age_s:.1f} s old'
-    if newest_image_age_s is not None and (age_s is None or newest_image_age_s < age_s - 0.5):
-        text += (f' (images keep arriving, newest {newest_image_age_s:.1f} s old, but no '
-                 'detections for them: is perception_node running?)')
-    return text
+    if newest_image_age_s is None:
+        return text + ' (no image received: is the camera publishing?)'
+    if max_age_s is not None and newest_image_age_s <= max_age_s:
+        return text + (f' (images keep arriving, newest {newest_image_age_s:.1f} s old, but '
+                       'no detections for them: is perception_node running?)')
+    return text + f' (no image for {newest_image_age_s:.1f} s: is the camera publishing?)'
 
 
 # ----------------------------------------------------------------------- progress
@@ -195,7 +198,8 @@ def answer_job(job: VqaJob, frame_for: Callable[[int], tuple[Frame, DetectionSet
                 job.frame_received_s is not None:
             age = clock() - job.frame_received_s
             if age > job.max_age_s:  # the camera stopped while the question was queued
-                job.error = stale_reason(age)
+                job.error = (f'stale: newest frame {age:.1f} s old (the camera stopped '
+                             'while the question waited in the queue)')
                 return
         if job.progress is not None:
             job.progress.stage(LOOKING, frame.stamp_ns, [d.class_name for d in ds])
