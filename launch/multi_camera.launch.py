@@ -10,27 +10,15 @@ from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import LifecycleNode
 
-from mr_mllm_ros.launch_arguments import common_launch_entities
-from mr_mllm_ros.topology import camera_list, plan_graph
+from mr_mllm_ros.launch_arguments import common_launch_entities, plan_nodes
+from mr_mllm_ros.topology import camera_list
 
 
 def _nodes(context):
-    cameras = camera_list(LaunchConfiguration('cameras').perform(context))
-    batched = LaunchConfiguration('batched').perform(context).lower() == 'true'
-    scene = LaunchConfiguration('scene').perform(context).lower() == 'true'
-    memory = LaunchConfiguration('memory').perform(context).lower() == 'true'
-    params = [LaunchConfiguration('params_file').perform(context),
-              {'use_sim_time': LaunchConfiguration('use_sim_time').perform(context) == 'true'}]
-    ros_args = ['--ros-args', '--log-level', LaunchConfiguration('log_level').perform(context)]
-    kinds = ('perception',) + (('scene',) if scene else ()) + (('memory',) if memory else ())
     # The same plan `mr-mllm up` starts (mr_mllm_ros/topology.py).
-    return [LifecycleNode(package='mr_mllm_ros', executable=f'{p.kind}_node',
-                          name=f'{p.kind}_node', namespace=p.namespace, output='screen',
-                          parameters=params + ([p.parameters] if p.parameters else []),
-                          arguments=ros_args)
-            for p in plan_graph(cameras, kinds, batched)]
+    return plan_nodes(context, camera_list(LaunchConfiguration('cameras').perform(context)),
+                      LaunchConfiguration('batched').perform(context).lower() == 'true')
 
 
 def generate_launch_description():
@@ -38,6 +26,10 @@ def generate_launch_description():
     return LaunchDescription(common_launch_entities(share) + [
         DeclareLaunchArgument('cameras', default_value='front,rear',
                               description='Comma-separated camera namespaces'),
+        DeclareLaunchArgument('image_topic', default_value='image',
+                              description='Camera image topic, relative to each camera '
+                                          'namespace (compressed input: '
+                                          '<image_topic>/compressed)'),
         DeclareLaunchArgument('batched', default_value='false',
                               description='One perception_node for all cameras'),
         DeclareLaunchArgument('scene', default_value='false',

@@ -1,54 +1,45 @@
 """One camera: perception_node (+ scene_node with `scene:=true`, memory_node with
-`memory:=true`) in a camera namespace.
+`memory:=true`) in a camera namespace: the graph `mr-mllm up --namespace <ns>` starts
+(mr_mllm_ros/topology.py plans both; memory_node sits in the root namespace, as with
+several cameras).
 
     ros2 launch mr_mllm_ros perception.launch.py namespace:=front_cam \
         params_file:=/path/to/my_params.yaml
 
 Every default lives in config/mr_mllm.yaml (the installed copy is params_file's default);
-a params file of your own lists only what it changes. Remap `image` to your camera topic
-(e.g. `image:=/front_cam/color/image_raw`) with the `image_topic` argument.
+a params file of your own lists only what it changes. `image_topic` names the camera
+topic (e.g. `image_topic:=/front_cam/color/image_raw`, or a name relative to the
+namespace): every node that takes the camera's images is remapped to it, `image` and, for
+camera.compressed, `image/compressed` -> `<image_topic>/compressed`.
 """
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
-from launch.conditions import IfCondition
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import LifecycleNode
 
-from mr_mllm_ros.launch_arguments import common_launch_entities
+from mr_mllm_ros.launch_arguments import common_launch_entities, plan_nodes
+from mr_mllm_ros.topology import camera_list
+
+
+def _nodes(context):
+    return plan_nodes(context, camera_list(LaunchConfiguration('namespace').perform(context)))
 
 
 def generate_launch_description():
     share = get_package_share_directory('mr_mllm_ros')
-    args = [
+    return LaunchDescription(common_launch_entities(share) + [
         DeclareLaunchArgument('namespace', default_value='camera',
                               description='Camera namespace: topics are <ns>/image, '
                                           '<ns>/detections, ...'),
         DeclareLaunchArgument('image_topic', default_value='image',
-                              description='Camera image topic the node subscribes to '
-                                          '(relative names resolve in the namespace)'),
+                              description='Camera image topic the nodes subscribe to '
+                                          '(relative names resolve in the namespace; '
+                                          'compressed input: <image_topic>/compressed)'),
         DeclareLaunchArgument('scene', default_value='false',
                               description='Also start scene_node (descriptions, VQA, alerts)'),
         DeclareLaunchArgument('memory', default_value='false',
                               description='Also start memory_node (scene memory, '
                                           'query_memory service)'),
-    ]
-    ns = LaunchConfiguration('namespace')
-    common = dict(package='mr_mllm_ros', namespace=ns, output='screen',
-                  parameters=[LaunchConfiguration('params_file'),
-                              {'use_sim_time': LaunchConfiguration('use_sim_time')}],
-                  arguments=['--ros-args', '--log-level', LaunchConfiguration('log_level')])
-    perception = LifecycleNode(executable='perception_node', name='perception_node',
-                               remappings=[('image', LaunchConfiguration('image_topic')),
-                                           ('image/compressed', [LaunchConfiguration(
-                                               'image_topic'), '/compressed'])],
-                               **common)
-    scene = LifecycleNode(executable='scene_node', name='scene_node',
-                          condition=IfCondition(LaunchConfiguration('scene')),
-                          remappings=[('image', LaunchConfiguration('image_topic'))],
-                          **common)
-    memory = LifecycleNode(executable='memory_node', name='memory_node',
-                           condition=IfCondition(LaunchConfiguration('memory')), **common)
-    return LaunchDescription(common_launch_entities(share) + args
-                             + [perception, scene, memory])
+        OpaqueFunction(function=_nodes),
+    ])

@@ -1,10 +1,11 @@
 """The launch arguments every launch file declares (params file, sim time, log level, Fast
-DDS profile) and the environment they set, so perception.launch.py and
-multi_camera.launch.py declare them once."""
+DDS profile) and the environment they set, and the LifecycleNode actions of a
+topology.plan_graph plan, so perception.launch.py and multi_camera.launch.py write each
+once."""
 
 import os
 
-from mr_mllm_ros.topology import DEFAULT_LOG_LEVEL
+from mr_mllm_ros.topology import DEFAULT_LOG_LEVEL, plan_graph
 
 
 def common_launch_entities(share):
@@ -30,3 +31,23 @@ def common_launch_entities(share):
         SetEnvironmentVariable('FASTDDS_DEFAULT_PROFILES_FILE',
                                LaunchConfiguration('fastdds_profile')),
     ]
+
+
+def plan_nodes(context, cameras: list[str], batched: bool = False):
+    """One LifecycleNode per node of topology.plan_graph (the plan `mr-mllm up` starts) for
+    `cameras`: perception_node, scene_node with `scene:=true`, memory_node with
+    `memory:=true`, the camera images from `image_topic`; the params file, sim time and
+    log level of the launch arguments. Called in an OpaqueFunction (`context`)."""
+    from launch.substitutions import LaunchConfiguration
+    from launch_ros.actions import LifecycleNode
+
+    def arg(name):
+        return LaunchConfiguration(name).perform(context)
+    kinds = ['perception'] + [k for k in ('scene', 'memory') if arg(k).lower() == 'true']
+    params = [arg('params_file'), {'use_sim_time': arg('use_sim_time').lower() == 'true'}]
+    return [LifecycleNode(package='mr_mllm_ros', executable=f'{p.kind}_node',
+                          name=f'{p.kind}_node', namespace=p.namespace, output='screen',
+                          parameters=params + ([p.parameters] if p.parameters else []),
+                          remappings=list(p.remappings),
+                          arguments=['--ros-args', '--log-level', arg('log_level')])
+            for p in plan_graph(cameras, kinds, batched, image_topic=arg('image_topic'))]

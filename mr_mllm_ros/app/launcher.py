@@ -88,6 +88,7 @@ class NodeSpec:
     parameters: dict[str, object] = field(default_factory=dict)  # name -> value (-p)
     log_level: str = DEFAULT_LOG_LEVEL
     name: str = ''  # remap the node name (several of a kind in one namespace)
+    remappings: list[tuple[str, str]] = field(default_factory=list)  # topic (from, to)
 
     def node_paths(self) -> list[str]:
         """Fully qualified names of the node(s) this process runs, e.g. /cam/scene_node."""
@@ -102,6 +103,8 @@ class NodeSpec:
             cmd += ['-r', f'__ns:=/{self.namespace.strip("/")}']
         if self.name:
             cmd += ['-r', f'__node:={self.name}']
+        for source, target in self.remappings:
+            cmd += ['-r', f'{source}:={target}']
         for f in self.params_files:
             cmd += ['--params-file', str(Path(f).resolve())]
         for k, v in self.parameters.items():

@@ -15,11 +15,13 @@ log = logging.getLogger(__name__)
 
 def graph_specs(kinds: list[str], namespaces: list[str], params_file: str | None,
                 log_level: str = DEFAULT_LOG_LEVEL, batched: bool = False,
-                one_process: bool = False) -> list[NodeSpec]:
+                one_process: bool = False, image_topic: str = '') -> list[NodeSpec]:
     """The processes of topology.plan_graph (the launch files' plan), as NodeSpecs."""
     files = [params_file] if params_file else []
-    return [NodeSpec(p.kind, p.namespace, files, dict(p.parameters), log_level)
-            for p in plan_graph(camera_list(namespaces), kinds, batched, one_process)]
+    return [NodeSpec(p.kind, p.namespace, files, dict(p.parameters), log_level,
+                     remappings=list(p.remappings))
+            for p in plan_graph(camera_list(namespaces), kinds, batched, one_process,
+                                image_topic)]
 
 
 def add_arguments(p) -> None:
@@ -33,6 +35,10 @@ def add_arguments(p) -> None:
                    help='one perception_node for all cameras (perception.cameras)')
     p.add_argument('--one-process', action='store_true',
                    help='perception_node and scene_node of a camera in one process')
+    p.add_argument('--image-topic', default='',
+                   help="camera image topic (e.g. color/image_raw, relative to each camera "
+                        "namespace; absolute for one camera); default: <namespace>/image, "
+                        "or <namespace>/image/compressed with camera.compressed")
     p.add_argument('--log-level', default=DEFAULT_LOG_LEVEL)
     p.add_argument('--duration', type=float, default=0.0,
                    help='stop after this many seconds (0 = until Ctrl-C / SIGTERM)')
@@ -68,7 +74,7 @@ def report_ready(specs: list[NodeSpec], timeout_s: float,
 def run(args) -> int:
     kinds = [k.strip() for k in args.nodes.split(',') if k.strip()]
     specs = graph_specs(kinds, args.namespace, args.config, args.log_level, args.batched,
-                        args.one_process)
+                        args.one_process, args.image_topic)
     # SIGTERM and SIGHUP arrive here as KeyboardInterrupt (cli.stop_on_signals), at any
     # point, start-up included: the `with` stops the children either way, and a stop is
     # not a failure.
