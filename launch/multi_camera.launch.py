@@ -11,7 +11,7 @@ from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 
-from mr_mllm_ros.launch_arguments import common_launch_entities, plan_nodes
+from mr_mllm_ros.launch_arguments import common_launch_entities, plan_arguments, plan_nodes
 from mr_mllm_ros.topology import camera_list
 
 
@@ -26,16 +26,8 @@ def generate_launch_description():
     return LaunchDescription(common_launch_entities(share) + [
         DeclareLaunchArgument('cameras', default_value='front,rear',
                               description='Comma-separated camera namespaces'),
-        DeclareLaunchArgument('image_topic', default_value='image',
-                              description='Camera image topic, relative to each camera '
-                                          'namespace (compressed input: '
-                                          '<image_topic>/compressed)'),
         DeclareLaunchArgument('batched', default_value='false',
                               description='One perception_node for all cameras'),
-        DeclareLaunchArgument('scene', default_value='false',
-                              description='Also start one scene_node per camera'),
-        DeclareLaunchArgument('memory', default_value='false',
-                              description='Also start one memory_node for all cameras '
-                                          '(query_memory service)'),
+        *plan_arguments(),
         OpaqueFunction(function=_nodes),
     ])

@@ -18,7 +18,7 @@ from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 
-from mr_mllm_ros.launch_arguments import common_launch_entities, plan_nodes
+from mr_mllm_ros.launch_arguments import common_launch_entities, plan_arguments, plan_nodes
 from mr_mllm_ros.topology import camera_list
 
 
@@ -32,14 +32,6 @@ def generate_launch_description():
         DeclareLaunchArgument('namespace', default_value='camera',
                               description='Camera namespace: topics are <ns>/image, '
                                           '<ns>/detections, ...'),
-        DeclareLaunchArgument('image_topic', default_value='image',
-                              description='Camera image topic the nodes subscribe to '
-                                          '(relative names resolve in the namespace; '
-                                          'compressed input: <image_topic>/compressed)'),
-        DeclareLaunchArgument('scene', default_value='false',
-                              description='Also start scene_node (descriptions, VQA, alerts)'),
-        DeclareLaunchArgument('memory', default_value='false',
-                              description='Also start memory_node (scene memory, '
-                                          'query_memory service)'),
+        *plan_arguments(),
         OpaqueFunction(function=_nodes),
     ])

@@ -33,6 +33,25 @@ def common_launch_entities(share):
     ]
 
 
+def plan_arguments():
+    """DeclareLaunchArgument for what plan_nodes reads besides the common ones:
+    image_topic, scene, memory."""
+    from launch.actions import DeclareLaunchArgument
+    return [
+        DeclareLaunchArgument('image_topic', default_value='image',
+                              description='Camera image topic the nodes subscribe to '
+                                          '(relative names resolve in each camera '
+                                          'namespace; compressed input: '
+                                          '<image_topic>/compressed)'),
+        DeclareLaunchArgument('scene', default_value='false',
+                              description='Also start scene_node, one per camera '
+                                          '(descriptions, VQA, alerts)'),
+        DeclareLaunchArgument('memory', default_value='false',
+                              description='Also start one memory_node for every camera '
+                                          '(scene memory, query_memory service)'),
+    ]
+
+
 def plan_nodes(context, cameras: list[str], batched: bool = False):
     """One LifecycleNode per node of topology.plan_graph (the plan `mr-mllm up` starts) for
     `cameras`: perception_node, scene_node with `scene:=true`, memory_node with
