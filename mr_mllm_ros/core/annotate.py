@@ -24,7 +24,9 @@ def draw_detections(rgb: np.ndarray, detections: DetectionSet,
     scale = max(out.shape[:2]) / 640.0
     thick = max(1, round(2 * scale))
     font = 0.45 * max(scale, 0.6)
-    for i, d in enumerate(detections):
+    # Last drawn is on top: obj0 (the highest score) last, so a lower-scored box's label
+    # never hides it (the cat under two 'bed' labels in the demo).
+    for i, d in reversed(list(enumerate(detections))):
         color = (255, 0, 0) if highlight and i in highlight else class_color(d.class_name)
         p1 = (int(round(d.box.x1)), int(round(d.box.y1)))
         p2 = (int(round(d.box.x2)), int(round(d.box.y2)))
