@@ -78,6 +78,8 @@ class Source(str, enum.Enum):
 
     DETECTOR = 'detector'
     MLLM = 'mllm'
+    #: named by the looker (core.looking): what the whole frame shows and no box explains
+    LOOKER = 'looker'
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,13 @@ class Detection:
     # valid depth pixels).
     position: tuple[float, float, float] | None = None
     position_spread: float = 0.0
+    # What the looker (core.looking, in the reasoning step) saw in the box's crop: its top
+    # ImageNet labels (short name, probability), best first; () = not looked at. The
+    # posture of a person ('upright' | 'sitting' | 'lying', '' = not estimated) and the
+    # weakest keypoint score it rests on.
+    looks_like: tuple[tuple[str, float], ...] = ()
+    posture: str = ''
+    posture_score: float = 0.0
 
     def replace(self, **changes) -> 'Detection':
         return dataclasses.replace(self, **changes)
@@ -132,6 +141,8 @@ class DetectionSet:
     frame_id: str = ''
     model_name: str = ''
     timings_ms: Mapping[str, float] = field(default_factory=dict)
+    #: what the looker saw in the whole frame (short name, probability), best first
+    looks_like: tuple[tuple[str, float], ...] = ()
 
     def __len__(self) -> int:
         return len(self.detections)

@@ -67,13 +67,27 @@ def detection_json(d: Detection) -> dict:
             'track_id': int(d.track_id), 'source': d.source.value, 'verified': bool(d.verified),
             'original_class_name': d.original_class_name,
             'original_score': None if d.original_score is None else float(d.original_score),
-            **position_json(d.position, d.position_spread)}
+            **position_json(d.position, d.position_spread), **_looks_json(d)}
+
+
+def _looks_json(d: Detection | DetectionSet) -> dict:
+    """The looker's labels (and a person's posture) when it looked: keys only then."""
+    out = {'looks_like': [[n, float(p)] for n, p in d.looks_like]} if d.looks_like else {}
+    if getattr(d, 'posture', ''):
+        out.update(posture=d.posture, posture_score=float(d.posture_score))
+    return out
+
+
+def _looks_from_json(j: dict) -> tuple[tuple[str, float], ...]:
+    return tuple((str(n), float(p)) for n, p in j.get('looks_like', ()))
 
 
 def detection_from_json(j: dict) -> Detection:  # no 'position' key: no position (no depth)
     return Detection(j['class_id'], j['class_name'], j['score'], Box(*j['box']), j['track_id'],
                      Source(j['source']), j['verified'], j['original_class_name'],
-                     j['original_score'], *position_from_json(j))
+                     j['original_score'], *position_from_json(j),
+                     looks_like=_looks_from_json(j), posture=j.get('posture', ''),
+                     posture_score=j.get('posture_score', 0.0))
 
 
 def _timings(timings: Any) -> dict:
@@ -84,13 +98,13 @@ def detection_set_json(ds: DetectionSet) -> dict:
     return {'model_name': ds.model_name, 'image_width': int(ds.image_width),
             'image_height': int(ds.image_height),
             'items': [detection_json(d) for d in ds.detections],
-            'timings_ms': _timings(ds.timings_ms)}
+            'timings_ms': _timings(ds.timings_ms), **_looks_json(ds)}
 
 
 def detection_set_from_json(j: dict, stamp_ns: int, frame_id: str) -> DetectionSet:
     return DetectionSet(tuple(detection_from_json(d) for d in j['items']), j['image_width'],
                         j['image_height'], stamp_ns, frame_id, j['model_name'],
-                        j.get('timings_ms', {}))
+                        j.get('timings_ms', {}), looks_like=_looks_from_json(j))
 
 
 def phrases_json(phrases: Iterable[GroundedPhrase]) -> list:

@@ -65,6 +65,9 @@ class _RosbagsMessages:
     def int32s(self, values) -> np.ndarray:
         return np.asarray(values, dtype=np.int32)
 
+    def float32s(self, values) -> np.ndarray:
+        return np.asarray(values, dtype=np.float32)
+
     def uint8s(self, data: bytes) -> np.ndarray:
         return np.frombuffer(bytes(data), dtype=np.uint8)
 

@@ -99,6 +99,9 @@ class _RclpyMessages:
     def uint8s(self, data: bytes) -> bytes:
         return bytes(data)
 
+    def float32s(self, values: Sequence[float]) -> list[float]:
+        return [float(v) for v in values]
+
 
 MESSAGES = _RclpyMessages()
 
@@ -119,7 +122,15 @@ def detection_from_msg(m: DetectionMsg) -> Detection:
         original_class_name=m.original_class_name if changed_name else None,
         original_score=float(m.original_score) if changed_score else None,
         position=(m.position.x, m.position.y, m.position.z) if m.position_valid else None,
-        position_spread=float(m.position_spread) if m.position_valid else 0.0)
+        position_spread=float(m.position_spread) if m.position_valid else 0.0,
+        looks_like=_looks_from_msg(m), posture=m.posture,
+        posture_score=float(m.posture_score))
+
+
+def _looks_from_msg(m) -> tuple[tuple[str, float], ...]:
+    """The looker's (label, probability) pairs of a Detection or DetectionArray message."""
+    return tuple((str(n), round(float(p), 4))
+                 for n, p in zip(m.looks_like, m.looks_like_scores))
 
 
 def detection_array_msg(ds: DetectionSet) -> DetectionArray:
@@ -131,7 +142,8 @@ def detection_set_from_msg(m: DetectionArray) -> DetectionSet:
                         image_width=m.image_width, image_height=m.image_height,
                         stamp_ns=stamp_to_ns(m.header.stamp), frame_id=m.header.frame_id,
                         model_name=m.model_name,
-                        timings_ms={t.stage: t.duration_ms for t in m.timings})
+                        timings_ms={t.stage: t.duration_ms for t in m.timings},
+                        looks_like=_looks_from_msg(m))
 
 
 # -------------------------------------------------------------------------- grounding

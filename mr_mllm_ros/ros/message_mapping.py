@@ -17,7 +17,8 @@ PACKAGE = 'mr_mllm_interfaces'
 DETECTION_ARRAY = f'{PACKAGE}/msg/DetectionArray'
 SCENE_DESCRIPTION = f'{PACKAGE}/msg/SceneDescription'
 CORNER_CASE_ALERT = f'{PACKAGE}/msg/CornerCaseAlert'
-SOURCE_CODES = {Source.DETECTOR: 0, Source.MLLM: 1}  # Detection.SOURCE_DETECTOR / SOURCE_MLLM
+#: Detection.SOURCE_DETECTOR / SOURCE_MLLM / SOURCE_LOOKER
+SOURCE_CODES = {Source.DETECTOR: 0, Source.MLLM: 1, Source.LOOKER: 2}
 NS = 1_000_000_000
 
 
@@ -30,6 +31,9 @@ class MessageFactory(Protocol):
 
     def uint8s(self, data: bytes) -> Any:
         """A uint8[] field value."""
+
+    def float32s(self, values: Sequence[float]) -> Any:
+        """A float32[] field value."""
 
 
 def time_msg(make: MessageFactory, ns: int):
@@ -57,7 +61,15 @@ def detection_msg(make: MessageFactory, d: Detection):
                 else d.original_class_name,
                 original_score=float(d.score if d.original_score is None
                                      else d.original_score),
-                **position_fields(make, d.position, d.position_spread))
+                **position_fields(make, d.position, d.position_spread),
+                **looks_fields(make, d.looks_like), posture=d.posture,
+                posture_score=float(d.posture_score))
+
+
+def looks_fields(make: MessageFactory, looks_like) -> dict:
+    """looks_like (string[]) and looks_like_scores (float32[]): the looker's labels."""
+    return {'looks_like': [str(n) for n, _ in looks_like],
+            'looks_like_scores': make.float32s([float(p) for _, p in looks_like])}
 
 
 def position_fields(make: MessageFactory, position, spread: float = 0.0) -> dict:
@@ -76,7 +88,8 @@ def detection_array_msg(make: MessageFactory, ds: DetectionSet):
     return make(DETECTION_ARRAY, header=header_msg(make, ds.stamp_ns, ds.frame_id),
                 detections=[detection_msg(make, d) for d in ds.detections],
                 image_width=int(ds.image_width), image_height=int(ds.image_height),
-                model_name=ds.model_name, timings=timings_msg(make, ds.timings_ms))
+                model_name=ds.model_name, timings=timings_msg(make, ds.timings_ms),
+                **looks_fields(make, ds.looks_like))
 
 
 def scene_description_msg(make: MessageFactory, sd: SceneDescription):

@@ -81,16 +81,21 @@ def _disagreement(rule: Rule, ctx: Context, _state) -> Iterator[Hit]:
     for d in ctx.detections:
         if d.score < min_score:
             continue
-        if 'relabelled' in kinds and d.original_class_name not in (None, d.class_name):
+        # A box the looker rejected and named (source looker, original class kept) is
+        # reported once, as rejected.
+        if 'relabelled' in kinds and d.source != Source.LOOKER \
+                and d.original_class_name not in (None, d.class_name):
             key = (f'track:{d.track_id}' if d.track_id >= 0
                    else f'class:{d.original_class_name}->{d.class_name}')
             yield Hit(f'relabelled:{key}', d, f'{d.class_name} relabelled by the MLLM, '
                       f'detector said {d.original_class_name!r} ({_details(d)})',
                       {'kind': 'relabelled', **_object_values(d),
                        'detector_class': str(d.original_class_name)})
-        if 'missed_by_detector' in kinds and d.source == Source.MLLM:
+        if 'missed_by_detector' in kinds and (d.source == Source.MLLM or (
+                d.source == Source.LOOKER and d.original_class_name is None)):
+            who = 'the looker' if d.source == Source.LOOKER else 'the MLLM'
             yield Hit(f'missed:class:{d.class_name}', d,
-                      f'{d.class_name} named by the MLLM but not found by the detector',
+                      f'{d.class_name} named by {who} but not found by the detector',
                       {'kind': 'missed_by_detector', **_object_values(d)})
     if 'rejected' in kinds:
         for d in ctx.rejected:
@@ -113,6 +118,20 @@ def _unknown(rule: Rule, ctx: Context, _state) -> Iterator[Hit]:
                       f'the MLLM, {_details(d)})',
                       {**_object_values(d), 'band': f'{_num(p["min_score"])}..'
                        f'{_num(p["max_score"])}', 'verified': 'false'})
+
+
+def _person_down(rule: Rule, ctx: Context, _state) -> Iterator[Hit]:
+    """A person the looker's posture model sees lying (core.looking.posture); evaluated in
+    the reasoning step, where postures are estimated, so the debounce counts steps."""
+    p = rule.params
+    for d in ctx.detections:
+        if d.class_name == 'person' and d.posture == 'lying' and d.score >= p['min_score'] \
+                and d.posture_score >= p['min_posture_score']:
+            yield Hit(object_key(d), d, f'person lying ({_details(d)}, posture score '
+                      f'{d.posture_score:.2f})',
+                      {**_object_values(d), 'posture': d.posture,
+                       'posture_score': f'{d.posture_score:.2f}',
+                       'min_posture_score': _num(p['min_posture_score'])})
 
 
 class Appearances:
@@ -247,5 +266,6 @@ FRAME_CONDITIONS = {
     'hazard_in_region': _hazard, 'detector_mllm_disagreement': _disagreement,
     'unknown_object': _unknown, 'sudden_close_appearance': _sudden, 'too_close': _too_close,
     'frame_black': _black, 'frame_overexposed': _overexposed, 'frame_blurred': _blurred,
+    'person_down': _person_down,
 }
 QUALITY_TYPES = ('frame_black', 'frame_overexposed', 'frame_blurred')

@@ -78,6 +78,9 @@ def plan_mentions(ds: DetectionSet, indices: Sequence[int], vocab: Vocabulary,
                                 for i in members)
         where = place_words([ds[i].position for i in members]) \
             or 'at the ' + ' and the '.join(regions)
+        postures = {ds[i].posture for i in members}
+        if len(postures) == 1 and (posture := postures.pop()) in SAID_POSTURES:
+            where = f'{posture} {where}'  # the looker's posture: 'is lying at the left'
         mentions.append(Mention(tuple(members), cls, phrase, where))
     return mentions
 
@@ -157,15 +160,27 @@ def clean_connector(text: str, vocab: Vocabulary, classes: Sequence[str]) -> str
 
 _REGION_WORDS = frozenset(('left', 'right', 'center', 'centre', 'middle', 'top', 'bottom'))
 _VERB = re.compile(r'^ (is|are)\b')
+#: postures the plan says (the looker's, core.looking.posture; 'upright' may be a
+#: portrait, so it is not said as 'standing'), and the words a model may use for one
+SAID_POSTURES = ('sitting', 'lying')
+_POSTURE_WORDS = {'standing': 'upright', 'stands': 'upright', 'upright': 'upright',
+                  'walking': 'upright', 'sitting': 'sitting', 'sits': 'sitting',
+                  'seated': 'sitting', 'lying': 'lying', 'lies': 'lying',
+                  'laying': 'lying', 'fallen': 'lying'}
 
 
 def _fit(words: str, m: Mention) -> str:
     """The model's words for mention `m`, or '' when they place it where the detector
-    did not (region words absent from m.where); 'is'/'are' made to agree with the count."""
+    did not (region words absent from m.where) or give it a posture the looker did not see
+    (a text LLM cannot see one); 'is'/'are' made to agree with the count."""
     if not words:
         return ''
-    said = {w.lower() for w in _WORD.findall(words)} & _REGION_WORDS
+    said_words = {w.lower() for w in _WORD.findall(words)}
+    said = said_words & _REGION_WORDS
     if not said <= set(m.where.split()):
+        return ''
+    if {_POSTURE_WORDS[w] for w in said_words & set(_POSTURE_WORDS)} \
+            - (set(m.where.split()) & set(SAID_POSTURES)):
         return ''
     return _VERB.sub(' ' + m.verb, words)
 

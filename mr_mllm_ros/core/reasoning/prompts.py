@@ -97,6 +97,12 @@ def position_words(box, width: int, height: int) -> str:
     return f'{region_words(box, width, height)}, {size}'
 
 
+def looks_like_words(labels: Sequence[tuple[str, float]]) -> str:
+    """'looks like: espresso 86%, cup 6%' (the looker's labels, best first; no decimal
+    point, like the confidence: a copied '.' would end the model's sentence)."""
+    return 'looks like: ' + ', '.join(f'{name} {p:.0%}' for name, p in labels)
+
+
 _CONTROL = re.compile(r'[\x00-\x08\x0b-\x1f\x7f]')
 
 
@@ -145,13 +151,19 @@ class PromptBuilder:
             line += f' track {d.track_id}'
         if d.position is not None:  # depth (core.geometry): distance and direction in words
             line += f'; {distance_words(d.position)}'
+        if d.looks_like:  # the looker (core.looking): what the crop shows, for a text LLM
+            line += f'; {looks_like_words(d.looks_like)}'
+        if d.posture:
+            line += f'; {d.posture}'
         return line
 
     def object_block(self, ds: DetectionSet) -> tuple[str, tuple[int, ...]]:
+        """The object lines, then what the whole frame looks like (the looker)."""
         chosen = self.select_objects(ds)
-        if not chosen:
-            return self.template.no_objects, ()
-        return '\n'.join(self.object_line(ds, i) for i in chosen), chosen
+        lines = [self.object_line(ds, i) for i in chosen] or [self.template.no_objects]
+        if ds.looks_like:
+            lines.append(f'The whole image {looks_like_words(ds.looks_like)}')
+        return '\n'.join(lines), chosen
 
     def tags(self, ds: DetectionSet, chosen: Sequence[int]) -> str:
         names = sorted({ds[i].class_name for i in chosen})

@@ -11,6 +11,11 @@
 3. Re-detect: objects the description names without citing a box are searched by an
    open-vocabulary detector (YOLO-World / YOLOE `set_classes`) when one is configured;
    found boxes are added with source=mllm.
+0. Look (before 1-2, when the looker ran: core.looking): the looker's votes on every box
+   it looked at - verify, relabel to another COCO class, reject (a box that shows
+   something else; it comes back under the looker's name when that is sure), name
+   unknown-labelled boxes - and an object for what the whole frame shows that no box
+   explains (core.looking.votes says how each is decided).
 Every change is visible in the output (source, verified, original class/score).
 """
 
@@ -19,15 +24,19 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from ..config import Config
 from ..detection import Detector
+from ..looking.votes import VOTE_KINDS, Vote, coco_class_id, frame_object, vote_box
 from ..mllm import MllmBackend
 from ..types import Detection, DetectionSet, Frame, GroundedText, Source
 from .prompts import PromptBuilder
+
+if TYPE_CHECKING:
+    from ..looking.looker import Looker, Looks
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +51,19 @@ class Refinement:
     checked: dict[int, float] = field(default_factory=dict)
     #: indices in `refined` of boxes that got an open-vocabulary label
     relabeled: tuple[int, ...] = ()
+    #: the looker's votes: index in the input set -> Vote (the boxes it judged)
+    votes: dict[int, Vote] = field(default_factory=dict)
+    #: objects the looker added: what the frame shows and no box explains
+    looker_added: tuple[Detection, ...] = ()
+
+    def looker_counts(self) -> dict[str, int]:
+        """Boxes the looker verified, relabelled, rejected, named (unknown labels) or was
+        unsure of, and objects it added for the frame ('added')."""
+        counts = {k: 0 for k in VOTE_KINDS}
+        for v in self.votes.values():
+            counts[v.kind] += 1
+        counts['added'] = len(self.looker_added)
+        return counts
 
 
 def crop_around(image: np.ndarray, det: Detection, margin: float = 0.15) -> np.ndarray:
@@ -75,8 +97,12 @@ Rescorer = Callable[[Frame, DetectionSet], dict[int, float]]
 
 class Reinforcer:
     def __init__(self, config: Config, backend: MllmBackend, prompts: PromptBuilder,
-                 redetector: Detector | None = None, rescorer: Rescorer | None = None):
+                 redetector: Detector | None = None, rescorer: Rescorer | None = None,
+                 looker: 'Looker | None' = None):
         self.config = config
+        #: the looker (core.looking.Looker) whose Looks `refine` may get: its mapping and
+        #: thresholds decide the votes
+        self.looker = looker
         self.backend = backend
         self.prompts = prompts
         self.redetector = redetector
@@ -89,15 +115,23 @@ class Reinforcer:
             return None
         return crop_around(frame.image, det)
 
-    def refine(self, frame: Frame | None, ds: DetectionSet) -> Refinement:
-        """Verification of uncertain boxes and labels for unknown ones (before the
+    def refine(self, frame: Frame | None, ds: DetectionSet,
+               looks: 'Looks | None' = None) -> Refinement:
+        """The looker's votes (with `looks`, what the looker saw in this frame), then
+        verification of uncertain boxes and labels for unknown ones (before the
         description, so it cites the refined set)."""
         rc = self.config.reinforce
-        checked = self._verify(frame, ds)
+        votes, ds, dropped, renamed = self._looker_votes(ds, looks)
+        checked = self._verify(frame, ds, skip=dropped)
         keep: list[Detection] = []
         rejected: list[Detection] = []
         relabeled: list[int] = []
         for i, d in enumerate(ds):
+            if i in dropped:
+                rejected.append(dropped[i])
+                if i in renamed:
+                    keep.append(renamed[i])
+                continue
             if i in checked:
                 p = checked[i]
                 if p < rc.reject_probability:
@@ -113,14 +147,65 @@ class Reinforcer:
                                   original_class_name=d.class_name)
                     relabeled.append(len(keep))
             keep.append(d)
-        return Refinement(ds.with_detections(keep), tuple(rejected), checked,
-                          tuple(relabeled))
+        refined, added = self._with_frame_object(ds.with_detections(keep), looks)
+        return Refinement(refined, tuple(rejected), checked, tuple(relabeled), votes, added)
 
-    def _verify(self, frame: Frame | None, ds: DetectionSet) -> dict[int, float]:
+    def apply_looks(self, looks: 'Looks') -> DetectionSet:
+        """The looker's votes alone, no MLLM call (questions take them on their frame)."""
+        _, ds, dropped, renamed = self._looker_votes(looks.detections, looks)
+        keep = [renamed[i] if i in dropped else d for i, d in enumerate(ds)
+                if i not in dropped or i in renamed]
+        return self._with_frame_object(ds.with_detections(keep), looks)[0]
+
+    def _with_frame_object(self, refined: DetectionSet, looks: 'Looks | None'):
+        """(the set + the object for what the whole frame shows that no box explains, the
+        objects added)."""
+        if looks is None or self.looker is None:
+            return refined, ()
+        extra = frame_object(looks, refined, self.looker.mapping, self.config.looker)
+        if extra is None:
+            return refined, ()
+        return refined.with_detections(refined.detections + (extra,)), (extra,)
+
+    def _looker_votes(self, ds: DetectionSet, looks: 'Looks | None'):
+        """(votes, the set with verified / relabelled / named boxes changed in place,
+        index -> rejected detection, index -> its looker-named replacement)."""
+        if looks is None or self.looker is None:
+            return {}, ds, {}, {}
+        ds = looks.detections
+        lc, mapping = self.config.looker, self.looker.mapping
+        votes: dict[int, Vote] = {}
+        changed = list(ds.detections)
+        dropped: dict[int, Detection] = {}
+        renamed: dict[int, Detection] = {}
+        for i, d in enumerate(ds):
+            vote = vote_box(i, ds, looks, mapping, lc, self.config.reinforce.unknown_labels)
+            if vote is None:
+                continue
+            votes[i] = vote
+            if vote.kind == 'verified':
+                changed[i] = d.replace(verified=True)
+            elif vote.kind in ('relabelled', 'named'):
+                changed[i] = d.replace(class_name=vote.label,
+                                       class_id=coco_class_id(vote.label, d),
+                                       original_class_name=d.class_name)
+            elif vote.kind == 'rejected':
+                dropped[i] = d
+                if vote.duplicate_of < 0 and vote.probability >= lc.name_min_probability:
+                    renamed[i] = d.replace(class_id=-1, class_name=vote.label,
+                                           score=round(vote.probability, 4),
+                                           source=Source.LOOKER, verified=False,
+                                           original_class_name=d.class_name,
+                                           original_score=d.score)
+        return votes, ds.with_detections(changed), dropped, renamed
+
+    def _verify(self, frame: Frame | None, ds: DetectionSet,
+                skip: 'dict[int, Detection] | None' = None) -> dict[int, float]:
         """Index -> P(yes) for the boxes in the uncertain band, in one batched call."""
         rc = self.config.reinforce
         band = [i for i, d in enumerate(ds) if d.source == Source.DETECTOR
-                and not d.verified and rc.verify_min_score <= d.score < rc.verify_max_score]
+                and not d.verified and rc.verify_min_score <= d.score < rc.verify_max_score
+                and not (skip and i in skip)]
         band = sorted(band, key=lambda i: -ds[i].score)[:rc.max_checks]
         if not band:
             return {}

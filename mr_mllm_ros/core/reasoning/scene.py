@@ -26,6 +26,7 @@ from ..mllm import MllmBackend, create_backend
 from ..mllm.streaming import TokenStream
 from ..types import Answer, DetectionSet, Frame, GroundedText, SceneDescription
 from . import grounding_plan as plan
+from . import looks_answers
 from .grounding import parse_grounded
 from .prompts import PromptBuilder, PromptTemplate, load_template
 from .vocabulary import load_vocabulary
@@ -145,6 +146,16 @@ class SceneReasoner:
                 stream.emit(grounded.raw_text)
             return Answer(question, grounded, detections, f'none ({self.model_name} not '
                           'called: distances from depth)', time.perf_counter() - t0)
+        looks = None if self.backend.sees_images else \
+            looks_answers.appearance_question(question, detections, self.vocabulary)
+        if looks is not None and (not looks.indices or any(detections[i].looks_like
+                                                           for i in looks.indices)):
+            # 'what is the person holding?': the looker's words
+            grounded = looks_answers.appearance_answer(looks, detections, self.vocabulary)
+            if stream is not None:
+                stream.emit(grounded.raw_text)
+            return Answer(question, grounded, detections, f'none ({self.model_name} not '
+                          'called: the looker\'s labels)', time.perf_counter() - t0)
         soft = self.soft_tokens(frame, detections, question)
         request = self.prompts.answer(detections, question,
                                       frame.image if frame is not None else None,
