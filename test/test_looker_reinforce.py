@@ -134,3 +134,15 @@ def test_looker_off_leaves_the_boxes_alone(labels):
     r = pipeline.reason(Frame(image, 0, ''), ds, now_s=0.0)
     assert [d.class_name for d in r.refined] == ['toilet'] and r.looker_counts == {}
     assert r.refined[0].looks_like == ()
+
+
+def test_the_pipeline_counts_votes_over_steps(config, looker, labels):
+    """scene_node's /diagnostics show these totals (`looker: verified`, ...)."""
+    pipeline = ScenePipeline(config, looker=looker)
+    image = load_sample('coffee')
+    ds = DetectionSet((_det('cup', 0.9, _box(labels, 'coffee', 'cup')),), 600, 400)
+    for t in (1.0, 2.0):
+        pipeline.reason(Frame(image, 0, ''), ds, now_s=t)
+    totals = pipeline.looker_counts()
+    assert totals['verified'] == 2 and totals['rejected'] == 0
+    assert ScenePipeline(load_config(overrides={'mllm.backend': 'none'})).looker_counts() == {}

@@ -113,6 +113,9 @@ def run(args) -> int:
         calls = result.mllm_calls
         print(f'  MLLM reasoning steps: {sum(calls.values())} ('
               + ', '.join(f'{n} {k.replace("_", " ")}' for k, n in calls.items()) + ')')
+        if result.looker:
+            print('  looker: ' + ', '.join(f'{n} {k}' for k, n in result.looker.items())
+                  + ' (boxes; added = objects for what a frame showed and no box explained)')
     for reason, count in sorted(result.skipped.items()):
         print(f'  skipped {count}: {reason}')
     for problem in result.problems:

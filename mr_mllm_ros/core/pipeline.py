@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from collections import Counter
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -162,6 +163,7 @@ class ScenePipeline:
         self.changes = SceneChanges(config.scene)
         self._lock = threading.Lock()  # _newest: the frame thread vs the MLLM thread
         self._newest: tuple[int, Frame, DetectionSet] | None = None  # (key, frame, ds)
+        self._looker_totals: Counter = Counter()  # the looker's votes over all steps
 
     def fresh(self) -> 'ScenePipeline':
         """A ScenePipeline on the same models with empty state (alert debounce and
@@ -204,6 +206,12 @@ class ScenePipeline:
     def alert_counts(self) -> dict[str, int]:
         """Alerts raised per rule."""
         return self.alerts.stats() if self.alerts is not None else {}
+
+    def looker_counts(self) -> dict[str, int]:
+        """The looker's votes over all steps so far (verified, relabelled, rejected, named,
+        unsure boxes; objects added); {} without the looker or the reinforcement."""
+        with self._lock:
+            return dict(self._looker_totals)
 
     # ------------------------------------------------------------ the frame thread
     def on_frame(self, frame: Frame, ds: DetectionSet, now_s: float) -> FrameUpdate:
@@ -279,6 +287,8 @@ class ScenePipeline:
             refined, rejected = refinement.refined, refinement.rejected
             if looks is not None:
                 looker_counts = refinement.looker_counts()
+                with self._lock:
+                    self._looker_totals.update(looker_counts)
         description = self.reasoner.describe(frame, refined)
         if self.reinforcer is not None:
             added = self.reinforcer.redetect(frame, refined, description.grounded_text)
@@ -336,6 +346,8 @@ class FrameResult:
     alerts: tuple[Alert, ...] = ()
     timings_ms: dict = field(default_factory=dict)
     trigger: str | None = None
+    #: the looker's votes in this frame's reasoning step (Reasoning.looker_counts)
+    looker_counts: dict = field(default_factory=dict)
 
 
 class Pipeline:
@@ -378,7 +390,8 @@ class Pipeline:
         return FrameResult(frame, ds, reasoning.refined, reasoning.description,
                            update.alerts + reasoning.alerts,
                            {'perception': (t1 - t0) * 1e3, 'scene': (t2 - t1) * 1e3},
-                           step.trigger if step is not None else None)
+                           step.trigger if step is not None else None,
+                           reasoning.looker_counts)
 
     def close(self) -> None:
         self.perception.close()

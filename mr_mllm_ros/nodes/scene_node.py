@@ -246,6 +246,8 @@ class SceneNode(ModelLifecycleNode):
             values.update((f'mllm_steps: {k}', str(n)) for k, n in pipeline.step_counts().items())
             values.update((f'alerts: {rule}', str(n))
                           for rule, n in pipeline.alert_counts().items())
+            values.update((f'looker: {kind}', str(n))
+                          for kind, n in pipeline.looker_counts().items())
         self._publish_status('scene', pipeline is not None, 'describing', model, values,
                              warning)
 

@@ -143,6 +143,8 @@ class UnitProcessor:
             description=o.description_json(result.description) if described else None,
             alerts=alerts, trigger=result.trigger,
             timings_ms={'decode': decode_ms, **result.timings_ms})
+        if result.looker_counts:  # the looker's votes in this frame's reasoning step
+            record['looker'] = dict(result.looker_counts)
         classes = frozenset(d.class_name for d in result.detections)
         thumb = None
         if result.alerts or described or classes != previous_classes:

@@ -222,7 +222,8 @@ def write_report(out: Path, summary: dict, path: Path | None = None) -> Path:
          f'<header><h1>{title}</h1><div class="sub">{total} frames from '
          f'{len({s.bag for s in ordered})} bag(s), {n_alerts} alerts on '
          f'{len(alert_frames)} frames, {sum(s.descriptions for s in ordered)} descriptions'
-         f'{_calls(summary.get("mllm_calls"))} &middot; generated {generated}'
+         f'{_calls(summary.get("mllm_calls"))}{_looker(summary.get("looker"))} '
+         f'&middot; generated {generated}'
          '</div></header><main>']
     # Alerts first: they are what a reader came for (and what the screenshot test sees).
     h.append(f'<h2 id="alerts">Alerts ({n_alerts} on {len(alert_frames)} frames)</h2>')
@@ -318,6 +319,13 @@ def _calls(calls: dict | None) -> str:
         return ''
     parts = ', '.join(f'{n} {_esc(k.replace("_", " "))}' for k, n in calls.items() if n)
     return f' ({sum(calls.values())} MLLM reasoning steps: {parts})'
+
+
+def _looker(counts: dict | None) -> str:
+    """' (looker: n verified, n relabelled, ...)' of the summary, '' without."""
+    if not counts or not sum(counts.values()):
+        return ''
+    return ' (looker: ' + ', '.join(f'{n} {_esc(k)}' for k, n in counts.items() if n) + ')'
 
 
 def _even_sample(items: list, n: int) -> list:

@@ -82,6 +82,7 @@ class ReplayResult:
     interrupted: bool = False
     wall_s: float = 0.0
     mllm_calls: dict = field(default_factory=dict)  # trigger -> reasoning steps
+    looker: dict = field(default_factory=dict)  # the looker's votes: kind -> boxes
 
 
 # ------------------------------------------------------------------------------ plan
@@ -262,6 +263,7 @@ def _finalize(out: Path, result: ReplayResult, bag_reports: dict, infos: list[Ba
     from .report import write_report
     storages = {i.path: i.storage for i in infos}
     triggers: Counter = Counter()  # MLLM reasoning steps by what started them
+    looker: Counter = Counter()  # the looker's votes over the reasoning steps
     for rec in o.iter_results(out / o.RESULTS):
         if rec['bag'] not in storages:  # a bag of an earlier run into this folder
             try:
@@ -273,6 +275,7 @@ def _finalize(out: Path, result: ReplayResult, bag_reports: dict, infos: list[Ba
             result.frames += 1
             if rec.get('trigger'):
                 triggers[rec['trigger']] += 1
+            looker.update(rec.get('looker') or {})
             if rec.get('status') == 'ok':
                 result.frames_ok += 1
             else:
@@ -290,12 +293,13 @@ def _finalize(out: Path, result: ReplayResult, bag_reports: dict, infos: list[Ba
         result.problems += [p for p in report['problems'] if p not in result.problems]
     result.bags = list(bag_reports.values())
     result.mllm_calls = {k: triggers.get(k, 0) for k in (*TRIGGERS, 'question')}
+    result.looker = dict(looker)
     run_file = out / o.RUN_FILE
     if run_file.exists():
         o.write_json_atomic(run_file, {**json.loads(run_file.read_text()),
                                        'mllm_calls': result.mllm_calls})
     summary = {'bags': result.bags, 'frames': result.frames, 'frames_ok': result.frames_ok,
-               'mllm_calls': result.mllm_calls,
+               'mllm_calls': result.mllm_calls, 'looker': result.looker,
                'new_frames': result.new_frames, 'resumed_frames': result.resumed_frames,
                'skipped': result.skipped, 'interrupted': result.interrupted,
                'options': {'topics': options.topics, 'start_s': options.start_s,
