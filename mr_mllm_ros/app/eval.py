@@ -1,9 +1,10 @@
-"""`mr-mllm eval detections|grounding|alerts`: measure the configured models on labelled data.
+"""`mr-mllm eval detections|grounding|alerts|looker`: measure the configured models on
+labelled data.
 
 This module parses the command line, prints and writes; the procedures are in
-mr_mllm_ros/eval/tasks.py (formats and metrics: eval/datasets.py, eval/metrics.py;
-results: docs/EVALUATION.md). Prints a markdown table; --out DIR also writes <name>.json,
-<name>.md (and a PNG plot).
+mr_mllm_ros/eval/tasks.py and eval/looker_gain.py (formats and metrics: eval/datasets.py,
+eval/metrics.py; results: docs/EVALUATION.md). Prints a markdown table; --out DIR also
+writes <name>.json, <name>.md (and a PNG plot).
 """
 
 from __future__ import annotations
@@ -67,7 +68,15 @@ def add_arguments(p) -> None:
                    help='rule names or types not evaluated (comma-separated; default: '
                    '%(default)s)')
 
-    for s in (d, g, a):
+    lk = sub.add_parser('looker', help="the looker's reinforcement gain: detector boxes "
+                        'judged against labelled boxes before and after the reasoning step '
+                        '(wrong boxes fixed, right boxes broken, what it named)')
+    lk.add_argument('--gt', required=True, help='COCO instances json (a labels.json beside '
+                    'it with per-image "non_coco" names is shown next to what was named)')
+    lk.add_argument('--images', help='folder of the images named by file_name (default: '
+                    "the json's folder)")
+
+    for s in (d, g, a, lk):
         s.add_argument('--config', help='config YAML merged over the packaged defaults')
         s.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
                        help='override one config key, e.g. --set detector.conf=0.05')
@@ -82,7 +91,11 @@ def run(args) -> int:
     config = build_config(args)
     common = {'with_mllm': not args.no_mllm, 'limit': args.limit, 'overrides': args.set}
     t0 = time.perf_counter()
-    if args.eval_task == 'detections':
+    if args.eval_task == 'looker':
+        from ..eval.looker_gain import run as run_looker
+        result, markdown, plots = run_looker(config, gt=args.gt, images=args.images,
+                                             limit=args.limit)
+    elif args.eval_task == 'detections':
         result, markdown, plots = tasks.run_detections(
             config, gt=args.gt, images=args.images, iou=args.iou,
             class_map=tasks.load_class_map(args.class_map, args.class_agnostic), **common)

@@ -91,7 +91,10 @@ def what_happened(raw: Detection, refined: DetectionSet) -> tuple[str, str]:
 
 
 def outcome(truth: str, true_class: str, action: str, after: str) -> str:
-    """fixed | broken | still_wrong | confirmed (right, verified) | right_kept."""
+    """fixed | broken | still_wrong | confirmed (right, verified) | right_kept |
+    dont_care."""
+    if truth == 'dont_care':
+        return 'dont_care'
     if truth == 'right':
         if action in ('relabelled', 'rejected', 'named'):
             return 'broken'
@@ -123,9 +126,10 @@ def _labels_json(gt_path: Path) -> dict:
         return {}
 
 
-def run(config: Config, *, gt: str, images: str | None, limit: int | None) -> dict:
-    """Per-box outcomes and the looker's added objects over a COCO set; every photo its own
-    scene (one reasoning step each)."""
+def run(config: Config, *, gt: str, images: str | None, limit: int | None):
+    """(result, markdown, plots) of `mr-mllm eval looker`: per-box outcomes and the
+    looker's added objects over a COCO set; every photo its own scene (one reasoning step
+    each), with the looker's time per step."""
     data = datasets.load_coco(gt, limit=limit)
     root = images or data.path.parent
     labels = _labels_json(data.path)
@@ -135,6 +139,7 @@ def run(config: Config, *, gt: str, images: str | None, limit: int | None) -> di
                          'MLLM backend (template is enough)')
     boxes: list[BoxResult] = []
     added: list[dict] = []
+    looker_ms: list[float] = []
     try:
         for im in data.images:
             rgb = datasets.load_image(im.file_name, root)
@@ -142,6 +147,7 @@ def run(config: Config, *, gt: str, images: str | None, limit: int | None) -> di
             pipeline.reset()
             r = pipeline.process(Frame(rgb, 0, 'camera'))
             refined = r.refined if r.refined is not None else r.detections
+            looker_ms.append(refined.timings_ms.get('looker_total', 0.0))
             for d in r.detections:
                 cls = canonical_class(d.class_name)
                 truth, true_class = box_truth(_corners(d), cls, gts)
@@ -174,7 +180,15 @@ def run(config: Config, *, gt: str, images: str | None, limit: int | None) -> di
                                   'non_coco': info.get('non_coco', [])})
     finally:
         pipeline.close()
-    return summarize(boxes, added, data.path, len(data.images))
+    result = summarize(boxes, added, data.path, len(data.images))
+    result['timing'] = {'looker': _percentiles(looker_ms)}
+    return result, markdown(result), []
+
+
+def _percentiles(values: Sequence[float]) -> dict:
+    s = sorted(values) or [float('nan')]
+    return {'p50': round(s[len(s) // 2], 1), 'p95': round(s[min(len(s) - 1,
+                                                                round(0.95 * (len(s) - 1)))], 1)}
 
 
 def summarize(boxes: Sequence[BoxResult], added: Sequence[dict], gt_path: Path,
@@ -205,8 +219,9 @@ def markdown(result: dict) -> str:
              f'{r["wrong_still_wrong"]} | {r["wrong_verified"]} | - |',
              f'| right | {r["right_boxes"]} | - | - | {r["right_verified"]} | '
              f'{r["right_broken"]} |', '']
-    changed = [b for b in r['boxes_detail'] if b['action'] not in ('kept', 'verified')
-               or b['truth'] != 'right' and b['action'] == 'verified']
+    changed = [b for b in r['boxes_detail'] if b['truth'] != 'dont_care' and (
+        b['action'] not in ('kept', 'verified') or b['truth'] != 'right'
+        and b['action'] == 'verified')]
     if changed:
         lines += ['| photo | detector | truth | looker | after | outcome |',
                   '|---|---|---|---|---|---|']

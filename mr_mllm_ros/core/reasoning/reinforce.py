@@ -169,10 +169,10 @@ class Reinforcer:
 
     def _looker_votes(self, ds: DetectionSet, looks: 'Looks | None'):
         """(votes, the set with verified / relabelled / named boxes changed in place,
-        index -> rejected detection, index -> its looker-named replacement)."""
+        index -> rejected detection, index -> its looker-named replacement). `ds` is the
+        set the looker saw (looks.detections, perhaps with more timings)."""
         if looks is None or self.looker is None:
             return {}, ds, {}, {}
-        ds = looks.detections
         lc, mapping = self.config.looker, self.looker.mapping
         votes: dict[int, Vote] = {}
         changed = list(ds.detections)
