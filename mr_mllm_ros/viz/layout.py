@@ -32,11 +32,10 @@ def foxglove_layout(namespace: str) -> str:
     scene = fl.ThreeDeePanel(title='objects in 3D (with depth)', config=fl.ThreeDeeConfig(
         topics={t.scene: fl.BaseRendererSceneUpdateTopicSettings(visible=True)}))
     right = fl.SplitContainer(direction='column', items=[
+        fl.SplitItem(proportion=2, content=scene),
         fl.SplitItem(proportion=2, content=evidence),
         fl.SplitItem(proportion=1, content=description),
         fl.SplitItem(proportion=2, content=alert_log)])
-    left = fl.SplitContainer(direction='column', items=[
-        fl.SplitItem(proportion=2, content=image), fl.SplitItem(proportion=1, content=scene)])
     layout = fl.Layout(content=fl.SplitContainer(direction='row', items=[
-        fl.SplitItem(proportion=2, content=left), fl.SplitItem(proportion=1, content=right)]))
+        fl.SplitItem(proportion=2, content=image), fl.SplitItem(proportion=1, content=right)]))
     return json.dumps(json.loads(layout.to_json()), indent=2) + '\n'
