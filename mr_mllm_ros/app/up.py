@@ -71,6 +71,15 @@ def report_ready(specs: list[NodeSpec], timeout_s: float,
     return True
 
 
+def _colour_topic(config_path: str | None) -> str:
+    """The colour image topic the nodes subscribe (camera.rgbd: e.g. color/image_raw)."""
+    from ..core.config import load_config
+    from ..core.geometry.rgbd_topics import layout_topics
+    camera = load_config(config_path).camera if config_path else load_config().camera
+    rgbd = layout_topics(camera.rgbd, camera.depth_topic, camera.camera_info_topic)
+    return rgbd.image if rgbd is not None else 'image'
+
+
 def run(args) -> int:
     kinds = [k.strip() for k in args.nodes.split(',') if k.strip()]
     specs = graph_specs(kinds, args.namespace, args.config, args.log_level, args.batched,
@@ -85,7 +94,8 @@ def run(args) -> int:
                      len(specs), group.env['ROS_DOMAIN_ID'])
             viewer = None if args.view is None else subprocess.Popen(
                 [sys.executable, '-m', 'mr_mllm_ros.cli', 'view', '--port', str(args.view),
-                 *(f'--namespace={ns}' for ns in args.namespace)], env=group.env)
+                 *(f'--namespace={ns}' for ns in args.namespace),
+                 f'--image-topic={_colour_topic(args.config)}'], env=group.env)
             # Readiness is asked on a thread: supervision (respawn) runs meanwhile, here,
             # in the thread that forked the children (their parent-death signal follows it).
             if args.ready_timeout > 0:

@@ -43,6 +43,10 @@ def add_arguments(p) -> None:
                    help='frames per second per camera sent at most (default 10)')
     p.add_argument('--compressed', action='store_true',
                    help='subscribe to image/compressed instead of image')
+    p.add_argument('--image-topic', default='image',
+                   help='colour image topic relative to each namespace (default image; '
+                        'color/image_raw for camera.rgbd realsense, rgb/image_raw for '
+                        'azure_kinect)')
     p.add_argument('--layout', metavar='FILE',
                    help='also write the Foxglove layout for these topics to FILE')
     p.add_argument('--duration', type=float, default=0.0,
@@ -53,7 +57,8 @@ class CameraBridge:
     """One camera: O(1) subscription callbacks fill latest-value slots; `send` (on the
     sender thread) converts and logs what is new."""
 
-    def __init__(self, ros, channels, namespace: str, compressed: bool, wake):
+    def __init__(self, ros, channels, namespace: str, compressed: bool, wake,
+                 image_topic: str = 'image'):
         from rclpy.qos import qos_profile_sensor_data
         from sensor_msgs.msg import CompressedImage, Image
 
@@ -74,8 +79,8 @@ class CameraBridge:
         self._last_sent_s = 0.0
         ns = '/' + namespace.strip('/') if namespace.strip('/') else ''
         node = ros.node
-        image_type, image_topic = (CompressedImage, f'{ns}/image/compressed') if compressed \
-            else (Image, f'{ns}/image')
+        image_type, image_topic = (CompressedImage, f'{ns}/{image_topic}/compressed') \
+            if compressed else (Image, f'{ns}/{image_topic}')
         node.create_subscription(image_type, image_topic, self._on_image,
                                  qos_profile_sensor_data)
         for name in ('detections', 'detections_refined'):
@@ -174,7 +179,7 @@ def _diagnostics_record(msg) -> dict:
 
 
 def serve(namespaces: list[str], host: str, port: int, rate: float, compressed: bool,
-          stop: threading.Event, ready=None) -> None:
+          stop: threading.Event, ready=None, image_topic: str = 'image') -> None:
     """Run the viewer until `stop` is set. `ready(port)` is called once it serves."""
     import foxglove
     from diagnostic_msgs.msg import DiagnosticArray
@@ -194,7 +199,8 @@ def serve(namespaces: list[str], host: str, port: int, rate: float, compressed: 
 
     try:
         with RosClient('mr_mllm_view') as ros:
-            bridges = [CameraBridge(ros, CameraChannels(context, ns), ns, compressed, wake)
+            bridges = [CameraBridge(ros, CameraChannels(context, ns), ns, compressed, wake,
+                                    image_topic)
                        for ns in namespaces or ['']]
             ros.node.create_subscription(DiagnosticArray, '/diagnostics', on_diagnostics, 10)
             log.info('serving the live graph for Foxglove on ws://%s:%d (cameras: %s)', host,
@@ -230,7 +236,8 @@ def run(args) -> int:
         timer.daemon = True
         timer.start()
     try:
-        serve(args.namespace, args.host, args.port, args.rate, args.compressed, stop)
+        serve(args.namespace, args.host, args.port, args.rate, args.compressed, stop,
+              image_topic=args.image_topic.strip('/'))
     except KeyboardInterrupt:
         pass
     return 0
