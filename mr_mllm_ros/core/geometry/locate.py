@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..config import DepthConfig
-from ..types import Box, Detection, DetectionSet
+from ..types import Box, DetectionSet
 from .camera import CameraIntrinsics, check_same_view
 
 MAD_TO_SIGMA = 1.4826  # median absolute deviation -> standard deviation of a normal

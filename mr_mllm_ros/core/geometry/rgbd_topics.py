@@ -33,7 +33,8 @@ LAYOUTS = {
 RGBD_CHOICES = ('none', *LAYOUTS, 'custom')
 
 
-def layout_topics(rgbd: str, depth_topic: str = '', camera_info_topic: str = '') -> RgbdTopics | None:
+def layout_topics(rgbd: str, depth_topic: str = '',
+                  camera_info_topic: str = '') -> RgbdTopics | None:
     """Relative topics of a layout (camera.rgbd); None for 'none' (colour only)."""
     if rgbd == 'none':
         return None
