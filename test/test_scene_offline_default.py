@@ -1,4 +1,4 @@
-"""Scene reasoning with the REAL offline default models (YOLOv3-tiny + SmolLM2-135M-Instruct,
+"""Scene reasoning with the REAL offline default models (SSD-MobileNet-v2 + SmolLM2-135M-Instruct,
 a text LLM that sees the photo only through the perception-embedded prompt).
 
 What this checks: every object the description cites exists in that frame's detections
@@ -6,6 +6,7 @@ What this checks: every object the description cites exists in that frame's dete
 output names both models, and prefix KV reuse changes speed, not text. It does not judge
 how good the prose is: a 135M model hallucinates relations and positions."""
 
+import numpy as np
 import pytest
 
 from mr_mllm_ros.core.assets.sample_images import load_sample
@@ -35,13 +36,15 @@ def test_description_cites_only_detections_of_the_frame(pipeline, sample):
     assert cited <= set(range(len(ds))), (gt.raw_text, len(ds))
     assert {ds[i].class_name for i in cited} <= ds.class_names()
     assert all(gt.text[p.start:p.end] == p.text for p in gt.phrases)
-    assert 'smollm2-135m-instruct' in sd.mllm_model and 'yolov3-tiny' in sd.detector_model
+    assert 'smollm2-135m-instruct' in sd.mllm_model
+    assert 'ssd_mobilenet_v2' in sd.detector_model
     assert sd.prompt_tokens > 0 and 0 < sd.generated_tokens <= pipeline.config.mllm.max_new_tokens
 
 
 def test_text_only_model_is_not_asked_about_an_empty_scene(pipeline):
     pipeline.reset()
-    result = pipeline.process(Frame(load_sample('chelsea'), 0, 'c'))
+    # an empty grey frame (the detector now finds something in every sample photo)
+    result = pipeline.process(Frame(np.full((300, 450, 3), 128, np.uint8), 0, 'c'))
     assert len(result.detections) == 0
     assert result.description.text == NO_OBJECTS_TEXT
     assert 'not called' in result.description.mllm_model
