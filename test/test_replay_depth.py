@@ -129,3 +129,35 @@ def test_bag_without_camera_info_replays_without_positions(tmp_path):
     # grey), and nothing has a position
     assert {r['topic'] for r in records} == {'/cam/image', '/cam/depth'}
     assert not any('position' in d for r in records for d in r['detections']['items'])
+
+
+def test_memory_of_a_replayed_bag_answers_in_metres_with_the_frame(realsense_mcap, capsys):
+    """`mr-mllm memory ask` on the replay's memory.db: no odometry in this bag, so the
+    position is camera-relative, and the answer names the camera's optical frame."""
+    _, out = realsense_mcap
+    assert main(['memory', 'ask', 'where did you last see a motorcycle?',
+                 '--db', str(out / 'memory.db')]) == 0
+    said = capsys.readouterr().out
+    assert '2.4 m ahead of the camera' in said and FRAME in said
+    assert 'no pose source' in said
+
+
+def test_bag_with_odometry_puts_positions_in_the_odom_frame(tmp_path):
+    from mr_mllm_ros.core.config import load_config
+    from mr_mllm_ros.core.geometry import Pose, mount_from_list
+    from mr_mllm_ros.core.memory import SceneMemory
+    robot = Pose.of((5.0, -2.0, 0.0), (0.0, 0.0, math.sin(math.pi / 4), math.cos(math.pi / 4)))
+    motorcycle_bag(tmp_path / 'bag', 'sqlite3', odometry=robot, frames=2)
+    out = _replay(tmp_path, tmp_path / 'bag')
+    camera_position = _bike(_records(out)[-1])['position']
+    expected = robot.compose(mount_from_list(load_config().memory.camera_mount)).apply(
+        camera_position)
+    memory = SceneMemory(str(out / 'memory.db'), create=False, embeddings=False)
+    try:
+        a = memory.ask('where did you last see a motorcycle?')
+        (ev,) = a.evidence
+        assert ev.position_world and ev.position_frame == 'odom'
+        assert math.dist(ev.position, expected) < 0.01
+        assert 'in the odom frame' in a.answer
+    finally:
+        memory.close()

@@ -111,3 +111,23 @@ def camera_info_message(k, stamp_ns: int, frame_id: str = 'camera'):
         binning_x=0, binning_y=0,
         roi=t['sensor_msgs/msg/RegionOfInterest'](x_offset=0, y_offset=0, height=0, width=0,
                                                   do_rectify=False))
+
+
+def odometry_message(pose, stamp_ns: int, frame_id: str = 'odom',
+                     child_frame_id: str = 'base_link'):
+    """A rosbags nav_msgs/Odometry of core.geometry.Pose `pose` (zero twist, no
+    covariance)."""
+    from .result_messages import result_typestore
+    t = result_typestore().types
+    vec = t['geometry_msgs/msg/Vector3']
+    point, quat = t['geometry_msgs/msg/Point'], t['geometry_msgs/msg/Quaternion']
+    return t['nav_msgs/msg/Odometry'](
+        header=_header(result_typestore(), stamp_ns, frame_id), child_frame_id=child_frame_id,
+        pose=t['geometry_msgs/msg/PoseWithCovariance'](
+            pose=t['geometry_msgs/msg/Pose'](position=point(*pose.translation),
+                                             orientation=quat(*pose.rotation)),
+            covariance=np.zeros(36)),
+        twist=t['geometry_msgs/msg/TwistWithCovariance'](
+            twist=t['geometry_msgs/msg/Twist'](linear=vec(0.0, 0.0, 0.0),
+                                               angular=vec(0.0, 0.0, 0.0)),
+            covariance=np.zeros(36)))
