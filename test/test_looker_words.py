@@ -95,3 +95,22 @@ def test_appearance_of_something_not_there(pipeline, labels):
     answer = _ask(pipeline, 'coffee', [Detection(41, 'cup', 0.95, cup)],
                   'What is the dog holding?')
     assert answer.text == 'I see no dog.' and not answer.grounded_text.phrases
+
+
+def test_describe_prints_the_set_the_description_cites(tmp_path, capsys):
+    """`mr-mllm describe`: the looker's words per object, and <objN> of the description
+    are the objects after the reasoning step (the duplicate 'bowl' on the cup is gone)."""
+    import json
+
+    from mr_mllm_ros.cli import main
+    cfg = tmp_path / 'c.yaml'
+    cfg.write_text('mllm: {backend: template}\n')
+    assert main(['describe', 'sample:coffee', '--config', str(cfg), '--json',
+                 str(tmp_path / 'r.json')]) == 0
+    out = capsys.readouterr().out
+    assert 'after the reasoning step' in out and 'looks like: espresso' in out
+    (r,) = json.loads((tmp_path / 'r.json').read_text())
+    refined = [d['class_name'] for d in r['refined']['items']]
+    assert 'bowl' in [d['class'] for d in r['detections']] and 'bowl' not in refined
+    for p in r['description']['phrases']:
+        assert all(refined[i] in p['text'] for i in p['objects'])

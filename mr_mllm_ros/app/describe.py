@@ -12,7 +12,8 @@ import cv2
 from ..core.annotate import draw_detections
 from ..core.config import load_config, with_changes
 from ..core.pipeline import FrameResult, Pipeline
-from ..core.types import Frame
+from ..core.reasoning.prompts import looks_like_words
+from ..core.types import Detection, Frame, Source
 from .image_sources import iter_images
 
 
@@ -27,6 +28,12 @@ def format_result(name: str, result: FrameResult, model_names: dict[str, str]) -
         lines.append('    (nothing detected)')
     sd = result.description
     if sd is not None:
+        ds = sd.detections  # the reasoning step's set (looker, reinforcement): <objN> cite it
+        if ds.detections != result.detections.detections or ds.looks_like:
+            lines.append('  after the reasoning step (looker, reinforcement):')
+            lines += [f'    <obj{i}> {_refined_line(d)}' for i, d in enumerate(ds)]
+            if ds.looks_like:
+                lines.append(f'    the whole image {looks_like_words(ds.looks_like)}')
         gt = sd.grounded_text
         lines.append(f'  description ({sd.mllm_model}'
                      f'{", adapter " + sd.fusion_adapter if sd.fusion_adapter else ""}):')
@@ -39,6 +46,22 @@ def format_result(name: str, result: FrameResult, model_names: dict[str, str]) -
     return '\n'.join(lines)
 
 
+def _refined_line(d: Detection) -> str:
+    """'cup 0.95 verified; looks like: espresso 82%' (+ what changed, the posture)."""
+    line = f'{d.class_name} {d.score:.2f}'
+    if d.original_class_name is not None:
+        line += f' (detector: {d.original_class_name})'
+    if d.source != Source.DETECTOR:
+        line += f' [{d.source.value}]'
+    if d.verified:
+        line += ' verified'
+    if d.looks_like:
+        line += f'; {looks_like_words(d.looks_like)}'
+    if d.posture:
+        line += f'; {d.posture}'
+    return line
+
+
 def result_json(name: str, result: FrameResult, model_names: dict[str, str]) -> dict:
     ds = result.detections
     out = {'image': name, 'models': model_names,
@@ -47,6 +70,8 @@ def result_json(name: str, result: FrameResult, model_names: dict[str, str]) -> 
                                                                d.box.x2, d.box.y2)]}
                           for i, d in enumerate(ds)]}
     if result.description is not None:
+        from ..replay.outputs import detection_set_json  # the results.jsonl form
+        out['refined'] = detection_set_json(result.description.detections)
         gt = result.description.grounded_text
         out['description'] = {'text': gt.text, 'raw': gt.raw_text, 'grounded': gt.grounded,
                               'problems': list(gt.problems),
@@ -76,8 +101,8 @@ def run(args) -> int:
             if args.out:
                 out = Path(args.out)
                 out.mkdir(parents=True, exist_ok=True)
-                cv2.imwrite(str(out / f'{name}.jpg'),
-                            draw_detections(rgb, result.detections)[..., ::-1])
+                shown = result.refined if result.refined is not None else result.detections
+                cv2.imwrite(str(out / f'{name}.jpg'), draw_detections(rgb, shown)[..., ::-1])
     finally:
         pipeline.close()
     if args.json:
