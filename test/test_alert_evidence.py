@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 import yaml
+from helpers.builders import det, dset
 
 from mr_mllm_ros.core.alerts import (
     AlertEngine,
@@ -22,17 +23,9 @@ from mr_mllm_ros.core.alerts.evidence import evidence_jpeg, with_evidence
 from mr_mllm_ros.core.config import load_config, with_changes
 from mr_mllm_ros.core.errors import ConfigError
 from mr_mllm_ros.core.pipeline import ScenePipeline
-from mr_mllm_ros.core.types import Box, Detection, DetectionSet, Frame
+from mr_mllm_ros.core.types import Detection, DetectionSet, Frame
 
 MS = 1_000_000
-
-
-def det(cls='person', box=(40, 40, 60, 80), score=0.9, track=-1) -> Detection:
-    return Detection(0, cls, score, Box(*box), track_id=track)
-
-
-def dset(*dets, stamp=0) -> DetectionSet:
-    return DetectionSet(tuple(dets), 100, 100, stamp_ns=stamp, frame_id='cam')
 
 
 HAZARD = {'name': 'dock', 'type': 'hazard_in_region', 'severity': 'CRITICAL',

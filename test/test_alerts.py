@@ -9,22 +9,15 @@ import cv2
 import numpy as np
 import pytest
 import yaml
+from helpers.builders import det, dset
 
 from mr_mllm_ros.core.alerts import (RULE_TYPES, AlertEngine, FrameArrivals, FrameQuality,
                                      box_overlaps_polygon, default_rules_path, frame_quality,
                                      in_region, load_rules, parse_rule, point_in_polygon)
 from mr_mllm_ros.core.errors import ConfigError
-from mr_mllm_ros.core.types import Box, Detection, DetectionSet, Frame, Severity, Source
+from mr_mllm_ros.core.types import Box, DetectionSet, Frame, Severity, Source
 
-W, H = 100, 100  # detection boxes below are then in percent of the image
-
-
-def det(cls='person', box=(40, 40, 60, 80), score=0.9, track=-1, **kw) -> Detection:
-    return Detection(0, cls, score, Box(*box), track_id=track, **kw)
-
-
-def dset(*dets, w=W, h=H, stamp=123, frame_id='cam') -> DetectionSet:
-    return DetectionSet(tuple(dets), w, h, stamp_ns=stamp, frame_id=frame_id)
+W, H = 100, 100  # detection boxes below are then in percent of the image (helpers.builders)
 
 
 def rule(rtype, name='r', severity='WARN', n=1, m=1, cooldown_s=0.0, **params):
@@ -66,7 +59,7 @@ SQUARE = [[0.25, 0.5], [0.75, 0.5], [0.75, 1.0], [0.25, 1.0]]  # lower middle of
 def test_hazard_in_region_truth_table(cls, box, score, track, anchor, key):
     e = engine(rule('hazard_in_region', name='dock', severity='CRITICAL', classes=['person'],
                     region=SQUARE, region_name='loading_dock', min_score=0.5, anchor=anchor))
-    alerts = e.evaluate(None, dset(det(cls, box, score, track)), now_s=1.0)
+    alerts = e.evaluate(None, dset(det(cls, box, score, track), stamp=123), now_s=1.0)
     assert e.keys('dock') == ([key] if key else [])
     assert len(alerts) == (1 if key else 0)
     if key:

@@ -11,6 +11,7 @@ import time
 import cv2
 import pytest
 from helpers.graph_helpers import DISCOVERY_S, publish_and_wait, stamp_is
+from helpers.waiting import wait_until
 from sensor_msgs.msg import Image
 
 from mr_mllm_interfaces.msg import DetectionArray
@@ -43,11 +44,8 @@ def graph(tmp_path_factory):
         # Warm-up frames until perception answers; memory_node must be up too.
         blank = load_sample('camera')[:64, :64]
         assert _warm_up(pub, blank, dets), f'no detections; logs in {logs}'
-        deadline = time.monotonic() + DISCOVERY_S
-        while ros.node.count_subscribers(f'/{NS}/detections') < 2 and \
-                time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert ros.node.count_subscribers(f'/{NS}/detections') >= 2, f'logs in {logs}'
+        assert wait_until(lambda: ros.node.count_subscribers(f'/{NS}/detections') >= 2,
+                          DISCOVERY_S, every=0.2), f'logs in {logs}'
         assert ros.call(QueryMemory, '/query_memory', QueryMemory.Request(
             question='what did you see?', timeout_s=5.0), timeout=DISCOVERY_S) is not None
         yield ros, pub, dets, group, logs

@@ -4,18 +4,20 @@ in order, bugs reported without ending the worker, stop hands back what did not 
 import threading
 import time
 
+from helpers.waiting import wait_until
+
 from mr_mllm_ros.core.runtime.inference_worker import InferenceWorker
 
 WAIT_S = 10.0
 
 
-def wait_until(predicate, timeout=WAIT_S):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.005)
-    return False
+def rounds_done(worker, n=2):
+    """Wait until the worker has gone `n` rounds past now: a job queued now runs in the
+    next round, before any tick still pending; one queued after it, a round later, after
+    that tick. So whatever the worker had to do when this was called has run."""
+    for _ in range(n):
+        done = threading.Event()
+        assert worker.submit(done) and done.wait(WAIT_S)
 
 
 def gated_worker(block_on=None):
@@ -63,7 +65,7 @@ def test_ticks_while_busy_coalesce_into_one_run():
         runs.append(time.monotonic())
         release.wait(WAIT_S)
 
-    worker = InferenceWorker('w', on_tick)
+    worker = InferenceWorker('w', on_tick, threading.Event.set)
     worker.start()
     try:
         worker.tick()
@@ -72,7 +74,7 @@ def test_ticks_while_busy_coalesce_into_one_run():
             worker.tick()
         release.set()
         assert wait_until(lambda: len(runs) == 2)
-        time.sleep(0.5)  # a third run would have started by now
+        rounds_done(worker)  # a third run would have come before the second round's job
         assert len(runs) == 2
     finally:
         worker.stop()
@@ -198,11 +200,14 @@ def test_paused_waits_for_the_call_in_flight_and_holds_new_ones():
     try:
         worker.tick()
         assert started.wait(WAIT_S)
+        started.clear()
         threading.Timer(0.3, release.set).start()
         with worker.paused():
             log.append('paused')      # only after the tick in flight ended
             worker.tick()
-            time.sleep(0.3)           # the new tick must not run while paused
+            # The worker is free to run the new tick at once, and must not while paused:
+            # given 0.3 s to do it wrongly, it does not start.
+            assert not started.wait(0.3)
             log.append('resumed')
         assert wait_until(lambda: log.count('end') == 2)
         assert log == ['start', 'end', 'paused', 'resumed', 'start', 'end']

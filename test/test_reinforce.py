@@ -3,9 +3,11 @@ re-scores or drops uncertain boxes, unknown boxes get a label, objects the MLLM 
 without a box are re-detected by an open-vocabulary detector."""
 
 import re
+from functools import partial
 
 import numpy as np
 import pytest
+from helpers.builders import det, dset
 from helpers.scripted_backend import ScriptedBackend
 
 from mr_mllm_ros.core.config import load_config
@@ -17,15 +19,15 @@ from mr_mllm_ros.core.reasoning.reinforce import (
     crop_around,
     unresolved_names,
 )
-from mr_mllm_ros.core.types import Box, Detection, DetectionSet, Frame, Source
+from mr_mllm_ros.core.types import Box, Detection, Frame, Source
 
 
-def _ds(*dets):
-    return DetectionSet(tuple(dets), 640, 480, 5, 'cam', 'yolo')
+_ds = partial(dset, w=640, h=480, stamp=5, model='yolo')
 
 
 def _det(name, score, x=0, cid=0):
-    return Detection(cid, name, score, Box(x, 10, x + 100, 200))
+    """A 100 x 190 px box at `x`."""
+    return det(name, (x, 10, x + 100, 200), score, class_id=cid)
 
 
 def _reinforcer(backend, redetector=None, rescorer=None, **overrides):

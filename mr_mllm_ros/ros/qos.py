@@ -1,5 +1,8 @@
-"""QoS profiles by name. Users change them through config keys (camera.qos_*) or the
-standard ROS QoS override parameters, never through magic numbers in the nodes."""
+"""QoS profiles by name, never magic numbers in the nodes. Users change the camera input's
+through config keys (camera.qos_reliability, camera.qos_depth); the others are fixed here.
+ROS's own QoS override parameters (`qos_overrides.<topic>.*`) are not wired: the nodes
+create no subscription or publisher with QoSOverridingOptions, so setting them does
+nothing."""
 
 from __future__ import annotations
 
