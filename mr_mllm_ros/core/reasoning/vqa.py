@@ -197,9 +197,9 @@ def answer_job(job: VqaJob, frame_for: Callable[[int], tuple[Frame, DetectionSet
         if job.stamp_ns == 0 and job.max_age_s is not None and \
                 job.frame_received_s is not None:
             age = clock() - job.frame_received_s
-            if age > job.max_age_s:  # the camera stopped while the question was queued
-                job.error = (f'stale: newest frame {age:.1f} s old (the camera stopped '
-                             'while the question waited in the queue)')
+            if age > job.max_age_s:  # no newer frame came while the question was queued
+                job.error = (f'stale: newest frame {age:.1f} s old when the question\'s turn '
+                             'came')
                 return
         if job.progress is not None:
             job.progress.stage(LOOKING, frame.stamp_ns, [d.class_name for d in ds])
