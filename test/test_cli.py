@@ -40,7 +40,8 @@ def test_unknown_command_and_bad_config_fail_clearly(tmp_path):
 
 def test_models_list():
     out = _run(['models', 'list'])
-    assert out.returncode == 0 and 'yolov3-tiny' in out.stdout and 'licence' in out.stdout
+    assert out.returncode == 0 and 'licence' in out.stdout
+    assert 'ssd-mobilenet-v2-coco' in out.stdout and 'yolov3-tiny' in out.stdout
 
 
 def test_describe_prints_and_writes_json(tmp_path):
@@ -71,7 +72,7 @@ def test_up_one_process_then_publish_images_then_ask(tmp_path):
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             answer = _run(['ask', 'What is the person wearing?', '--namespace', 'cli_cam',
-                           '--timeout', '60'], timeout=120, env=env)
+                           '--timeout', '60', '--max-age', '-1'], timeout=120, env=env)
             if answer.returncode == 0:
                 break
             time.sleep(2)  # e.g. no frame paired yet
@@ -94,6 +95,7 @@ def test_ask_without_a_graph_says_the_service_was_not_found_and_what_was_seen():
                timeout=60)
     assert out.returncode == 3, out.stdout + out.stderr
     assert '/nobody_here/ask_scene not found within 2 s' in out.stderr
+    assert "no action named 'ask_scene'" in out.stderr
     assert 'nodes seen' in out.stderr and 'ROS_DOMAIN_ID' in out.stderr
 
 

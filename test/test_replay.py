@@ -71,7 +71,7 @@ def test_every_frame_accounted_for(replayed):
     assert 'person' in {d['class_name'] for d in cam['detections']['items']}
     assert any(a['rule'] == 'person_anywhere' and a['severity'] == 'CRITICAL'
                for a in cam['alerts'])
-    assert cam['models']['detector'].startswith('yolov3-tiny')
+    assert cam['models']['detector'].startswith('ssd_mobilenet_v2')  # the offline default
     flat = [r for r in recs if r['topic'] == '/rgb/image']
     assert all(any(a['code'] == 'frame_blurred' for a in r['alerts']) for r in flat)
 
@@ -186,7 +186,7 @@ def test_report_renders_in_headless_chromium(replayed, tmp_path):
     alert_frames = sum(1 for r in recs if r['alerts'])
     assert page.count('src="data:image/jpeg;base64,') >= alert_frames
     assert 'http://' not in page.replace('http://www.w3.org/2000/svg', '')
-    assert 'yolov3-tiny' in page and '/photos/image' in page
+    assert 'ssd_mobilenet_v2' in page and '/photos/image' in page
     shot = screenshot(out / 'report.html', tmp_path)
     assert shot.std() > 20, 'blank page'
     # The alert thumbnails (magenta test frames) are on screen, not just in the HTML.
@@ -399,7 +399,7 @@ def test_interrupted_runs_leave_valid_outputs_and_resume(tmp_path):
 
 @pytest.mark.slow
 def test_default_models_describe_the_sample_photos(tmp_path):
-    """The offline default models (YOLOv3-tiny + SmolLM2-135M descriptions), unchanged
+    """The offline default models (SSD-MobileNet-v2 + SmolLM2-135M descriptions), unchanged
     config but --describe-every-frame, on the six shipped photos: every frame described,
     grounded phrases in the report. Verifies plumbing and grounding, not description
     quality."""
