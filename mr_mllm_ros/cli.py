@@ -22,7 +22,8 @@ COMMANDS = (
     ('demo', 'demo', 'run the graph on the real photos that packages ship'),
     ('describe', 'describe', 'detect + describe images in-process (no ROS)'),
     ('up', 'up', 'start the nodes from a params file (installs without `ros2 launch`)'),
-    ('ask', 'ask', 'ask a running scene_node a question (ask_scene service)'),
+    ('ask', 'ask', 'ask a running scene_node a question (ask_scene action: the answer as '
+                   'it is written; Ctrl-C cancels)'),
     ('view', 'view', 'serve the live graph to Foxglove (WebSocket): images, boxes, alerts'),
     ('publish-images', 'publish_images', 'publish image files or sample photos as a camera'),
     ('eval', 'eval', 'measure detections, grounding and alerts against labelled data'),

@@ -6,6 +6,8 @@ processes (some cancelling) all end, and a client that leaves gets its goal canc
 Timings are measured in benchmarks/bench_ask_action.py, not asserted here."""
 
 import json
+import re
+import signal
 import subprocess
 import sys
 import threading
@@ -249,3 +251,53 @@ def test_a_client_that_leaves_gets_its_goal_cancelled(graph, tmp_path):
     print(f'\nthe goal of a client that left ended {time.monotonic() - left:.1f} s later')
     nxt, _ = graph.ask(question='What do you see?')
     assert nxt.wait(RESULT_S) and nxt.result.success, nxt.result.error
+
+
+CLI = [sys.executable, '-m', 'mr_mllm_ros.cli']
+
+
+def test_cli_ask_prints_the_answer_with_its_frame_and_exits_6_when_stale(graph):
+    done = subprocess.run(CLI + ['ask', QUESTION, '--namespace', NS, '--timeout', '90'],
+                          capture_output=True, text=True, timeout=150)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert lines[0].strip() and 'smollm2' in lines[-1] and f'of /{NS}' in lines[-1]
+    assert re.search(r', \d+\.\d s old;', lines[-1]), lines[-1]
+    graph.streaming.clear()
+    try:
+        time.sleep(2.0)
+        stale = subprocess.run(CLI + ['ask', QUESTION, '--namespace', NS, '--max-age', '1'],
+                               capture_output=True, text=True, timeout=150)
+    finally:
+        graph.streaming.set()
+    assert stale.returncode == 6, stale.stdout + stale.stderr
+    assert stale.stderr.startswith('stale: newest frame') and '--max-age -1' in stale.stderr
+
+
+def test_cli_ctrl_c_cancels_the_goal(graph):
+    def running(msg):
+        return [bytes(s.goal_info.goal_id.uuid) for s in msg.status_list
+                if s.status == GoalStatus.STATUS_EXECUTING]
+    start = len(graph.status)
+    ask = subprocess.Popen(CLI + ['ask', QUESTION, '--namespace', NS, '--timeout', '90'],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        got = graph.status.wait_for(lambda m: bool(running(m)), 120, start=start)
+        assert got is not None, 'the goal never ran'
+        goal_id = running(got)[-1]
+        time.sleep(1.0)
+        ask.send_signal(signal.SIGINT)
+        out, err = ask.communicate(timeout=30)
+    finally:
+        if ask.poll() is None:
+            ask.kill()
+            ask.wait(timeout=10)
+    assert ask.returncode == 130, out + err
+    ended = graph.status.wait_for(lambda m: any(
+        bytes(s.goal_info.goal_id.uuid) == goal_id and s.status in (
+            GoalStatus.STATUS_CANCELED, GoalStatus.STATUS_SUCCEEDED) for s in m.status_list),
+        30.0, start=start)
+    assert ended is not None
+    states = {s.status for s in ended.status_list if bytes(s.goal_info.goal_id.uuid) == goal_id}
+    # 1 s into an answer of several seconds: cancelled, and the CLI says so
+    assert states == {GoalStatus.STATUS_CANCELED} and 'cancelled' in err, (states, err)

@@ -304,9 +304,11 @@ class RosClient:
     def _not_found(self, name: str, waited_s: float, action: bool = False) -> str:
         full = self.node.resolve_service_name(name)
         leaf = full.rsplit('/', 1)[-1]
-        if action:
-            from rclpy.action import get_action_names_and_types
-            names = [n for n, _ in get_action_names_and_types(self.node)]
+        if action:  # action servers only (our own client would be listed too)
+            from rclpy.action import get_action_server_names_and_types_by_node
+            names = [n for node, ns in self.node.get_node_names_and_namespaces()
+                     if node != self.node.get_name()
+                     for n, _ in get_action_server_names_and_types_by_node(self.node, node, ns)]
         else:
             names = [n for n, _ in self.node.get_service_names_and_types()]
         similar = sorted(n for n in names if n.rsplit('/', 1)[-1] == leaf)
