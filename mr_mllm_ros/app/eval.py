@@ -1,8 +1,8 @@
-"""`mr-mllm eval detections|grounding|alerts|looker`: measure the configured models on
-labelled data.
+"""`mr-mllm eval detections|grounding|alerts|video|looker`: measure the configured models
+on labelled data.
 
 This module parses the command line, prints and writes; the procedures are in
-mr_mllm_ros/eval/tasks.py and eval/looker_gain.py (formats and metrics: eval/datasets.py,
+mr_mllm_ros/eval/tasks.py, eval/video.py and eval/looker_gain.py (formats and metrics: eval/datasets.py,
 eval/metrics.py; results: docs/EVALUATION.md). Prints a markdown table; --out DIR also
 writes <name>.json, <name>.md (and a PNG plot).
 """
@@ -34,6 +34,9 @@ def add_arguments(p) -> None:
                    help='every class is "object" (CODA-style corner-case recall)')
     d.add_argument('--iou', type=float, default=metrics.IOU_THRESHOLD,
                    help='IoU threshold of the P/R matching (default 0.5)')
+    d.add_argument('--image-labels', help='image-level labels JSON {file_name: {"classes": '
+                   '[...], "maybe": [...]}}: classes in the image without boxes, and '
+                   "don't-care ones, for the image-level class recall")
 
     g = sub.add_parser('grounding', help='referring-expression accuracy and phrase/class '
                        'agreement of grounded descriptions')
@@ -68,6 +71,14 @@ def add_arguments(p) -> None:
                    help='rule names or types not evaluated (comma-separated; default: '
                    '%(default)s)')
 
+    v = sub.add_parser('video', help='share of the frames of a video in which the detector '
+                       'finds a class (people by default), and counts at labelled frames')
+    v.add_argument('--video', required=True, help='video file OpenCV can decode')
+    v.add_argument('--class', dest='class_name', default='person',
+                   help='COCO class name (default person)')
+    v.add_argument('--labels', help='JSON {"frames_labelled": {"<frame>": {"count": n}}} '
+                   '(for person, "people" also counts)')
+
     lk = sub.add_parser('looker', help="the looker's reinforcement gain: detector boxes "
                         'judged against labelled boxes before and after the reasoning step '
                         '(wrong boxes fixed, right boxes broken, what it named)')
@@ -76,7 +87,7 @@ def add_arguments(p) -> None:
     lk.add_argument('--images', help='folder of the images named by file_name (default: '
                     "the json's folder)")
 
-    for s in (d, g, a, lk):
+    for s in (d, g, a, v, lk):
         s.add_argument('--config', help='config YAML merged over the packaged defaults')
         s.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
                        help='override one config key, e.g. --set detector.conf=0.05')
@@ -95,9 +106,15 @@ def run(args) -> int:
         from ..eval.looker_gain import run as run_looker
         result, markdown, plots = run_looker(config, gt=args.gt, images=args.images,
                                              limit=args.limit)
+    elif args.eval_task == 'video':
+        from ..eval.video import run_video
+        result, markdown, plots = run_video(config, video=args.video,
+                                            class_name=args.class_name, labels=args.labels,
+                                            limit=args.limit, overrides=args.set)
     elif args.eval_task == 'detections':
         result, markdown, plots = tasks.run_detections(
             config, gt=args.gt, images=args.images, iou=args.iou,
+            image_labels=args.image_labels,
             class_map=tasks.load_class_map(args.class_map, args.class_agnostic), **common)
     elif args.eval_task == 'grounding':
         result, markdown, plots = tasks.run_grounding(

@@ -4,6 +4,7 @@ Image references (every file format below uses them):
   `sample:<name>`     a photo an installed package ships (core.assets.sample_images), e.g.
                       `sample:coffee`; the committed set in data/sample_photos uses them
   `solid:<v>[:WxH]`   a uniform grey frame of level v (0..255), default 640x480
+  `crop:...`, `compose:...`  crops and composites of the sample photos (derived_images)
   anything else       an image file, relative to the given root folder
 Formats:
   COCO instances json (detections): `file_name` resolved against --images; a bare
@@ -37,8 +38,10 @@ import cv2
 import numpy as np
 
 from ..core.assets.sample_images import SAMPLES, load_sample
-from ..core.errors import BagError, ConfigError
+from ..core.errors import BagError, ConfigError, ImageConversionError
+from ..core.images import read_rgb
 from ..replay import bag_reader
+from .derived_images import is_derived, load_derived
 from .metrics import Box, Obj, canonical_class
 
 SAMPLE_PREFIX = 'sample:'
@@ -55,6 +58,8 @@ def load_image(ref: str, root: str | os.PathLike | None = None) -> np.ndarray:
     """(H, W, 3) uint8 RGB for an image reference (see module docstring)."""
     if ref.startswith(SAMPLE_PREFIX):
         return load_sample(ref[len(SAMPLE_PREFIX):])
+    if is_derived(ref):
+        return load_derived(ref)
     if ref.startswith(SOLID_PREFIX):
         parts = ref[len(SOLID_PREFIX):].split(':')
         try:
@@ -68,10 +73,10 @@ def load_image(ref: str, root: str | os.PathLike | None = None) -> np.ndarray:
     path = Path(root) / ref if root is not None else Path(ref)
     if not path.is_file() and root is not None and ref in SAMPLES:
         return load_sample(ref)  # a COCO file_name that is a sample name
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ConfigError(f'cannot read image {ref!r} (looked at {path})')
-    return np.ascontiguousarray(bgr[..., ::-1])
+    try:
+        return read_rgb(path)
+    except ImageConversionError:
+        raise ConfigError(f'cannot read image {ref!r} (looked at {path})') from None
 
 
 def apply_transform(rgb: np.ndarray, spec: str | None) -> np.ndarray:
@@ -148,6 +153,32 @@ def load_coco(path: str | os.PathLike, class_map: Mapping[str, str] | None = Non
                           f'bad {e}') from e
     return CocoSet(path, tuple(images), tuple(objects),
                    tuple(dict.fromkeys(cat_names.values())))
+
+
+def load_image_labels(path: str | os.PathLike, class_map: Mapping[str, str] | None = None
+                      ) -> dict[str, tuple[set[str], set[str]]]:
+    """Image-level labels: {file_name: {"classes": [...], "maybe": [...]}} (other keys are
+    ignored) -> {file_name: (classes present, don't-care classes)}. A `maybe` entry is a
+    class name, optionally followed by a note: "vase (the planter itself)", "apple?"."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding='utf-8'))
+    except OSError as e:
+        raise ConfigError(f'cannot read image labels {path}: {e.strerror}') from e
+    except json.JSONDecodeError as e:
+        raise ConfigError(f'image labels {path} are not valid JSON: {e}') from e
+    if not isinstance(data, dict):
+        raise _bad(path, '', 'expected {file_name: {"classes": [...], "maybe": [...]}}')
+    out = {}
+    for name, entry in data.items():
+        if not isinstance(entry, dict) or not all(
+                isinstance(entry.get(k, []), list) for k in ('classes', 'maybe')):
+            raise _bad(path, name, '"classes" and "maybe" must be lists of class names')
+        classes = {canonical_class(str(c), class_map) for c in entry.get('classes', [])}
+        maybe = {canonical_class(str(c).split('(')[0].replace('?', '').strip(), class_map)
+                 for c in entry.get('maybe', [])}
+        out[str(name)] = (classes, maybe)
+    return out
 
 
 # ------------------------------------------------------------------------- grounding

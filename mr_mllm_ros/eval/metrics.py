@@ -221,6 +221,26 @@ def coco_map(images: Sequence[Hashable], gts: Sequence[Obj], preds: Sequence[Obj
             'per_class': per_class}
 
 
+def image_classes(present: Mapping[Hashable, set[str]], dont_care: Mapping[Hashable, set[str]],
+                  predicted: Mapping[Hashable, set[str]]) -> dict:
+    """Image-level class recall: does the output name what is in each image, whatever
+    the boxes? Per image, a class in `present` is found when some prediction has it; a
+    predicted class that is neither present nor don't-care (`dont_care`: crowd regions,
+    "maybe" labels) is a false class. Pairs (image, class) are counted."""
+    found, missed, false = [], [], []
+    for image in present.keys() | predicted.keys():
+        have, said = present.get(image, set()), predicted.get(image, set())
+        found += [(image, c) for c in sorted(have & said)]
+        missed += [(image, c) for c in sorted(have - said)]
+        false += [(image, c) for c in sorted(said - have - dont_care.get(image, set()))]
+    key = lambda pair: (str(pair[0]), pair[1])  # noqa: E731
+    return {'present': len(found) + len(missed), 'found': len(found),
+            'class_recall': _ratio(len(found), len(found) + len(missed)),
+            'false_classes': len(false),
+            'missed': [list(p) for p in sorted(missed, key=key)],
+            'false': [list(p) for p in sorted(false, key=key)]}
+
+
 # ------------------------------------------------------------------------ grounding
 
 @dataclass(frozen=True)

@@ -72,6 +72,14 @@ def detections_markdown(result: Mapping[str, Any]) -> str:
         a = det[sub][key]
         b = ref[sub][key] if ref else None
         rows.append([label, a, b, fmt_delta(a, b)])
+    image_level = [r.get('image_level') if r else None for r in (det, ref)]
+    if image_level[0] is not None:
+        a, b = (il['class_recall'] if il else None for il in image_level)
+        rows.append(['image-level class recall (classes named per image)', a, b,
+                     fmt_delta(a, b)])
+        fa, fb = (il['false_classes'] if il else None for il in image_level)
+        rows.append(['false classes (image, class pairs)', fa, NA if fb is None else fb,
+                     NA if fb is None else fb - fa])
     summary = table(['metric', 'detector alone', 'with MLLM reinforcement', 'MLLM gain'], rows)
     classes = sorted({c for r in (det, ref) if r for c in r['pr']['per_class']}
                      | {c for r in (det, ref) if r
@@ -97,7 +105,18 @@ def detections_markdown(result: Mapping[str, Any]) -> str:
         notes.append('MLLM reinforcement not run (--no-mllm or mllm.backend none).')
     notes.append('AP `–`: class not among the ground-truth categories (COCOeval cannot '
                  'score it) or no ground truth; P `–`: class never predicted.')
-    return summary + '\n\nPer class:\n\n' + per_class_table + '\n\n' + ' '.join(notes) + '\n'
+    lists = ''.join(
+        f'\n{label}, {what}: ' + (', '.join(f'{c} ({img})' for img, c in il[key]) or 'none')
+        + '\n' for label, il in (('Detector alone', image_level[0]),
+                                  ('With MLLM reinforcement', image_level[1])) if il
+        for key, what in (('missed', 'classes missed'), ('false', 'false classes')))
+    lists += ''.join(
+        f'\n{label}, named outside the labelled vocabulary (not scored): '
+        + ', '.join(f'{c} ({img})' for img, c in r['outside_vocabulary']) + '\n'
+        for label, r in (('Detector alone', det), ('With MLLM reinforcement', ref))
+        if r and r.get('outside_vocabulary'))
+    return (summary + '\n\nPer class:\n\n' + per_class_table + '\n\n' + ' '.join(notes)
+            + '\n' + lists)
 
 
 def _models(result: Mapping[str, Any]) -> str:
