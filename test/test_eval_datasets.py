@@ -22,13 +22,17 @@ SET = REPO / 'data' / 'sample_photos'
 
 def test_committed_coco_set_loads_with_canonical_names():
     data = datasets.load_coco(LABELS)
-    assert [im.file_name for im in data.images] == list(SAMPLES)
+    # the six photos, then crops and composites of them (version 3, README of the set)
+    assert [im.file_name for im in data.images][:6] == list(SAMPLES)
+    assert len(data.images) == 16
+    assert all(im.file_name.startswith(('crop:', 'compose:')) for im in data.images[6:])
     real = [o for o in data.objects if not o.ignore]
-    assert len(real) == 9 and sum(o.ignore for o in data.objects) == 1
+    assert len(real) == 42 and sum(o.ignore for o in data.objects) == 9
     assert {o.class_name for o in real} == {'person', 'cup', 'spoon', 'cat', 'motorcycle',
                                             'bench', 'tie'}
+    assert {o.class_name for o in data.objects if o.ignore} == {'bicycle', 'dining table'}
     for im in data.images:
-        rgb = datasets.load_image(im.file_name, SET)  # sample names resolve
+        rgb = datasets.load_image(im.file_name, SET)  # sample names and recipes resolve
         assert rgb.shape == (im.height, im.width, 3)
         for o in data.objects:
             if o.image == im.id:
@@ -75,6 +79,27 @@ def test_image_references(tmp_path):
     for bad in ('solid:300', 'solid:x', 'missing.png', 'sample:nope'):
         with pytest.raises((ConfigError, KeyError)):
             datasets.load_image(bad, tmp_path)
+
+
+def test_crop_and_compose_references():
+    coffee, camera = load_sample('coffee'), load_sample('camera')
+    crop = datasets.load_image('crop:coffee:150,0,300,340')
+    assert crop.shape == (340, 300, 3) and (crop == coffee[0:340, 150:450]).all()
+    canvas = datasets.load_image('compose:640x480:camera@0,0,256,256+coffee@300,100,300,200')
+    assert canvas.shape == (480, 640, 3)
+    assert (canvas[300:, :256] == 128).all() and (canvas[:100, 300:] == 128).all()
+    assert (canvas[:256, :256] == cv2.resize(camera, (256, 256),
+                                             interpolation=cv2.INTER_AREA)).all()
+    assert np.abs(canvas[100:300, 300:600].astype(int).mean()
+                  - coffee.astype(int).mean()) < 2  # the photo, shrunk by half
+    for bad, match in (('crop:coffee:0,0,601,10', 'leaves'), ('crop:coffee', 'expected'),
+                       ('crop:coffee:1,2,3', 'integers'), ('crop:nope:0,0,5,5', 'unknown'),
+                       ('crop:coffee:0,0,0,5', 'w, h >= 1'),
+                       ('compose:10x10:coffee@0,0,11,5', 'leaves'),
+                       ('compose:axb:coffee@0,0,5,5', 'expected'),
+                       ('compose:10x10:coffee', 'not <sample>@')):
+        with pytest.raises(ConfigError, match=match):
+            datasets.load_image(bad)
 
 
 def test_transforms():
