@@ -35,15 +35,15 @@ def _ds(names, tracks=None, stamp=1):
                               for n, t in zip(names, tracks)), 640, 480, stamp, 'c')
 
 
-def test_scene_change_is_new_class_set_or_new_track():
+def test_scene_change_is_a_change_that_holds_not_a_new_track_id():
+    """ScenePipeline asks core.reasoning.scene_change (test_scene_change.py has the
+    rules): the first frame, then a class that stays; id churn is no change."""
     sp = ScenePipeline(load_config(overrides={'mllm.backend': 'none'}))
-    assert sp.scene_changed(_ds(['person']))                # first frame
-    assert not sp.scene_changed(_ds(['person']))
-    assert sp.scene_changed(_ds(['person', 'dog']))
-    assert sp.scene_changed(_ds(['person', 'dog'], [1, 2]))  # tracks appear
-    assert not sp.scene_changed(_ds(['person', 'dog'], [1, 2]))
-    assert not sp.scene_changed(_ds(['person', 'dog'], [1, -1]))  # a track left: no news
-    assert sp.scene_changed(_ds(['person', 'dog'], [1, 9]))      # a new track is
+    assert sp.scene_changed(_ds(['person'], [1]), 0.0)                     # first frame
+    changed = [sp.scene_changed(_ds(['person'], [2 + k]), 0.1 * k) for k in range(1, 10)]
+    assert not any(changed)                                 # a new id on every frame
+    changed = [sp.scene_changed(_ds(['person', 'dog']), 1.0 + 0.1 * k) for k in range(12)]
+    assert changed.count(True) == 1 and sp.changes.last_reason == 'dog appeared'
 
 
 @pytest.mark.parametrize('question, timeout, ok', [

@@ -28,13 +28,15 @@ SCENES = [('camera', 12), ('coffee', 3), ('grace_hopper', 10), ('motorcycle', 6)
           ('camera', 4)]
 SCHEDULE = {'scene.description_rate_hz': 1 / 4.25, 'scene.describe_on_change': True,
             'scene.min_description_interval_s': 1.75, 'scene.describe_every_frame': False,
-            'alerts.mllm_judgement': True, 'alerts.judgement_rate_hz': 1.0}
+            'alerts.mllm_judgement': True, 'alerts.judgement_rate_hz': 1.0,
+            # a change is a change at once (no hold on the frame grid a clock jitters on)
+            'scene.change_hold_s': 0.0, 'scene.change_track_min_age_s': 0.0}
 #: Frame time (s) -> trigger of the steps SCHEDULE makes on SCENES: a change at 0;
 #: rate 4.25 s later (4.5); the change at 6.0 waits for 1.75 s after 4.5 (6.5), the one
 #: at 7.5 for 1.75 s after 6.5 (8.5); changes at 12.5 and 15.5.
 EXPECTED_STEPS = {0.0: 'change', 4.5: 'rate', 6.5: 'change', 8.5: 'change',
                   12.5: 'change', 15.5: 'change'}
-DETECTOR = {'detector.tracker': 'none'}
+DETECTOR = {'tracker.kind': 'none'}
 RULES = {'rules': [
     {'name': 'person_anywhere', 'type': 'hazard_in_region', 'severity': 'CRITICAL',
      'debounce': {'n': 1, 'm': 1}, 'cooldown_s': 2.75, 'classes': ['person'],

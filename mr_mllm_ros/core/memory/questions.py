@@ -204,12 +204,12 @@ def _union_s(intervals) -> float:
 
 
 def _no_tracks(db: Database, q: Query, watched: Watched, cls: str, kind: str):
-    """Never observed - or observed without track ids (detector.tracker none), which
+    """Never observed - or observed without track ids (tracker.kind none), which
     cannot tell objects apart: said so, with the last sighting as evidence."""
     seen = _seen(db, q, watched, None)
     if seen[0] == 'never_observed':
         return seen
-    text = (f'I saw {_a(cls)}{_window_words(q)}, but without track ids (is detector.tracker '
+    text = (f'I saw {_a(cls)}{_window_words(q)}, but without track ids (is tracker.kind '
             f'none?), so I cannot tell objects apart or how long each stayed. {seen[1]}')
     return kind, text, seen[2], {**seen[3], 'tracks': 0}
 
