@@ -3,7 +3,7 @@
     bash scripts/with_env.sh python benchmarks/bench_alert_evidence.py [--seconds 20]
         [--rounds 2] [--json F]
 
-1. Evidence encoding alone, in-process: core.alerts.evidence.evidence_jpeg on a VGA frame with
+1. Evidence encoding alone, in-process: core.images.annotated_jpeg on a VGA frame with
    its boxes (what the scene node's frame worker / MLLM thread does per alert frame),
    and conversions.alert_msg with it.
 2. The graph: a 10 Hz camera (VGA photo with a person) into perception_node + scene_node
@@ -40,7 +40,7 @@ ensure_local_ros_env()
 from sensor_msgs.msg import Image  # noqa: E402
 
 from mr_mllm_interfaces.msg import CornerCaseAlert, DetectionArray  # noqa: E402
-from mr_mllm_ros.core.alerts.evidence import evidence_jpeg  # noqa: E402
+from mr_mllm_ros.core.images import annotated_jpeg  # noqa: E402
 from mr_mllm_ros.core.assets.sample_images import load_sample  # noqa: E402
 from mr_mllm_ros.core.types import Alert, Box, Detection, DetectionSet, Frame, Severity  # noqa
 from mr_mllm_ros.ros import conversions as conv  # noqa: E402
@@ -70,7 +70,7 @@ def encoding_cost(n: int = 50) -> dict:
     t_enc, t_msg = [], []
     for _ in range(n):
         t0 = time.perf_counter()
-        jpg = evidence_jpeg(frame, ds, {0}, 640, 80)
+        jpg = annotated_jpeg(frame.image, ds, {0}, max_side=640, quality=80)
         t1 = time.perf_counter()
         conv.alert_msg(Alert(Severity.WARN, 'c', 'r', 'rule', 'm', 1, 'cam', dets[:1],
                              evidence_jpeg=jpg))

@@ -5,7 +5,7 @@ writes them as JSON with --json); asserts nothing.
 
 (a) Overhead excluding model inference. The same N VGA rgb8 frames (a real photo,
     shifted per frame) in a sqlite3 and an mcap bag, each measured as:
-    - raw decode: rosbags Reader + deserialize_cdr + core.images (image_from_raw, to_rgb8):
+    - raw decode: rosbags Reader + deserialize_cdr + core.image_codecs (image_from_raw, to_rgb8):
       the least any reader of these frames must do;
     - replay loop: the replay's per-frame path (UnitProcessor: read, identity check,
       decode, Pipeline.process with a detector stub returning nothing, no MLLM, alert
@@ -50,7 +50,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mr_mllm_ros.core import images  # noqa: E402
+from mr_mllm_ros.core import image_codecs  # noqa: E402
 from mr_mllm_ros.core.assets.sample_images import SAMPLES, load_sample  # noqa: E402
 from mr_mllm_ros.core.config import load_config, with_changes  # noqa: E402
 from mr_mllm_ros.core.pipeline import Pipeline  # noqa: E402
@@ -120,9 +120,9 @@ def raw_decode(bag: Path) -> int:
     with Reader(bag) as reader:
         for conn, _, data in reader.messages():
             msg = ts.deserialize_cdr(data, conn.msgtype)
-            array = images.image_from_raw(msg.encoding, msg.height, msg.width, msg.step,
-                                          msg.is_bigendian, msg.data)
-            images.to_rgb8(array, msg.encoding)
+            array = image_codecs.image_from_raw(msg.encoding, msg.height, msg.width, msg.step,
+                                                msg.is_bigendian, msg.data)
+            image_codecs.to_rgb8(array, msg.encoding)
             n += 1
     return n
 

@@ -19,9 +19,10 @@ from mr_mllm_ros.core.alerts import (
     parse_rule,
 )
 from mr_mllm_ros.core.alerts import rules as rules_module
-from mr_mllm_ros.core.alerts.evidence import evidence_jpeg, with_evidence
+from mr_mllm_ros.core.alerts.evidence import with_evidence
 from mr_mllm_ros.core.config import load_config, with_changes
 from mr_mllm_ros.core.errors import ConfigError
+from mr_mllm_ros.core.images import annotated_jpeg
 from mr_mllm_ros.core.pipeline import ScenePipeline
 from mr_mllm_ros.core.types import Detection, DetectionSet, Frame
 
@@ -97,7 +98,7 @@ def _red(img):  # BGR; a thin line is blurred by JPEG chroma subsampling
 
 def test_evidence_highlights_the_alert_objects_only():
     frame, ds, person, cup = _scene()
-    jpg = evidence_jpeg(frame, ds, {0}, max_side=640, quality=90)
+    jpg = annotated_jpeg(frame.image, ds, {0}, max_side=640, quality=90)
     img = cv2.imdecode(np.frombuffer(jpg, np.uint8), cv2.IMREAD_COLOR)
     assert img.shape[:2] == (400, 600)
     assert _red(img[200:340, 38:43]).any(axis=1).mean() > 0.9  # the person's left edge
@@ -106,7 +107,7 @@ def test_evidence_highlights_the_alert_objects_only():
 
 def test_evidence_is_scaled_to_max_side_with_its_boxes():
     frame, ds, person, _ = _scene()
-    jpg = evidence_jpeg(frame, ds, {0}, max_side=300, quality=90)
+    jpg = annotated_jpeg(frame.image, ds, {0}, max_side=300, quality=90)
     img = cv2.imdecode(np.frombuffer(jpg, np.uint8), cv2.IMREAD_COLOR)
     assert img.shape[:2] == (200, 300)
     assert _red(img[100:170, 18:23]).any(axis=1).mean() > 0.9  # left edge at half scale

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sensor_msgs.msg import CompressedImage, Image
 
-from mr_mllm_ros.core import images
+from mr_mllm_ros.core import image_codecs
 from mr_mllm_ros.core.errors import ImageConversionError
 from mr_mllm_ros.core.types import (Alert, Box, Detection, DetectionSet, GroundedPhrase,
                                     GroundedText, SceneDescription, Severity, Source)
@@ -92,9 +92,9 @@ def test_compressed_round_trip():
         conv.frame_from_compressed(garbage)
 
 
-def test_images_module_is_what_conversions_use():
+def test_image_codecs_are_what_conversions_use():
     # the node path and the core path must agree byte for byte
     rgb = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
-    raw = images.image_to_raw(rgb, 'rgb8')
+    raw = image_codecs.image_to_raw(rgb, 'rgb8')
     msg = conv.image_msg(rgb, 'rgb8', 0, '')
     assert bytes(msg.data) == raw.data and msg.step == raw.step

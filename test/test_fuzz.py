@@ -1,6 +1,6 @@
 """Fuzzing the input surfaces that take outside data: config files, VQA questions (and
 the prompts built from them). Image decoding and the grounding parser are fuzzed in
-test_images.py and test_grounding.py. Each either returns a value or raises the project's
+test_image_codecs.py and test_grounding.py. Each either returns a value or raises the project's
 own error with a message - never another exception, never a hang."""
 
 import math

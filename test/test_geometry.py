@@ -78,14 +78,14 @@ def test_malformed_raw_depth_is_a_clear_error(fields, match):
 
 
 def test_malformed_compressed_depth_is_a_clear_error():
-    from mr_mllm_ros.core import images
-    jpeg = images.encode_compressed(np.zeros((4, 4, 3), np.uint8), 'jpeg')
+    from mr_mllm_ros.core import image_codecs
+    jpeg = image_codecs.encode_compressed(np.zeros((4, 4, 3), np.uint8), 'jpeg')
     with pytest.raises(ImageConversionError, match='not a depth image'):
         di.depth_from_compressed('jpeg', jpeg)
     with pytest.raises(ImageConversionError, match='neither JPEG nor PNG'):
         di.depth_from_compressed('16UC1; compressedDepth png', b'\0' * 40)
     with pytest.raises(ImageConversionError, match='12-byte compressedDepth header'):
-        png = images.encode_compressed(np.ones((4, 4), np.uint16), 'png')
+        png = image_codecs.encode_compressed(np.ones((4, 4), np.uint16), 'png')
         di.depth_from_compressed('32FC1; compressedDepth png', png)
     with pytest.raises(ImageConversionError, match='not supported'):
         di.check_depth_encoding('jpeg', compressed=True)

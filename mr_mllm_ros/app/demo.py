@@ -16,15 +16,14 @@ import shutil
 import time
 from pathlib import Path
 
-import cv2
 from sensor_msgs.msg import Image
 
 from mr_mllm_interfaces.msg import CornerCaseAlert, DetectionArray, SceneDescription
 from mr_mllm_interfaces.srv import AskScene
 
-from ..core.annotate import draw_detections
 from ..core.assets.sample_images import SAMPLES, load_sample
 from ..core.config import load_config, share_dir
+from ..core.images import draw_detections, write_rgb
 from ..ros import conversions as conv
 from ..ros.client import RosCallError, RosClient
 from ..ros.qos import ALERTS_QOS, RESULTS_QOS
@@ -97,7 +96,7 @@ def run(args) -> int:
                 return 1
             ds = conv.detection_set_from_msg(det)
             sd = descriptions.wait_for(_stamp_is(stamp), min(120.0, left()))
-            cv2.imwrite(str(out / f'{name}.jpg'), draw_detections(rgb, ds)[..., ::-1])
+            write_rgb(out / f'{name}.jpg', draw_detections(rgb, ds))
             found = ', '.join(f'obj{i} {d.class_name} {d.score:.2f}'
                               for i, d in enumerate(ds)) or 'nothing'
             print(f'\n{name} ({rgb.shape[1]}x{rgb.shape[0]}): {found}  '

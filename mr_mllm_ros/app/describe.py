@@ -7,10 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import cv2
-
-from ..core.annotate import draw_detections
 from ..core.config import load_config, with_changes
+from ..core.images import draw_detections, write_rgb
 from ..core.pipeline import FrameResult, Pipeline
 from ..core.reasoning.prompts import looks_like_words
 from ..core.types import Detection, Frame, Source
@@ -102,7 +100,7 @@ def run(args) -> int:
                 out = Path(args.out)
                 out.mkdir(parents=True, exist_ok=True)
                 shown = result.refined if result.refined is not None else result.detections
-                cv2.imwrite(str(out / f'{name}.jpg'), draw_detections(rgb, shown)[..., ::-1])
+                write_rgb(out / f'{name}.jpg', draw_detections(rgb, shown))
     finally:
         pipeline.close()
     if args.json:

@@ -7,9 +7,10 @@ import time
 
 from sensor_msgs.msg import CompressedImage, Image
 
+from ..core.images import rgb_to_encoding
 from ..ros import conversions as conv
 from ..ros.client import RosClient
-from .image_sources import iter_images, rgb_as
+from .image_sources import iter_images
 from .launcher import ensure_local_ros_env
 
 log = logging.getLogger(__name__)
@@ -19,7 +20,7 @@ COMPRESSED = ('jpeg', 'png')
 def image_message(rgb, encoding: str, stamp_ns: int, frame_id: str):
     if encoding in COMPRESSED:
         return conv.compressed_msg(rgb, encoding, stamp_ns, frame_id)
-    return conv.image_msg(rgb_as(rgb, encoding), encoding, stamp_ns, frame_id)
+    return conv.image_msg(rgb_to_encoding(rgb, encoding), encoding, stamp_ns, frame_id)
 
 
 def add_arguments(p) -> None:

@@ -68,11 +68,9 @@ class BagRecorder:
             return sum(self.counts.values())
 
     def _write_loop(self) -> None:
-        from rosbags.rosbag2 import StoragePlugin, Writer
+        from ..replay.bag_writer import open_writer
         try:
-            plugin = StoragePlugin.MCAP if self.storage == 'mcap' else StoragePlugin.SQLITE3
-            writer = Writer(self.out, version=9, storage_plugin=plugin)
-            writer.open()
+            writer = open_writer(self.out, self.storage)
         except Exception as e:  # noqa: BLE001 - reported by __init__
             self._error = e
             self._started.set()

@@ -158,8 +158,8 @@ class CameraBridge:
         if fmt in ('jpeg', 'png'):
             data = bytes(image.data)
         else:
-            frame = conv.frame_from_compressed(image) if fmt else conv.frame_from_image(image)
-            data, fmt = images.encode_compressed(frame.image, 'jpeg', 85), 'jpeg'
+            frame = conv.frame_from_msg(image)
+            data, fmt = images.jpeg(frame.image, 85), 'jpeg'
         self.channels.log_image(data, stamp, image.header.frame_id, stamp, fmt)
         self._sent_detections = None
         if dets is not None:

@@ -1,12 +1,12 @@
-"""Depth images in and out of sensor_msgs fields, in metres (beside core.images, which
-turns pixels into colour).
+"""Depth images in and out of sensor_msgs fields, in metres (beside core.image_codecs,
+which turns pixels into colour).
 
 Every decoder returns an (H, W) float32 array of metres with NaN where the sensor had no
 measurement: 16UC1 / mono16 hold millimetres (0 = no measurement, the RealSense and
 Azure Kinect drivers' convention), 32FC1 holds metres (NaN, inf or 0 = none), and
 compressed_depth_image_transport's `compressedDepth` PNGs (a 12-byte ConfigHeader before
 the PNG; 16UC1 stores millimetres, 32FC1 stores quantised inverse depth) decode through
-core.images.decode_compressed, the one PNG decoder. The encoders exist for test data and
+core.image_codecs.decode_compressed, the one PNG decoder. The encoders exist for test data and
 bags (the motorcycle depth bags, benchmarks); the nodes only decode.
 Every failure is an ImageConversionError naming the offending value.
 """
@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from . import images
+from . import image_codecs
 from .errors import ImageConversionError
 
 #: Raw encodings that carry depth, and the factor from their unit to metres.
@@ -47,8 +47,8 @@ def depth_from_raw(encoding: str, height: int, width: int, step: int,
         raise ImageConversionError(
             f'encoding {encoding!r} is not a depth encoding (use one of '
             f'{", ".join(DEPTH_ENCODINGS)}: 16UC1/mono16 in mm, 32FC1 in m)')
-    array = images.image_from_raw(encoding, height, width, step, is_bigendian, data,
-                                  max_pixels=max_pixels)
+    array = image_codecs.image_from_raw(encoding, height, width, step, is_bigendian, data,
+                                        max_pixels=max_pixels)
     return _metres(array, DEPTH_ENCODINGS[encoding])
 
 
@@ -56,7 +56,7 @@ def depth_from_compressed(format: str, data: Any, *,
                           max_pixels: int | None = None) -> np.ndarray:
     """sensor_msgs/CompressedImage of a depth image (`16UC1; compressedDepth png`,
     `32FC1; compressedDepth png`, or a plain 16-bit PNG in mm) -> float32 metres."""
-    array = images.decode_compressed(format, data, max_pixels=max_pixels)
+    array = image_codecs.decode_compressed(format, data, max_pixels=max_pixels)
     if array.ndim != 2:
         raise ImageConversionError(
             f'compressed image (format {format!r}) is not a depth image: it decodes to '
@@ -84,13 +84,13 @@ def check_depth_encoding(encoding_or_format: str, compressed: bool) -> None:
 
 # ----------------------------------------------------------------------- encoding
 
-def depth_to_raw(depth_m: np.ndarray, encoding: str) -> images.RawImage:
+def depth_to_raw(depth_m: np.ndarray, encoding: str) -> image_codecs.RawImage:
     """Metres (NaN = none) -> sensor_msgs/Image fields in 16UC1 (mm, 0 = none) or 32FC1."""
     depth = np.asarray(depth_m, dtype=np.float32)
     if encoding == '32FC1':
-        return images.image_to_raw(np.ascontiguousarray(depth), '32FC1')
+        return image_codecs.image_to_raw(np.ascontiguousarray(depth), '32FC1')
     if encoding in ('16UC1', 'mono16'):
-        return images.image_to_raw(_millimetres(depth), encoding)
+        return image_codecs.image_to_raw(_millimetres(depth), encoding)
     raise ImageConversionError(f'cannot encode depth as {encoding!r} (use 16UC1 or 32FC1)')
 
 
@@ -107,7 +107,7 @@ def encode_compressed_depth(depth_m: np.ndarray, encoding: str) -> tuple[str, by
     depth (32FC1: q = A / z + B, A = Q (Q + 1), B = 1 - A / z_max; 0 = none)."""
     depth = np.asarray(depth_m, dtype=np.float32)
     if encoding in ('16UC1', 'mono16'):
-        png = images.encode_compressed(_millimetres(depth), 'png')
+        png = image_codecs.encode_compressed(_millimetres(depth), 'png')
         return f'{encoding}; compressedDepth png', _HEADER.pack(_PNG_FORMAT, 0.0, 0.0) + png
     if encoding != '32FC1':
         raise ImageConversionError(f'cannot encode compressedDepth as {encoding!r}')
@@ -116,5 +116,5 @@ def encode_compressed_depth(depth_m: np.ndarray, encoding: str) -> tuple[str, by
     inverse = np.zeros(depth.shape, dtype=np.uint16)
     valid = np.isfinite(depth) & (depth > 0) & (depth < DEPTH_MAX_M)
     inverse[valid] = np.clip(np.rint(quant_a / depth[valid] + quant_b), 1, 65535)
-    png = images.encode_compressed(inverse, 'png')
+    png = image_codecs.encode_compressed(inverse, 'png')
     return '32FC1; compressedDepth png', _HEADER.pack(_PNG_FORMAT, quant_a, quant_b) + png

@@ -30,7 +30,6 @@ from collections import OrderedDict
 from nav_msgs.msg import Odometry
 from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from rclpy.qos import qos_profile_sensor_data
-from sensor_msgs.msg import CompressedImage
 
 from mr_mllm_interfaces.msg import CornerCaseAlert, DetectionArray, SceneDescription
 from mr_mllm_interfaces.srv import QueryMemory
@@ -179,10 +178,7 @@ class MemoryNode(ModelLifecycleNode):
             return
         thumbs = {}
         try:
-            limit = self._config.max_image_pixels
-            frame = conv.frame_from_compressed(image, max_pixels=limit) \
-                if isinstance(image, CompressedImage) \
-                else conv.frame_from_image(image, max_pixels=limit)
+            frame = conv.frame_from_msg(image, max_pixels=self._config.max_image_pixels)
             thumbs = save_crops(frame.image, ds, due, camera, thumbnail_dir(memory.url))
             self._thumbnails += len(thumbs)
         except (MrMllmError, OSError) as e:

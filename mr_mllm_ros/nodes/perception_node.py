@@ -29,12 +29,12 @@ import time
 from collections import Counter
 
 from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, Image
 from visualization_msgs.msg import MarkerArray
 
 from mr_mllm_interfaces.msg import DetectionArray
 
-from ..core.annotate import draw_detections
+from ..core.images import draw_detections
 from ..core.config import Config
 from ..core.errors import ConfigError, MrMllmError
 from ..core.geometry import DepthFrame, check_view
@@ -188,12 +188,7 @@ class PerceptionNode(ModelLifecycleNode):
     def _process(self, camera: str, msg, received: float) -> None:
         config = self._config
         try:
-            if isinstance(msg, CompressedImage):
-                frame = conv.frame_from_compressed(msg, camera=camera,
-                                                   max_pixels=config.max_image_pixels)
-            else:
-                frame = conv.frame_from_image(msg, camera=camera,
-                                              max_pixels=config.max_image_pixels)
+            frame = conv.frame_from_msg(msg, camera=camera, max_pixels=config.max_image_pixels)
         except MrMllmError as e:
             self._errors.add('image', str(e))
             return

@@ -1,6 +1,6 @@
 """Image messages out of their CDR bytes: the Image/CompressedImage fields read straight
 from CDR (the pixels stay a zero-copy view; rosbags' generic deserializer is the fallback
-and names the problem of a malformed message), then decoded by core.images exactly as the
+and names the problem of a malformed message), then decoded by core.image_codecs exactly as the
 nodes decode them; a message that cannot be decoded comes back with the reason instead of
 a frame."""
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..core import images
+from ..core import image_codecs
 from ..core.errors import MrMllmError
 from ..core.types import Frame
 from .bag_records import COMPRESSED_IMAGE, NS, BagMessage, RawMessage
@@ -123,7 +123,7 @@ def _image_fields(raw: RawMessage) -> ImageFields:
 
 
 def decode(raw: RawMessage, *, camera: str = '', max_pixels: int | None = None) -> BagMessage:
-    """Image/CompressedImage CDR -> BagMessage with an RGB8 Frame (core.images, the decoder
+    """Image/CompressedImage CDR -> BagMessage with an RGB8 Frame (core.image_codecs, the decoder
     ros.conversions and eval use too), or the reason it failed."""
     try:
         msg = _image_fields(raw)
@@ -134,10 +134,10 @@ def decode(raw: RawMessage, *, camera: str = '', max_pixels: int | None = None) 
                           f'cannot deserialize {raw.msgtype} ({type(e).__name__}: {e})')
     try:
         if raw.msgtype == COMPRESSED_IMAGE:
-            array = images.compressed_to_rgb8(msg.encoding, msg.data, max_pixels=max_pixels)
+            array = image_codecs.compressed_to_rgb8(msg.encoding, msg.data, max_pixels=max_pixels)
         else:
-            array = images.raw_to_rgb8(msg.encoding, msg.height, msg.width, msg.step,
-                                       msg.is_bigendian, msg.data, max_pixels=max_pixels)
+            array = image_codecs.raw_to_rgb8(msg.encoding, msg.height, msg.width, msg.step,
+                                             msg.is_bigendian, msg.data, max_pixels=max_pixels)
     except MrMllmError as e:
         return BagMessage(raw.topic, raw.msgtype, raw.log_time_ns, msg.stamp_ns, msg.frame_id,
                           msg.encoding, msg.width, msg.height, None, str(e))

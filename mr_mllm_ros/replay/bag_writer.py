@@ -1,6 +1,8 @@
-"""The package's one bag writer: image messages into a rosbag2 (sqlite3 or mcap) with
-rosbags, no ROS needed. Turns image sequences into recordings (`mr-mllm eval` data sets,
-benchmarks) and writes the test bags; messages carry this package's message definitions
+"""The package's one bag writer: `open_writer` opens every rosbags rosbag2 writer (sqlite3
+or mcap; `mr-mllm record`, the replay's result bags, the bags written here) and
+`open_mcap_writer` the plain MCAP files (Foxglove clips). Image messages into a bag with
+no ROS needed: image sequences become recordings (`mr-mllm eval` data sets, benchmarks)
+and the test bags; messages carry this package's message definitions
 (replay.result_messages' typestore), so the bags read back like recorded ones.
 """
 
@@ -12,17 +14,37 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..core import images
+from ..core import image_codecs
+from ..core.errors import ImageConversionError
+from ..core.images import rgb_to_encoding
 
 NS = 1_000_000_000
+
+
+def open_writer(path: str | os.PathLike, storage: str = 'sqlite3'):
+    """An open rosbags Writer of a new rosbag2 bag at `path` (metadata version 9) in
+    `storage` (sqlite3 or mcap); the caller closes it."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    plugin = StoragePlugin.MCAP if storage == 'mcap' else StoragePlugin.SQLITE3
+    writer = Writer(Path(path), version=9, storage_plugin=plugin)
+    writer.open()
+    return writer
+
+
+def open_mcap_writer(stream, library: str):
+    """A started mcap Writer on the binary `stream` (a plain MCAP file, not a rosbag2)."""
+    from mcap.writer import Writer
+    writer = Writer(stream)
+    writer.start(profile='', library=library)
+    return writer
 
 
 def image_message(rgb: np.ndarray, encoding: str, stamp_ns: int, frame_id: str = 'camera',
                   pad: int = 0):
     """A rosbags sensor_msgs Image (raw `encoding`) or CompressedImage (`jpeg`/`png`) of an
     (H, W, 3) RGB image; `pad`: extra bytes at the end of each row (step > width).
-    An encoding core.images cannot write is labelled `encoding` over rgb8 bytes (for
-    testing readers)."""
+    An encoding core.images.rgb_to_encoding cannot write is labelled `encoding` over
+    rgb8 bytes (for testing readers)."""
     from .result_messages import result_typestore
     ts = result_typestore()
     header = ts.types['std_msgs/msg/Header'](
@@ -32,17 +54,11 @@ def image_message(rgb: np.ndarray, encoding: str, stamp_ns: int, frame_id: str =
     if encoding in ('jpeg', 'png'):
         return ts.types['sensor_msgs/msg/CompressedImage'](
             header=header, format=encoding,
-            data=np.frombuffer(images.encode_compressed(rgb, encoding), np.uint8))
-    if encoding == 'mono8':
-        arr = np.ascontiguousarray(rgb[..., 0])
-    elif encoding == 'bgr8':
-        arr = np.ascontiguousarray(rgb[..., ::-1])
-    elif encoding == 'bgra8':
-        arr = np.dstack([rgb[..., ::-1], np.full(rgb.shape[:2], 255, np.uint8)])
-    else:
-        arr = rgb
-    raw = images.image_to_raw(arr, encoding) if encoding in images.SUPPORTED_ENCODINGS \
-        else images.image_to_raw(rgb, 'rgb8')
+            data=np.frombuffer(image_codecs.encode_compressed(rgb, encoding), np.uint8))
+    try:
+        raw = image_codecs.image_to_raw(rgb_to_encoding(rgb, encoding), encoding)
+    except ImageConversionError:
+        raw = image_codecs.image_to_raw(rgb, 'rgb8')
     step = raw.step + pad
     data = np.zeros(step * raw.height, np.uint8).reshape(raw.height, step)
     data[:, :raw.step] = np.frombuffer(raw.data, np.uint8).reshape(raw.height, raw.step)
@@ -56,12 +72,10 @@ def write_bag(path: str | os.PathLike, topics: Mapping[str, Sequence[Any]],
               stagger_s: float = 0.01) -> Path:
     """topics: name -> rosbags messages. Message i of the k-th topic (sorted by name) is
     logged at start_ns + i * period_s + k * stagger_s, so topics interleave in time."""
-    from rosbags.rosbag2 import StoragePlugin, Writer
-
     from .result_messages import result_typestore
     ts = result_typestore()
-    plugin = StoragePlugin.MCAP if storage == 'mcap' else StoragePlugin.SQLITE3
-    with Writer(Path(path), version=9, storage_plugin=plugin) as w:
+    w = open_writer(path, storage)
+    try:
         for k, (topic, msgs) in enumerate(sorted(topics.items())):
             if not msgs:
                 continue
@@ -69,6 +83,8 @@ def write_bag(path: str | os.PathLike, topics: Mapping[str, Sequence[Any]],
             for i, m in enumerate(msgs):
                 t = start_ns + round((i * period_s + k * stagger_s) * NS)
                 w.write(conn, t, ts.serialize_cdr(m, m.__msgtype__))
+    finally:
+        w.close()
     return Path(path)
 
 

@@ -76,7 +76,7 @@ def _write_bag_mcap(path: Path, bag: str, records: dict[tuple, dict], namespaces
 def _log_frame(cam, record: dict, frame, out: Path, counts: dict) -> None:
     stamp, frame_id, t = record['stamp_ns'], record['frame_id'], record['log_time_ns']
     stamp = t if stamp is None else stamp
-    cam.log_image(images.encode_compressed(frame.image, 'jpeg', JPEG_QUALITY), stamp, frame_id,
+    cam.log_image(images.jpeg(frame.image, JPEG_QUALITY), stamp, frame_id,
                   t)
     counts['images'] += 1
     described = record.get('description') is not None
@@ -103,14 +103,14 @@ def cut_clip(source: Path, target: Path, start_ns: int, end_ns: int) -> int:
     """Copy the messages of `source` logged in [start_ns, end_ns] into a new MCAP with the
     same schemas and channels; returns the number of messages."""
     from mcap.reader import make_reader
-    from mcap.writer import Writer
+
+    from .bag_writer import open_mcap_writer
     n = 0
     schemas: dict[int, int] = {}
     channels: dict[int, int] = {}
     with open(source, 'rb') as fin, open(target, 'wb') as fout:
         reader = make_reader(fin)
-        writer = Writer(fout)
-        writer.start(profile='', library='mr_mllm_ros clip')
+        writer = open_mcap_writer(fout, 'mr_mllm_ros clip')
         for schema, channel, message in reader.iter_messages(
                 starting_at=start_ns, ending_at=end_ns, log_time_order=True):
             if schema is not None and schema.id not in schemas:

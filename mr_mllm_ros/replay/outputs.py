@@ -441,9 +441,8 @@ def write_result_bags(out: Path, storages: dict[str, str]) -> dict[str, dict]:
     """One bag per input bag under bags/, rebuilt from results.jsonl, in the input bag's
     storage format (`storages`: bag path -> sqlite3|mcap; default sqlite3). Returns
     bag path -> {'path', 'messages': {topic: count}}."""
-    from rosbags.rosbag2 import StoragePlugin, Writer
-
     from . import result_messages as rm
+    from .bag_writer import open_writer
     topics_of: dict[str, set] = {}
     for record in iter_results(out / RESULTS):
         if record.get('status') == 'ok':
@@ -465,13 +464,10 @@ def write_result_bags(out: Path, storages: dict[str, str]) -> dict[str, dict]:
             if not msgs:
                 continue
             if bag not in writers:
-                plugin = StoragePlugin.MCAP if storages.get(bag) == 'mcap' \
-                    else StoragePlugin.SQLITE3
-                w = Writer(tmp_root / names[bag], version=9, storage_plugin=plugin)
-                w.open()
-                writers[bag] = w
+                storage = 'mcap' if storages.get(bag) == 'mcap' else 'sqlite3'
+                writers[bag] = open_writer(tmp_root / names[bag], storage)
                 info[bag] = {'path': str(out / BAGS_DIR / names[bag]),
-                             'storage': plugin.name.lower(), 'messages': {}}
+                             'storage': storage, 'messages': {}}
             for name, msg in msgs:
                 topic = f'{namespaces[bag][record["topic"]]}/{name}'
                 conn = conns.get((bag, topic))

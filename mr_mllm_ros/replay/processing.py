@@ -15,14 +15,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterator
 
-import cv2
-
-from ..core.annotate import draw_detections
+from ..core.images import annotated_jpeg
 from ..core.config import Config
 from ..core.errors import MrMllmError, reason_key
 from ..core.pipeline import Pipeline, StepFailed
 from ..core.geometry import check_view, find_depth_topics
-from ..core.types import Box, DetectionSet, Frame
+from ..core.types import DetectionSet, Frame
 from . import outputs as o
 from .bag_depth import DepthPairing, PairedDepth
 from .bag_reader import NS, BagInfo, ReadLog, decode, header_of, iter_raw
@@ -164,14 +162,5 @@ class UnitProcessor:
 def thumbnail(frame: Frame, ds: DetectionSet, highlight: set[int], side: int) -> bytes:
     """JPEG of the frame scaled to `side` px on its longer side, boxes drawn (highlighted:
     the objects an alert is about)."""
-    h, w = frame.image.shape[:2]
-    scale = side / max(h, w)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    small = cv2.resize(frame.image, size, interpolation=cv2.INTER_AREA if scale < 1
-                       else cv2.INTER_NEAREST)
-    scaled = ds.with_detections(d.replace(box=Box(d.box.x1 * scale, d.box.y1 * scale,
-                                                  d.box.x2 * scale, d.box.y2 * scale))
-                                for d in ds)
-    drawn = draw_detections(small, scaled, highlight or None)
-    ok, jpg = cv2.imencode('.jpg', drawn[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 80])
-    return jpg.tobytes() if ok else b''
+    return annotated_jpeg(frame.image, ds, highlight, max_side=side, quality=80,
+                          enlarge=True)

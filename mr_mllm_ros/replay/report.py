@@ -1,6 +1,6 @@
 """report.html: one self-contained page about a replay, built from results.jsonl.
 
-Inline CSS, thumbnails embedded as base64 JPEG (drawn with core.annotate when the frame
+Inline CSS, thumbnails embedded as base64 JPEG (core.images.annotated_jpeg when the frame
 was processed), an inline SVG alert timeline; no script and nothing loaded from the
 network, so it opens from disk in any browser and can be mailed as one file.
 """

@@ -18,7 +18,7 @@ from mr_mllm_interfaces.msg import (CornerCaseAlert, Detection as DetectionMsg,
                                     DetectionArray, GroundedPhrase as GroundedPhraseMsg,
                                     SceneDescription as SceneDescriptionMsg)
 
-from ..core import images
+from ..core import image_codecs
 from ..core.types import (Alert, Box, Detection, DetectionSet, Frame, GroundedPhrase,
                           GroundedText, SceneDescription, Severity, Source)
 from . import message_mapping as mapping
@@ -46,29 +46,38 @@ def check_image_msg(msg: Image | CompressedImage, max_pixels: int | None = None)
     """O(1) structural validation for intake callbacks (no pixel copies); raises
     ImageConversionError naming the problem."""
     if isinstance(msg, CompressedImage):
-        images.check_compressed(msg.format, msg.data, max_pixels=max_pixels)
+        image_codecs.check_compressed(msg.format, msg.data, max_pixels=max_pixels)
     else:
-        images.check_raw(msg.encoding, msg.height, msg.width, msg.step, len(msg.data),
-                         max_pixels=max_pixels)
+        image_codecs.check_raw(msg.encoding, msg.height, msg.width, msg.step, len(msg.data),
+                               max_pixels=max_pixels)
+
+
+def frame_from_msg(msg: Image | CompressedImage, *, camera: str = '',
+                   max_pixels: int | None = None) -> Frame:
+    """An Image or CompressedImage message -> Frame (RGB8): the one decoder of camera
+    messages. Raises ImageConversionError on a malformed image."""
+    return frame_from_compressed(msg, camera=camera, max_pixels=max_pixels) \
+        if isinstance(msg, CompressedImage) \
+        else frame_from_image(msg, camera=camera, max_pixels=max_pixels)
 
 
 def frame_from_image(msg: Image, *, camera: str = '', max_pixels: int | None = None) -> Frame:
     """sensor_msgs/Image -> Frame (RGB8). Raises ImageConversionError on a malformed image.
-    msg.data is an array.array in rclpy; core.images reads it without copying."""
-    array = images.raw_to_rgb8(msg.encoding, msg.height, msg.width, msg.step,
-                               msg.is_bigendian, msg.data, max_pixels=max_pixels)
+    msg.data is an array.array in rclpy; core.image_codecs reads it without copying."""
+    array = image_codecs.raw_to_rgb8(msg.encoding, msg.height, msg.width, msg.step,
+                                     msg.is_bigendian, msg.data, max_pixels=max_pixels)
     return Frame(array, stamp_to_ns(msg.header.stamp), msg.header.frame_id, camera)
 
 
 def frame_from_compressed(msg: CompressedImage, *, camera: str = '',
                           max_pixels: int | None = None) -> Frame:
-    """sensor_msgs/CompressedImage -> Frame (RGB8; depth PNGs stretched, core.images)."""
-    array = images.compressed_to_rgb8(msg.format, msg.data, max_pixels=max_pixels)
+    """sensor_msgs/CompressedImage -> Frame (RGB8; depth PNGs stretched, core.image_codecs)."""
+    array = image_codecs.compressed_to_rgb8(msg.format, msg.data, max_pixels=max_pixels)
     return Frame(array, stamp_to_ns(msg.header.stamp), msg.header.frame_id, camera)
 
 
 def image_msg(array: np.ndarray, encoding: str, stamp_ns: int, frame_id: str) -> Image:
-    raw = images.image_to_raw(array, encoding)
+    raw = image_codecs.image_to_raw(array, encoding)
     return Image(header=header_of(stamp_ns, frame_id), height=raw.height, width=raw.width,
                  encoding=raw.encoding, is_bigendian=int(raw.is_bigendian), step=raw.step,
                  data=raw.data)
@@ -76,7 +85,7 @@ def image_msg(array: np.ndarray, encoding: str, stamp_ns: int, frame_id: str) ->
 
 def compressed_msg(rgb: np.ndarray, fmt: str, stamp_ns: int, frame_id: str) -> CompressedImage:
     return CompressedImage(header=header_of(stamp_ns, frame_id), format=fmt,
-                           data=images.encode_compressed(rgb, fmt))
+                           data=image_codecs.encode_compressed(rgb, fmt))
 
 
 # ------------------------------------------------------------------------ detections

@@ -11,14 +11,14 @@ from ..core.geometry import CameraIntrinsics, intrinsics_from_camera_info
 
 def check_depth_msg(msg: Image | CompressedImage, max_pixels: int | None = None) -> None:
     """O(1) structural checks for an intake callback; raises ImageConversionError."""
-    from ..core import images
+    from ..core import image_codecs
     if isinstance(msg, CompressedImage):
         depth_images.check_depth_encoding(msg.format, compressed=True)
-        images.check_compressed(msg.format, msg.data, max_pixels=max_pixels)
+        image_codecs.check_compressed(msg.format, msg.data, max_pixels=max_pixels)
     else:
         depth_images.check_depth_encoding(msg.encoding, compressed=False)
-        images.check_raw(msg.encoding, msg.height, msg.width, msg.step, len(msg.data),
-                         max_pixels=max_pixels)
+        image_codecs.check_raw(msg.encoding, msg.height, msg.width, msg.step, len(msg.data),
+                               max_pixels=max_pixels)
 
 
 def depth_from_msg(msg: Image | CompressedImage, max_pixels: int | None = None):

@@ -10,7 +10,7 @@ frame_id). Markers expire after LIFETIME_S, so they vanish when perception stops
 
 from __future__ import annotations
 
-from ..core.annotate import class_color
+from ..core.images import class_color
 from ..core.geometry import distance, metres
 from ..core.types import DetectionSet
 from .message_mapping import MessageFactory, header_msg

@@ -16,8 +16,6 @@ import threading
 import time
 from collections import OrderedDict
 
-from sensor_msgs.msg import CompressedImage
-
 from ..core.runtime.pairing import StampPairer
 from ..core.types import DetectionSet, Frame
 from . import conversions as conv
@@ -69,10 +67,13 @@ class SceneFrames:
             return self._latest
 
     def lookup(self, stamp_ns: int) -> tuple[Frame, DetectionSet] | str:
-        """The pair with this stamp (0: the newest decoded), or why there is none."""
+        """The pair with this stamp (0: the newest decoded), or why there is none. Only a
+        pair other than the newest is decoded here (the newest is decoded once)."""
+        latest = self.latest()
         if stamp_ns == 0:
-            latest = self.latest()
             return latest if latest is not None else 'no frame received yet'
+        if latest is not None and latest[0].stamp_ns == stamp_ns:
+            return latest
         pair = self._pairer.get(stamp_ns)
         if pair is None:
             stamps = self._pairer.stamps()
@@ -112,7 +113,5 @@ class SceneFrames:
         self._pairer.clear()
 
     def _decode(self, image_msg, det_msg) -> tuple[Frame, DetectionSet]:
-        frame = conv.frame_from_compressed(image_msg, max_pixels=self._max_pixels) \
-            if isinstance(image_msg, CompressedImage) \
-            else conv.frame_from_image(image_msg, max_pixels=self._max_pixels)
+        frame = conv.frame_from_msg(image_msg, max_pixels=self._max_pixels)
         return frame, conv.detection_set_from_msg(det_msg)

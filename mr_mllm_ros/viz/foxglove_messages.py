@@ -29,11 +29,11 @@ from foxglove.messages import (Color, CompressedImage, ImageAnnotations, KeyValu
                                LogLevel, Point2, PointsAnnotation, PointsAnnotationType,
                                TextAnnotation, Timestamp)
 
-from ..core.annotate import class_color
+from ..core.images import class_color
 from ..core.types import Alert, DetectionSet, GroundedPhrase, SceneDescription, Severity
 
 NS = 1_000_000_000
-ALERT_RGB = (255, 0, 0)  # the highlight colour of core.annotate
+ALERT_RGB = (255, 0, 0)  # the highlight colour of core.images.draw_detections
 WHITE = Color(r=1.0, g=1.0, b=1.0, a=1.0)
 LOG_LEVELS = {Severity.INFO: LogLevel.Info, Severity.WARN: LogLevel.Warning,
               Severity.CRITICAL: LogLevel.Error}

@@ -10,7 +10,7 @@ from foxglove.messages import (Color, Duration, Pose, Quaternion, SceneEntity,
                                SceneEntityDeletion, SceneEntityDeletionType, SceneUpdate,
                                SpherePrimitive, TextPrimitive, Vector3)
 
-from ..core.annotate import class_color
+from ..core.images import class_color
 from ..core.types import DetectionSet
 from ..ros.marker_mapping import LIFETIME_S, TEXT_HEIGHT_M, marker_label
 

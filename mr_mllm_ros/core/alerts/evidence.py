@@ -1,5 +1,5 @@
 """Evidence images of alerts: the triggering frame, its boxes drawn (the alert's objects
-highlighted), scaled and JPEG-encoded.
+highlighted), scaled and JPEG-encoded (core.images.annotated_jpeg).
 
 Called where alerts are produced (core.pipeline.ScenePipeline: the scene node's frame
 worker and MLLM thread, the replay loop), never in a subscription callback: encoding a
@@ -11,37 +11,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Iterable
 
-import cv2
-import numpy as np
-
-from ..annotate import draw_detections
-from ..types import Alert, Box, DetectionSet, Frame
-
-
-def scaled(rgb: np.ndarray, ds: DetectionSet, max_side: int) -> tuple[np.ndarray, DetectionSet]:
-    """The image shrunk to `max_side` on its longer side (never enlarged) and the boxes
-    scaled with it."""
-    h, w = rgb.shape[:2]
-    scale = max_side / max(h, w)
-    if scale >= 1:
-        return rgb, ds
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
-    boxes = ds.with_detections(d.replace(box=Box(d.box.x1 * scale, d.box.y1 * scale,
-                                                 d.box.x2 * scale, d.box.y2 * scale))
-                               for d in ds)
-    return small, boxes
-
-
-def evidence_jpeg(frame: Frame, ds: DetectionSet, highlight: Iterable[int] = (),
-                  max_side: int = 640, quality: int = 80) -> bytes:
-    """JPEG of `frame` with the boxes of `ds` drawn; `highlight`: indices drawn in the
-    alert colour. Boxes are drawn after scaling so labels stay readable."""
-    small, boxes = scaled(frame.image, ds, max_side)
-    drawn = draw_detections(small, boxes, set(highlight) or None)
-    ok, jpg = cv2.imencode('.jpg', np.ascontiguousarray(drawn[..., ::-1]),
-                           [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    return jpg.tobytes() if ok else b''
+from ..images import annotated_jpeg
+from ..types import Alert, DetectionSet, Frame
 
 
 def with_evidence(alerts: Iterable[Alert], frame: Frame | None, ds: DetectionSet,
@@ -62,6 +33,7 @@ def with_evidence(alerts: Iterable[Alert], frame: Frame | None, ds: DetectionSet
         if key not in cache:
             shown = ds.with_detections(ds.detections + extra) if extra else ds
             highlight = mine | set(range(len(ds), len(ds) + len(extra)))
-            cache[key] = evidence_jpeg(frame, shown, highlight, max_side, quality)
+            cache[key] = annotated_jpeg(frame.image, shown, highlight, max_side=max_side,
+                                        quality=quality)
         out.append(dataclasses.replace(a, evidence_jpeg=cache[key]))
     return out

@@ -22,13 +22,10 @@ def _skimage(name: str) -> Callable[[], np.ndarray]:
 
 
 def _grace_hopper() -> np.ndarray:
-    import cv2
     import matplotlib
-    path = Path(matplotlib.get_data_path()) / 'sample_data' / 'grace_hopper.jpg'
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise FileNotFoundError(path)
-    return np.ascontiguousarray(bgr[..., ::-1])
+
+    from ..images import read_rgb
+    return read_rgb(Path(matplotlib.get_data_path()) / 'sample_data' / 'grace_hopper.jpg')
 
 
 #: name -> (loader, where it comes from)

@@ -34,7 +34,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ImageConversionError
+from ..images import read_rgb, write_rgb
 from ..types import Box, Detection, DetectionSet
 
 log = logging.getLogger(__name__)
@@ -63,11 +64,10 @@ class Scene:
 
     def load_image(self) -> np.ndarray:
         if self.image is None:
-            import cv2
-            bgr = cv2.imread(self.image_path, cv2.IMREAD_COLOR)
-            if bgr is None:
-                raise ConfigError(f'fusion data {self.id}: cannot read image {self.image_path}')
-            self.image = np.ascontiguousarray(bgr[..., ::-1])
+            try:
+                self.image = read_rgb(self.image_path)
+            except ImageConversionError as e:
+                raise ConfigError(f'fusion data {self.id}: {e}') from None
         return self.image
 
 
@@ -167,14 +167,13 @@ def scene_record(scene: Scene, image_name: str) -> dict:
 
 def write_jsonl(scenes: Sequence[Scene], folder: str | Path, name: str = 'data.jsonl') -> Path:
     """Write the scenes' images (PNG, under images/) and the JSONL file into `folder`."""
-    import cv2
     folder = Path(folder)
     (folder / 'images').mkdir(parents=True, exist_ok=True)
     out = folder / name
     with out.open('w', encoding='utf-8') as f:
         for scene in scenes:
             image_name = f'images/{scene.id}.png'
-            cv2.imwrite(str(folder / image_name), scene.load_image()[..., ::-1])
+            write_rgb(folder / image_name, scene.load_image())
             f.write(json.dumps(scene_record(scene, image_name)) + '\n')
     return out
 

@@ -7,9 +7,9 @@ import os
 from collections import OrderedDict
 from pathlib import Path
 
-import cv2
 import numpy as np
 
+from ..images import jpeg
 from ..types import DetectionSet
 from .store import is_postgres_url
 
@@ -67,16 +67,7 @@ def save_crops(image: np.ndarray, ds: DetectionSet, indices: list[int], camera: 
         x2, y2 = int(min(w, d.box.x2 + mx)), int(min(h, d.box.y2 + my))
         if x2 <= x1 or y2 <= y1:
             continue
-        crop = image[y1:y2, x1:x2]
-        scale = SIDE / max(crop.shape[:2])
-        if scale < 1:
-            crop = cv2.resize(crop, (max(1, round(crop.shape[1] * scale)),
-                                     max(1, round(crop.shape[0] * scale))),
-                              interpolation=cv2.INTER_AREA)
-        ok, jpg = cv2.imencode('.jpg', np.ascontiguousarray(crop[..., ::-1]),
-                               [cv2.IMWRITE_JPEG_QUALITY, 85])
-        if ok:
-            path = target / f'{ds.stamp_ns}_{d.track_id}.jpg'
-            path.write_bytes(jpg.tobytes())
-            out[i] = str(path)
+        path = target / f'{ds.stamp_ns}_{d.track_id}.jpg'
+        path.write_bytes(jpeg(image[y1:y2, x1:x2], 85, max_side=SIDE))
+        out[i] = str(path)
     return out

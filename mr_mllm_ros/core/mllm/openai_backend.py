@@ -58,7 +58,7 @@ import numpy as np
 
 from ..config import Config
 from ..errors import BackendError
-from ..images import encode_compressed
+from ..image_codecs import encode_compressed
 from ..types import Generation
 from . import http_post, streaming
 from .base import MllmRequest
