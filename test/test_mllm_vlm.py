@@ -130,7 +130,7 @@ def test_prompt_inserts_image_before_text(family, backends):
     backend = backends(family)
     placeholder, image_token = PLACEHOLDERS[family]
     req = MllmRequest(prefix=(ChatMessage('system', 'You describe.'),), user='Objects: none',
-                      image=image(64, 64), answer_prefix='<ground>')
+                      image=image(64, 64), answer_prefix='<ground>', max_new_tokens=8)
     text = backend.prompt_text(req)
     assert text.endswith('<ground>')
     assert text.count(placeholder) == 1
@@ -140,7 +140,8 @@ def test_prompt_inserts_image_before_text(family, backends):
     token_id = backend.tokenizer.convert_tokens_to_ids(image_token)
     assert int((inputs['input_ids'] == token_id).sum()) == IMAGE_TOKENS_64[family]
 
-    text_only = MllmRequest(prefix=req.prefix, user=req.user, answer_prefix='<ground>')
+    text_only = MllmRequest(prefix=req.prefix, user=req.user, answer_prefix='<ground>',
+                            max_new_tokens=8)
     assert placeholder not in backend.prompt_text(text_only)
     gen = backend.generate(text_only)  # a VLM also answers without an image
     assert gen.text.startswith('<ground>') and gen.generated_tokens > 0
@@ -226,7 +227,7 @@ def test_yes_probability_batch(family, backends):
         reasoner.prompts.verify(ds, 0, image(64, 64, 1)),
         reasoner.prompts.verify(ds, 1, image(40, 90, 2)),
         MllmRequest(prefix=(), user='Is there a dog? Answer yes or no. ' * 3,
-                    image=image(96, 48, 3)),
+                    image=image(96, 48, 3), max_new_tokens=1),
     ]
     lengths = {len(backend.prompt_text(r)) for r in requests}
     assert len(lengths) == 3
@@ -285,7 +286,8 @@ def test_idefics3_tiling_follows_image_max_side(tiny_models, max_side, tokens):
     """The tiny Idefics3 processor resizes to 64 px then cuts 32 px tiles (2x2 + global =
     20 tokens); image_max_side caps that target at whole tiles (32 -> 1 tile = 4 tokens)."""
     backend = create_backend(vlm_config(tiny_models['idefics3'], image_max_side=max_side))
-    req = MllmRequest(prefix=(), user='Describe.', image=image(24, 30))  # upscaled by it
+    req = MllmRequest(prefix=(), user='Describe.', image=image(24, 30),
+                      max_new_tokens=1)  # upscaled by it
     inputs = backend._inputs([req])
     assert int((inputs['input_ids'] == backend.model.config.image_token_id).sum()) == tokens
     backend.close()
@@ -294,7 +296,8 @@ def test_idefics3_tiling_follows_image_max_side(tiny_models, max_side, tokens):
 def test_bad_image_is_a_backend_error(backends):
     backend = backends('llava')
     with pytest.raises(BackendError):
-        backend.generate(MllmRequest(prefix=(), user='x', image=np.zeros((4, 4, 2), np.uint8)))
+        backend.generate(MllmRequest(prefix=(), user='x', image=np.zeros((4, 4, 2), np.uint8),
+                                     max_new_tokens=1))
 
 
 # ------------------------------------------------------------------ load errors, misc
@@ -334,7 +337,7 @@ def test_close(tiny_models):
     backend = create_backend(vlm_config(tiny_models['llava']))
     backend.close()
     with pytest.raises(BackendError, match='closed'):
-        backend.generate(MllmRequest(prefix=(), user='x'))
+        backend.generate(MllmRequest(prefix=(), user='x', max_new_tokens=1))
 
 
 def test_tokenizer_fixture_is_committed_and_loads():

@@ -47,7 +47,9 @@ class MllmRequest:
     answer_prefix: str = ''
     #: Object indices the reply may cite as <objN>; None = no constraint (free text).
     allowed_indices: frozenset[int] | None = None
-    max_new_tokens: int = 64
+    #: No default: the caller's (mllm.max_new_tokens in config/mr_mllm.yaml for the scene
+    #: reasoner), given by keyword.
+    max_new_tokens: int = field(kw_only=True)
     #: Generation ends after any of these strings (e.g. '.' for one sentence).
     stop: tuple[str, ...] = ()
     #: Shared-query fusion soft tokens, (K, hidden) float tensor, inserted where the
