@@ -283,7 +283,7 @@ def test_thumbnails_once_per_track_and_interval_and_used_as_evidence(tmp_path):
     assert policy.due(ds(1, tid=4), 'front') == [0]    # a new track
     assert policy.due(ds(6), 'front') == [0]           # 6 s later: again
     image = load_sample('grace_hopper')
-    thumbs = save_crops(image, ds(0), [0], 'front', tmp_path / 'thumbs')
+    thumbs = save_crops(image, ds(0), [0], 'front', tmp_path / 'thumbs', 160, 85)
     crop = cv2.imread(thumbs[0])
     assert crop is not None and max(crop.shape[:2]) <= 160
     # the crop is the tie region: dark and light stripes, not the flag

@@ -67,8 +67,8 @@ def make_config(url: str, **overrides):
 
 
 def make_backend(url: str, *, backoff_max_s: float = BACKOFF_MAX, **overrides):
-    return OpenAiBackend(make_config(url, **overrides), backoff_base_s=0.01,
-                         backoff_max_s=backoff_max_s)
+    return OpenAiBackend(make_config(url, openai_backoff_base_s=0.01,
+                                     openai_backoff_max_s=backoff_max_s, **overrides))
 
 
 def make_request(user: str = 'Describe the scene.', image=None, answer_prefix: str = '',

@@ -154,8 +154,10 @@ def stub():
 def openai_backend(url: str) -> OpenAiBackend:
     config = load_config(overrides={'mllm.backend': 'openai', 'mllm.openai_base_url': url,
                                     'mllm.model': 'stub', 'mllm.openai_timeout_s': 10.0,
-                                    'mllm.openai_retries': 1})
-    return OpenAiBackend(config, backoff_base_s=0.01, backoff_max_s=0.05)
+                                    'mllm.openai_retries': 1,
+                                    'mllm.openai_backoff_base_s': 0.01,
+                                    'mllm.openai_backoff_max_s': 0.05})
+    return OpenAiBackend(config)
 
 
 def test_openai_streams_server_sent_events(stub):

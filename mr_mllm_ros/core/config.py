@@ -225,6 +225,10 @@ class MllmConfig:
     openai_timeout_s: float = spec('Per-request timeout.', low=0.1, high=600.0)
     openai_retries: int = spec('Retries after a failed request (exponential back-off).',
                                low=0, high=10)
+    openai_backoff_base_s: float = spec('First back-off before a retry; it doubles each '
+                                        'retry (with jitter).', low=0.0, high=60.0)
+    openai_backoff_max_s: float = spec('Longest back-off, also the cap of a server\'s '
+                                       'Retry-After.', low=0.0, high=600.0)
     openai_continue_final_message: bool = spec(
         'Send the answer prefix (e.g. <ground>) as a partial assistant message the server '
         'continues (vLLM continue_final_message). Off = portable: the prefix is not sent.')
@@ -428,6 +432,9 @@ class MemoryConfig:
                                        'many seconds it stays in view (beside a SQLite file '
                                        'in <file>_thumbnails/); 0 = no images, no thumbnails.',
                                        low=0.0, high=86400.0, read_only=True)
+    thumbnail_side_px: int = spec('Longer side of a thumbnail crop (smaller crops are kept '
+                                  'as they are).', low=16, high=4096)
+    thumbnail_jpeg_quality: int = spec('JPEG quality of a thumbnail crop.', low=1, high=100)
     max_question_chars: int = spec('Longer questions are refused.', low=1, high=100000)
     diagnostics_period_s: float = spec('Period of /diagnostics updates.', low=0.1, high=60.0)
     odometry_topic: str = spec('nav_msgs/Odometry topic of the robot\'s pose: positions are '

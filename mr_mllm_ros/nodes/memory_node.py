@@ -179,7 +179,9 @@ class MemoryNode(ModelLifecycleNode):
         thumbs = {}
         try:
             frame = conv.frame_from_msg(image, max_pixels=self._config.max_image_pixels)
-            thumbs = save_crops(frame.image, ds, due, camera, thumbnail_dir(memory.url))
+            cfg = self._config.memory
+            thumbs = save_crops(frame.image, ds, due, camera, thumbnail_dir(memory.url),
+                                cfg.thumbnail_side_px, cfg.thumbnail_jpeg_quality)
             self._thumbnails += len(thumbs)
         except (MrMllmError, OSError) as e:
             self._errors.add('image', str(e))

@@ -13,7 +13,6 @@ from ..images import jpeg
 from ..types import DetectionSet
 from .store import is_postgres_url
 
-SIDE = 160          # pixels on the longer side
 CONTEXT = 0.15      # margin around the box, as a fraction of its size
 MAX_TRACKED = 10000  # tracks remembered for the "is one due?" decision
 
@@ -53,7 +52,7 @@ class ThumbnailPolicy:
 
 
 def save_crops(image: np.ndarray, ds: DetectionSet, indices: list[int], camera: str,
-               folder: Path) -> dict[int, str]:
+               folder: Path, side: int, quality: int) -> dict[int, str]:
     """JPEG crops of ds[i] for i in `indices` from the (H, W, 3) RGB `image`; returns
     index -> file path. Files: <folder>/<camera>/<stamp>_<track>.jpg."""
     h, w = image.shape[:2]
@@ -68,6 +67,6 @@ def save_crops(image: np.ndarray, ds: DetectionSet, indices: list[int], camera: 
         if x2 <= x1 or y2 <= y1:
             continue
         path = target / f'{ds.stamp_ns}_{d.track_id}.jpg'
-        path.write_bytes(jpeg(image[y1:y2, x1:x2], 85, max_side=SIDE))
+        path.write_bytes(jpeg(image[y1:y2, x1:x2], quality, max_side=side))
         out[i] = str(path)
     return out

@@ -28,8 +28,9 @@ cancel shuts the connection down at once (the server stops generating when it no
 Failure handling: every attempt has a hard deadline of mllm.openai_timeout_s (a watchdog
 shuts the socket down when it passes, so a trickling server cannot stretch it); failed
 attempts are retried up to mllm.openai_retries times on connection errors, timeouts,
-HTTP 408, 429 and 5xx, with exponential back-off and jitter (Retry-After honoured, both
-capped at `backoff_max_s`); other 4xx and malformed replies fail at once. A call therefore
+HTTP 408, 429 and 5xx, with exponential back-off and jitter from
+mllm.openai_backoff_base_s (Retry-After honoured, both capped at mllm.openai_backoff_max_s);
+other 4xx and malformed replies fail at once. A call therefore
 takes at most (retries + 1) * timeout + retries * backoff_max_s. Every failure is a
 BackendError naming the URL (never credentials), the HTTP status and a short excerpt of
 the body. The API key (from the environment variable named by mllm.openai_api_key_env;
@@ -81,15 +82,14 @@ class OpenAiBackend:
 
     sees_images = True
 
-    def __init__(self, config: Config, *, continue_final_message: bool | None = None,
-                 backoff_base_s: float = 0.5, backoff_max_s: float = 8.0):
+    def __init__(self, config: Config, *, continue_final_message: bool | None = None):
         cfg = config.mllm
         self.config = config
         self.model = cfg.model
         self.timeout_s = float(cfg.openai_timeout_s)
         self.retries = int(cfg.openai_retries)
-        self.backoff_base_s = float(backoff_base_s)
-        self.backoff_max_s = float(backoff_max_s)
+        self.backoff_base_s = float(cfg.openai_backoff_base_s)
+        self.backoff_max_s = float(cfg.openai_backoff_max_s)
         if continue_final_message is None:
             continue_final_message = cfg.openai_continue_final_message
         self.continue_final_message = continue_final_message
