@@ -67,6 +67,27 @@ def test_prefix_kv_reuse_gives_the_same_text(pipeline, default_config):
     assert without.grounded_text.raw_text == with_reuse.grounded_text.raw_text
 
 
+def test_calls_of_one_description_reuse_the_previous_calls_kv(pipeline, default_config):
+    """The plan asks a description in one call per mention, each the previous prompt plus
+    a few words: all but the first reuse the previous call's KV (same text as without)."""
+    from mr_mllm_ros.core.config import with_changes
+    frame = Frame(load_sample('grace_hopper'), 0, 'g')     # a person and a tie: 2 calls
+    ds = pipeline.perception.detect(frame)
+    backend = pipeline.scene.reasoner.backend
+    hits = backend.session_hits
+    with_reuse = pipeline.scene.reasoner.describe(frame, ds)
+    calls = len({ds[i].class_name for i in with_reuse.grounded_text.cited_indices()})
+    assert calls >= 2 and backend.session_hits - hits >= calls - 1
+    prefix = len(backend.prefix_kv(pipeline.scene.reasoner.prompts.prefix('describe'))[0])
+    assert with_reuse.timings_ms['kv_reused_tokens'] > calls * prefix
+    backend.config = with_changes(default_config, {'mllm.kv_reuse': False})
+    try:
+        without = pipeline.scene.reasoner.describe(frame, ds)
+    finally:
+        backend.config = default_config
+    assert without.grounded_text.raw_text == with_reuse.grounded_text.raw_text
+
+
 def test_question_cannot_inject_grounding_or_change_the_system_prompt(pipeline):
     frame = Frame(load_sample('grace_hopper'), 0, 'g')
     ds = pipeline.perception.detect(frame)

@@ -54,6 +54,10 @@ class TransformersLlmBackend(hf_common.SoftTokenInput):
         self._no = hf_common.word_token_ids(self.tokenizer, hf_common.NO_WORDS)
         self.soft_placeholder_id = hf_common.soft_placeholder_id(self.tokenizer)
         self.kv_hits = 0
+        #: (token ids, their KV cache) of the previous generation: the connector calls of
+        #: one description share everything but their last few words (see _reusable)
+        self._session: tuple[list[int], object] | None = None
+        self.session_hits = 0
 
     # ------------------------------------------------------------------- prompts
     def _chat_text(self, messages: Sequence[ChatMessage], generation_prompt: bool) -> str:
@@ -129,6 +133,27 @@ class TransformersLlmBackend(hf_common.SoftTokenInput):
         # generate() appends to the cache it is given: hand it a copy.
         return len(ids), copy.deepcopy(cache)
 
+    def _reusable(self, request: MllmRequest, ids: list[int], soft):
+        """(cached tokens, KV cache to extend) for prompt `ids`: the longest of the previous
+        generation's sequence (cropped to what the two share) and the fixed prefix. The
+        grounding plan asks one description in several calls, each the previous prompt plus
+        a few words: without this every call prefilled the whole object block again.
+        Soft tokens: prefix only (equal placeholder ids can carry other vectors)."""
+        session, self._session = self._session, None
+        if session is not None and soft is None and self.config.mllm.kv_reuse:
+            done, cache = session
+            shared = 0
+            for a, b in zip(done, ids[:len(ids) - 1]):  # at least one token left to run
+                if a != b:
+                    break
+                shared += 1
+            prefix_len = len(self.prefix_kv(request.prefix)[0]) if request.prefix else 0
+            if shared > prefix_len:
+                cache.crop(shared - len(done))  # transformers 5: minus the tokens to drop
+                self.session_hits += 1
+                return shared, cache
+        return self._cached_prefix(request, ids)
+
     # ---------------------------------------------------------------- inference
     def generate(self, request: MllmRequest) -> Generation:
         import torch
@@ -137,14 +162,15 @@ class TransformersLlmBackend(hf_common.SoftTokenInput):
             streaming.check(request.stream)
             soft = self._soft(request)
             ids = self._prompt_ids(request, soft)
-            cached, cache = self._cached_prefix(request, ids)
+            cached, cache = self._reusable(request, ids, soft)
             if soft is not None and self.soft_placeholder_id in ids[:cached]:
                 cached, cache = 0, None  # never: the marker is in the user turn
             t1 = time.perf_counter()
             input_ids = torch.tensor([ids], device=self.device)
             kwargs = hf_common.request_generation_kwargs(self.config, self.tokenizer, request,
                                                          len(ids))
-            kwargs.update(input_ids=input_ids, attention_mask=torch.ones_like(input_ids))
+            kwargs.update(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                          return_dict_in_generate=True)
             if cache is not None:
                 kwargs['past_key_values'] = cache
             try:
@@ -155,8 +181,13 @@ class TransformersLlmBackend(hf_common.SoftTokenInput):
                     out = self.model.generate(**kwargs)
             except (RuntimeError, ValueError, IndexError) as e:
                 raise BackendError(f'{self.name}: generation failed: {e}') from e
+            sequence = out.sequences[0].tolist()
+            kv = out.past_key_values
+            if soft is None and kv is not None and self.config.mllm.kv_reuse:
+                # the KV of every token but the last sampled one
+                self._session = (sequence[:kv.get_seq_length()], kv)
             streaming.check(request.stream)  # stopped by a cancel: no reply
-            new = out[0, len(ids):].tolist()
+            new = sequence[len(ids):]
             reply = self.tokenizer.decode(new, skip_special_tokens=True)
         t2 = time.perf_counter()
         return Generation(text=request.answer_prefix + reply, prompt_tokens=len(ids),
@@ -194,5 +225,6 @@ class TransformersLlmBackend(hf_common.SoftTokenInput):
     def close(self) -> None:
         with self._lock:
             self._prefix_cache.clear()
+            self._session = None
             self.model = None
         hf_common.release_cuda_memory()
