@@ -116,15 +116,17 @@ def test_disagreement_truth_table(detection, rejected, kinds, key):
 @pytest.mark.parametrize('detection, classes, key', [
     (det('unknown', score=0.9), [], 'class:unknown'),
     (det('object', score=0.9, track=4), [], 'track:4'),
-    (det('chair', score=0.30), [], 'class:chair'),  # in the low-confidence band
-    (det('chair', score=0.25), [], 'class:chair'),  # band start is inclusive
-    (det('chair', score=0.35), [], None),  # band end is exclusive
-    (det('chair', score=0.20), [], None),  # below the band
-    (det('chair', score=0.90), [], None),  # confident
-    (det('chair', score=0.30, verified=True), [], None),  # the MLLM confirmed it
+    (det('person', score=0.30), [], None),  # a known class at a low score is no unknown
+    (det('person', score=0.30, track=7), [], None),
+    (det('chair', score=0.30), ['chair'], 'class:chair'),  # listed: the band applies
+    (det('chair', score=0.25), ['chair'], 'class:chair'),  # band start is inclusive
+    (det('chair', score=0.35), ['chair'], None),  # band end is exclusive
+    (det('chair', score=0.20), ['chair'], None),  # below the band
+    (det('chair', score=0.90), ['chair'], None),  # confident
+    (det('chair', score=0.30, verified=True), ['chair'], None),  # the MLLM confirmed it
     (det('chair', score=0.30), ['cup'], None),  # class filter
     (det('cup', score=0.30), ['cup'], 'class:cup'),
-    (det('unknown', score=0.9), ['cup'], 'class:unknown'),  # filter: low-conf branch only
+    (det('unknown', score=0.9), ['cup'], 'class:unknown'),  # labels alert whatever the list
 ])
 def test_unknown_object_truth_table(detection, classes, key):
     e = engine(rule('unknown_object', severity='INFO', min_score=0.25, max_score=0.35,

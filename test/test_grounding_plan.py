@@ -78,7 +78,7 @@ def test_plan_groups_by_class_best_first_and_counts():
     assert [(m.phrase, m.indices) for m in mentions] == [('two ties', (0, 1)),
                                                          ('a person', (2,))]
     gt = parse_grounded(template_sentence(mentions), range(3), [d.class_name for d in TIES])
-    assert gt.text == 'Two ties are at the center bottom and a person is at the left.'
+    assert gt.text == 'Two ties are at the bottom and a person is at the left.'
     check_published(gt, TIES)
 
 
@@ -86,7 +86,7 @@ def test_template_shares_one_clause_per_place():
     ds = _ds(('dog', 0.9, (0, 0, 100, 100)), ('cat', 0.8, (10, 10, 90, 90)),
              ('car', 0.7, (800, 500, 890, 590)))
     gt = parse_grounded(template_sentence(plan_mentions(ds, range(3), VOCAB)), range(3))
-    assert gt.text == 'A dog and a cat are at the left top and a car is at the right bottom.'
+    assert gt.text == 'A dog and a cat are at the top left and a car is at the bottom right.'
 
 
 # ------------------------------------------------------------ finishing a reply
@@ -184,7 +184,7 @@ def test_model_words_that_misplace_an_object_give_way_to_the_template():
     backend = ScriptedBackend(reply=lambda r: r.answer_prefix + ' is at the left bottom <')
     sd = SceneReasoner(load_config(), backend).describe(None, TIES)
     # the ties are at the center bottom and the person at the left: both places are wrong
-    assert sd.text == 'Two ties are at the center bottom and a person is at the left.'
+    assert sd.text == 'Two ties are at the bottom and a person is at the left.'
     backend = ScriptedBackend(reply=lambda r: r.answer_prefix + ' is near the door <')
     assert SceneReasoner(load_config(), backend).describe(None, TIES).text == \
         'Two ties are near the door and a person is near the door.'
@@ -203,7 +203,7 @@ def test_the_whole_description_keeps_the_token_limit():
     backend.requests.clear()
     sd = SceneReasoner(config, backend).describe(None, three)
     assert len(backend.requests) == 2     # budget spent: the dog gets the template's words
-    assert sd.text.endswith('a dog is at the left top.')
+    assert sd.text.endswith('a dog is at the top left.')
 
 
 def test_a_usable_connector_is_the_models_words():
@@ -239,3 +239,46 @@ def test_ngram_processor_stops_a_looping_model():
     grams = [tuple(gen[i:i + 3]) for i in range(len(gen) - 2)]
     assert len(grams) == len(set(grams)), gen
     assert np.bincount(gen).max() < 12
+
+
+# --------------------------------------------- sentences that end, counts that are right
+
+STREET = _ds(('person', 0.9, (700, 40, 730, 120)), ('person', 0.8, (760, 60, 790, 140)),
+             ('person', 0.7, (40, 250, 80, 350)), ('person', 0.7, (100, 260, 140, 360)),
+             ('person', 0.6, (160, 240, 200, 340)), ('person', 0.5, (420, 480, 460, 590)),
+             ('car', 0.9, (800, 10, 890, 60)), ('truck', 0.8, (690, 0, 790, 40)))
+
+
+def test_a_class_in_several_places_reads_as_a_count_per_place():
+    gt = parse_grounded(template_sentence(plan_mentions(STREET, range(8), VOCAB)), range(8))
+    assert gt.text == ('Six people: three at the left, two at the top right and one at the '
+                       'bottom. A car and a truck are at the top right.')
+    assert gt.phrases[0].text == 'Six people' and gt.phrases[0].indices == tuple(range(6))
+
+
+def test_a_description_is_never_cut_in_the_middle_of_an_object():
+    """The street above with a model whose words repeat themselves: every object is still
+    named with its place (before, a repeated n-gram cut the sentence at the car)."""
+    backend = ScriptedBackend(reply=lambda r: r.answer_prefix + ' are at the top right <')
+    sd = SceneReasoner(load_config(), backend).describe(None, STREET)
+    assert sd.text == ('Six people: three at the left, two at the top right and one at the '
+                       'bottom. A car is at the top right and a truck is at the top right.')
+    assert not any('cut' in note for note in sd.grounded_text.problems)
+    assert sd.grounded_text.cited_indices() == set(range(8))
+    assert len(backend.requests) == 2  # the spread class is the plan's words: no call
+
+
+def test_duplicate_boxes_of_one_object_are_counted_once():
+    """A person's box and a box of its legs (inside it; NMS kept both): one person,
+    both boxes cited. Two people the tracker holds apart stay two, overlapping or not."""
+    ds = _ds(('person', 0.9, (100, 100, 200, 400)), ('person', 0.4, (110, 250, 190, 400)),
+             ('person', 0.8, (500, 100, 600, 400)))
+    mentions = plan_mentions(ds, range(3), VOCAB)
+    assert [(m.phrase, m.indices, m.count) for m in mentions] == \
+        [('two people', (0, 1, 2), 2)]
+    counted = SceneReasoner(load_config(), ScriptedBackend()).answer(
+        None, ds, 'How many people are there?')
+    assert counted.grounded_text.text.startswith('Two people')
+    tracked = ds.with_detections([ds[0].replace(track_id=1), ds[1].replace(track_id=2),
+                                  ds[2]])
+    assert plan_mentions(tracked, range(3), VOCAB)[0].phrase == 'three people'

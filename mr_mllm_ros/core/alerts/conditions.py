@@ -111,9 +111,10 @@ def _unknown(rule: Rule, ctx: Context, _state) -> Iterator[Hit]:
         if d.class_name in p['labels']:
             yield Hit(object_key(d), d, f'{d.class_name} (unidentified object, '
                       f'{_details(d)})', {**_object_values(d), 'label': 'unknown'})
-        # Verified = the MLLM confirmed it, so a low score alone is no longer a corner case.
+        # A known class at a low score is that class, not an unknown object: the band
+        # applies only to the classes listed; verified = the MLLM confirmed it.
         elif (p['min_score'] <= d.score < p['max_score'] and not d.verified
-              and (not p['classes'] or d.class_name in p['classes'])):
+              and d.class_name in p['classes']):
             yield Hit(object_key(d), d, f'{d.class_name} (low confidence, not confirmed by '
                       f'the MLLM, {_details(d)})',
                       {**_object_values(d), 'band': f'{_num(p["min_score"])}..'

@@ -33,8 +33,9 @@ from .grounding import (
     ref,
 )
 from ..geometry.words import distance_words, metres
+from .duplicates import object_units
 from .prompts import region_words
-from .vocabulary import Vocabulary, canonical_class
+from .vocabulary import COUNT_WORDS, Vocabulary, canonical_class
 
 #: Where a stretch of model words between two planned phrases ends.
 CONNECTOR_STOPS = ('<', '.', ';', '\n', '[', '(', ':')
@@ -51,37 +52,73 @@ _TRAILING = re.compile(r'(\s*[,\-]|\s+(and|or|the|a|an|while|with|of|to|in|at|is
 
 @dataclass(frozen=True)
 class Mention:
-    """One planned grounded phrase: the objects it cites and the words it says."""
+    """One planned grounded phrase: the objects it cites and the words it says. `count`
+    is the objects it names (duplicate boxes of one object merged, core.reasoning.
+    duplicates); a class spread over several places says where each are: `where` is then
+    ': two at the top right and one at the left' (`spread`)."""
     indices: tuple[int, ...]
     class_name: str
     phrase: str   # 'two ties'
-    where: str    # 'at the center bottom'
+    where: str    # 'at the bottom', or ': two at the top right and one at the left'
+    count: int = 1
 
     @property
     def verb(self) -> str:
-        return 'is' if len(self.indices) == 1 else 'are'
+        return 'is' if self.count == 1 else 'are'
+
+    @property
+    def spread(self) -> bool:
+        return self.where.startswith(':')
+
+    def tail(self) -> str:
+        """The template's words after the phrase: ' are at the left', ': two at ...'."""
+        return self.where if self.spread else f' {self.verb} {self.where}'
+
+
+def place_name(box, width: int, height: int) -> str:
+    """'top right', 'bottom', 'center': the image ninth of the box centre, in the order
+    people say it (region_words keeps the prompt's 'right top' order)."""
+    horiz, _, vert = region_words(box, width, height).partition(' ')
+    if not vert:
+        return horiz
+    return vert if horiz == 'center' else f'{vert} {horiz}'
+
+
+def _places(ds: DetectionSet, units: Sequence[tuple[int, ...]]) -> str:
+    """'at the top right', or for objects in several places ': two at the top right,
+    three at the left and one at the bottom' (most first)."""
+    counts: dict[str, int] = {}
+    for unit in units:
+        largest = max(unit, key=lambda i: ds[i].box.area)
+        place = place_name(ds[largest].box, ds.image_width, ds.image_height)
+        counts[place] = counts.get(place, 0) + 1
+    if len(counts) == 1:
+        return f'at the {next(iter(counts))}'
+    parts = [f'{COUNT_WORDS[n] if n < len(COUNT_WORDS) else n} at the {place}'
+             for place, n in sorted(counts.items(), key=lambda kv: -kv[1])]
+    return ': ' + ', '.join(parts[:-1]) + ' and ' + parts[-1]
 
 
 def plan_mentions(ds: DetectionSet, indices: Sequence[int], vocab: Vocabulary,
                   counted: bool = False) -> list[Mention]:
     """The objects `indices` grouped by class (best-scoring class first), one mention per
-    class. `counted`: say 'one tie' instead of 'a tie' (answers to 'how many')."""
+    class, counting duplicate boxes of one object once. `counted`: say 'one tie' instead
+    of 'a tie' (answers to 'how many')."""
     groups: dict[str, list[int]] = {}
     for i in sorted(indices, key=lambda i: -ds[i].score):
         groups.setdefault(canonical_class(ds[i].class_name), []).append(i)
     mentions = []
     for cls, members in groups.items():
         members.sort()
-        n = len(members)
+        units = object_units(ds, members)
+        n = len(units)
         phrase = f'one {vocab.noun(cls)}' if counted and n == 1 else vocab.phrase(cls, n)
-        regions = dict.fromkeys(region_words(ds[i].box, ds.image_width, ds.image_height)
-                                for i in members)
-        where = place_words([ds[i].position for i in members]) \
-            or 'at the ' + ' and the '.join(regions)
+        where = place_words([ds[i].position for i in members]) or _places(ds, units)
         postures = {ds[i].posture for i in members}
-        if len(postures) == 1 and (posture := postures.pop()) in SAID_POSTURES:
+        if len(postures) == 1 and (posture := postures.pop()) in SAID_POSTURES \
+                and not where.startswith(':'):
             where = f'{posture} {where}'  # the looker's posture: 'is lying at the left'
-        mentions.append(Mention(tuple(members), cls, phrase, where))
+        mentions.append(Mention(tuple(members), cls, phrase, where, n))
     return mentions
 
 
@@ -110,21 +147,36 @@ def _joiner(i: int, n: int) -> str:
     return ' and ' if n == 2 else ', and ' if i == n - 2 else ', '
 
 
+def _sentences(items: Sequence, spread) -> list[list]:
+    """`items` split into sentences: an item for which `spread(item)` holds ends one (its
+    own list of places has the commas)."""
+    out: list[list] = [[]]
+    for item in items:
+        out[-1].append(item)
+        if spread(item):
+            out.append([])
+    return [s for s in out if s]
+
+
 def template_sentence(mentions: Sequence[Mention], lead: str = '') -> str:
-    """The template's grounded sentence (grammar form). Mentions at the same place share
-    one clause: 'Two ties and a person are at the center bottom, and a dog is at the
-    right.'"""
+    """The template's grounded sentences (grammar form). Mentions at the same place share
+    one clause: 'Two ties and a person are at the bottom, and a dog is at the right.'; a
+    class in several places gets a sentence of its own: 'Six people: two at the top
+    right, three at the left and one at the bottom.'"""
     clauses: dict[str, list[Mention]] = {}
     for m in mentions:
-        clauses.setdefault(m.where, []).append(m)
-    parts, first = [lead], not lead
-    for k, (where, group) in enumerate(clauses.items()):
-        for j, m in enumerate(group):
-            parts.append(_markup(m, first) + _joiner(j, len(group)))
-            first = False
-        verb = group[0].verb if len(group) == 1 else 'are'
-        parts.append(f' {verb} {where}{_joiner(k, len(clauses))}')
-    return ''.join(parts) + '.'
+        clauses.setdefault(m.where if not m.spread else f'{id(m)}', []).append(m)
+    out = []
+    for k, sentence in enumerate(_sentences(list(clauses.values()), lambda g: g[0].spread)):
+        parts, first = [lead if k == 0 else ''], not (lead and k == 0)
+        for c, group in enumerate(sentence):
+            for j, m in enumerate(group):
+                parts.append(_markup(m, first) + _joiner(j, len(group)))
+                first = False
+            tail = group[0].tail() if len(group) == 1 else f' are {group[0].where}'
+            parts.append(tail + _joiner(c, len(sentence)))
+        out.append(''.join(parts) + '.')
+    return ' '.join(out)
 
 
 def has_repeat(text: str, n: int = REPEAT_NGRAM_WORDS) -> bool:
@@ -199,28 +251,36 @@ def word_plan(backend, request, mentions: Sequence[Mention], ds: DetectionSet,
         emit(sentence)
         return sentence, []
     classes = sorted({d.class_name for d in ds})
-    raw, generations = lead, []
+    raw, plain, generations = lead, lead, []
     emit(lead)
     muted = stream.muted() if stream is not None else None
-    budget = request.max_new_tokens  # of the whole sentence
-    for i, m in enumerate(mentions):
-        phrase = _markup(m, i == 0 and not lead)
-        raw += phrase
-        emit(phrase)
-        words = ''
-        if budget > 0:
-            gen = backend.generate(dataclasses.replace(
-                request, answer_prefix=raw, stop=CONNECTOR_STOPS,
-                max_new_tokens=min(max_tokens, budget), allowed_indices=None, stream=muted))
-            generations.append(gen)
-            budget -= max(gen.generated_tokens, 1)
-            cont = gen.text[len(raw):] if gen.text.startswith(raw) else gen.text
-            words = _fit(clean_connector(cont, vocab, classes), m)
-        words = (words or f' {m.verb} {m.where}') + _joiner(i, len(mentions))
-        raw += words
-        emit(words)
-    emit('.')
-    return raw + '.', generations
+    budget = request.max_new_tokens  # of the whole description
+    for k, sentence in enumerate(_sentences(mentions, lambda m: m.spread)):
+        if k:
+            raw, plain = raw + ' ', plain + ' '
+            emit(' ')
+        for j, m in enumerate(sentence):
+            phrase = _markup(m, j == 0 and not (lead and k == 0))
+            raw, plain = raw + phrase, plain + m.phrase
+            emit(phrase)
+            words = ''
+            if budget > 0 and not m.spread:  # the places of a spread class are ours
+                gen = backend.generate(dataclasses.replace(
+                    request, answer_prefix=raw, stop=CONNECTOR_STOPS,
+                    max_new_tokens=min(max_tokens, budget), allowed_indices=None,
+                    stream=muted))
+                generations.append(gen)
+                budget -= max(gen.generated_tokens, 1)
+                cont = gen.text[len(raw):] if gen.text.startswith(raw) else gen.text
+                words = _fit(clean_connector(cont, vocab, classes), m)
+                if words and first_repeat(plain + words) is not None:
+                    words = ''  # it would repeat what was said: the template's words
+            words = (words or m.tail()) + _joiner(j, len(sentence))
+            raw, plain = raw + words, plain + words
+            emit(words)
+        raw, plain = raw + '.', plain + '.'
+        emit('.')
+    return raw, generations
 
 
 def merge_generations(generations: Sequence[Generation]) -> Generation:
@@ -276,16 +336,19 @@ def no_objects_sentence(q: CountQuestion) -> str:
 
 # ------------------------------------------------------------------ finishing
 
-def finish(grounded: GroundedText, ds: DetectionSet, vocab: Vocabulary) -> GroundedText:
+def finish(grounded: GroundedText, ds: DetectionSet, vocab: Vocabulary,
+           planned: bool = False) -> GroundedText:
     """A parsed reply made publishable: one sentence, no prompt syntax, no repeated word
     n-gram; every phrase names the class of each object it cites (else it is renamed from
-    the vocabulary); no object cited twice (a second citation becomes plain text)."""
+    the vocabulary); no object cited twice (a second citation becomes plain text).
+    `planned`: a word_plan text, whose model words were checked stretch by stretch: it is
+    never cut (a cut could end it in the middle of an object), only its names checked."""
     text = grounded.text
     cut = len(text)
     for found in (_SENTENCE_END.search(text), PROMPT_SYNTAX.search(text)):
-        if found is not None:
+        if found is not None and not planned:
             cut = min(cut, found.start() + (1 if found.group()[:1] in '.!?' else 0))
-    repeat = first_repeat(text[:cut])
+    repeat = first_repeat(text[:cut]) if not planned else None
     if repeat is not None:
         cut = min(cut, repeat)
     notes = list(grounded.problems)
@@ -335,9 +398,10 @@ def _rename(words: str, indices: tuple[int, ...], ds: DetectionSet, vocab: Vocab
 
 
 def grounded_sentence(raw: str, indices: Sequence[int], ds: DetectionSet,
-                      vocab: Vocabulary) -> GroundedText:
+                      vocab: Vocabulary, planned: bool = False) -> GroundedText:
     """Parse a sentence in grammar form and finish it."""
-    return finish(parse_grounded(raw, indices, [d.class_name for d in ds]), ds, vocab)
+    return finish(parse_grounded(raw, indices, [d.class_name for d in ds]), ds, vocab,
+                  planned)
 
 
 # ------------------------------------------------------------------- distance

@@ -121,7 +121,7 @@ class SceneReasoner:
         else:  # a VLM with no detections: its own words, nothing to cite
             gen = self.backend.generate(request)
             raw = gen.text
-        grounded = self._finish(raw, chosen, detections)
+        grounded = self._finish(raw, chosen, detections, planned=bool(chosen))
         timings = dict(gen.timings_ms)
         if soft is not None:
             timings['fusion'] = (t_fusion - t0) * 1e3
@@ -184,7 +184,7 @@ class SceneReasoner:
             raw, _ = plan.word_plan(self.backend, request, mentions, detections,
                                     self.vocabulary, self.config.mllm.connector_max_tokens,
                                     lead, stream)
-            grounded = self._finish(raw, indices, detections)
+            grounded = self._finish(raw, indices, detections, planned=True)
         else:
             if stream is not None:
                 stream.emit(request.answer_prefix)  # backends stream only what follows it
@@ -194,9 +194,12 @@ class SceneReasoner:
             else f'{self.model_name} + fusion adapter {self.fusion_adapter}'
         return Answer(question, grounded, detections, model, time.perf_counter() - t0)
 
-    def _finish(self, raw: str, allowed, detections: DetectionSet) -> GroundedText:
+    def _finish(self, raw: str, allowed, detections: DetectionSet,
+                planned: bool = False) -> GroundedText:
+        """`planned`: raw is the grounding plan's (never cut, core.reasoning.grounding_plan
+        .finish), else the model's own reply."""
         grounded = parse_grounded(raw, allowed, [d.class_name for d in detections])
-        return plan.finish(grounded, detections, self.vocabulary)
+        return plan.finish(grounded, detections, self.vocabulary, planned)
 
     def judge(self, frame: Frame, detections: DetectionSet,
               min_probability: float) -> tuple[float, str]:
