@@ -38,6 +38,7 @@ from .bag_reader import NS, BagInfo, ReadLog, open_bag
 from .memory_db import write_memory_db
 from .processing import Unit, UnitProcessor, UnitResult
 from .ray_fanout import run_units_on_ray
+from .result_bags import write_result_bags
 
 log = logging.getLogger(__name__)
 
@@ -281,7 +282,7 @@ def _finalize(out: Path, result: ReplayResult, bag_reports: dict, infos: list[Ba
             else:
                 result.skipped[rec.get('reason', '?')] = \
                     result.skipped.get(rec.get('reason', '?'), 0) + 1
-    result.result_bags = o.write_result_bags(out, storages)
+    result.result_bags = write_result_bags(out, storages)
     foxglove = write_foxglove_outputs(out, config.alerts.clip_before_s,
                                       config.alerts.clip_after_s, config.max_image_pixels)
     for path, report in bag_reports.items():
