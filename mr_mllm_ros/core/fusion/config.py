@@ -37,12 +37,11 @@ def yaml_defaults() -> dict[str, dict[str, Any]]:
 
 
 def default(section: str, key: str):
-    """A dataclass field whose default is `section.key` of config/fusion.yaml."""
-    value = yaml_defaults()[section][key]
-    meta = {'yaml': f'{section}.{key}'}
-    if isinstance(value, (dict, list)):
-        return field(default_factory=lambda: copy.deepcopy(value), metadata=meta)
-    return field(default=value, metadata=meta)
+    """A dataclass field whose default is `section.key` of config/fusion.yaml, read when a
+    config is made, not at import (as core.config reads config/mr_mllm.yaml: a missing or
+    broken file is the error of the call that needs it)."""
+    return field(default_factory=lambda: copy.deepcopy(yaml_defaults()[section][key]),
+                 metadata={'yaml': f'{section}.{key}'})
 
 
 def dataclass_from_dict(cls, data: dict, what: str, error: type = ValueError):
