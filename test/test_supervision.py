@@ -217,7 +217,11 @@ def test_one_photo_is_not_a_stale_camera_but_a_stream_that_stops_is(tmp_path):
                           lambda st, v: 'no image yet' not in st.message, DISCOVERY_S,
                           start=len(diag))
         assert got is not None
-        time.sleep(5.0)  # 2.5x max_age_s, several diagnostics periods
+        # five more of the node's stale checks (one per diagnostics period, 1 s, before its
+        # status goes out): 2.5x max_age_s without an image
+        for _ in range(5):
+            assert node_status(diag, f'/{ns}/scene_node', lambda st, v: True, 10,
+                               start=len(diag)) is not None
         assert group.alive()
         assert not [a for a in alerts.snapshot() if a.code == 'camera_stale']
         for _ in range(5):  # 5 Hz for 1 s, then nothing
