@@ -29,7 +29,9 @@ def test_object_lines_and_the_image_line_say_what_the_looker_saw():
                         posture_score=0.6),
               looks=(('fox squirrel', 0.56),))
     block, chosen = prompts.object_block(ds)
-    cup_line, person_line, image_line = block.split('\n')
+    # (scene_v2 puts a class header before each class's lines)
+    cup_line, person_line, image_line = [line for line in block.split('\n')
+                                         if not line.endswith('):')]
     assert cup_line.endswith('; looks like: espresso 86%, cup 21%')
     assert person_line.endswith('; lying') and 'looks like' not in person_line
     assert image_line == 'The whole image looks like: fox squirrel 56%'

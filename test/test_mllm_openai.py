@@ -187,7 +187,7 @@ def test_scene_reasoner_grounded_answer(server):
     req = server.requests[0]
     assert req.json['max_tokens'] == config.mllm.max_new_tokens
     assert 'You see the camera image' in req.messages[0]['content']  # sees_images prompt
-    assert '<obj0> person' in req.user_text and '<obj1> dog' in req.user_text
+    assert 'person (1):\n<obj0>' in req.user_text and 'dog (1):\n<obj1>' in req.user_text
     image_part = req.user_content[0]
     assert decode_data_url(image_part['image_url']['url']).shape == (48, 64, 3)
 

@@ -38,7 +38,8 @@ def _ds(names, tracks=None, stamp=1):
 def test_scene_change_is_a_change_that_holds_not_a_new_track_id():
     """ScenePipeline asks core.reasoning.scene_change (test_scene_change.py has the
     rules): the first frame, then a class that stays; id churn is no change."""
-    sp = ScenePipeline(load_config(overrides={'mllm.backend': 'none'}))
+    sp = ScenePipeline(load_config(overrides={'mllm.backend': 'none',
+                                              'scene.change_hold_s': 1.0}))
     assert sp.scene_changed(_ds(['person'], [1]), 0.0)                     # first frame
     changed = [sp.scene_changed(_ds(['person'], [2 + k]), 0.1 * k) for k in range(1, 10)]
     assert not any(changed)                                 # a new id on every frame
@@ -57,7 +58,7 @@ def test_validate_question(question, timeout, ok):
 
 def test_reasoning_verifies_before_describing_so_the_text_cites_the_refined_set():
     backend = ScriptedBackend(
-        yes=lambda r: 0.0 if '<obj0> dog' in r.user and 'Is <obj0>' in r.user else 0.9,
+        yes=lambda r: 0.0 if 'dog (1):\n<obj0>' in r.user and 'Is <obj0>' in r.user else 0.9,
         reply=lambda r: '<ground>A person</ground><objects><obj0></objects>.'
         if r.task == 'describe' else '')
     config = load_config(overrides={'alerts.enabled': False})

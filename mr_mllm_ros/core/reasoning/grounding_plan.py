@@ -34,7 +34,7 @@ from .grounding import (
 )
 from ..geometry.words import distance_words, metres
 from .duplicates import object_units
-from .prompts import region_words
+from .prompts import spoken_region
 from .vocabulary import COUNT_WORDS, Vocabulary, canonical_class
 
 #: Where a stretch of model words between two planned phrases ends.
@@ -75,22 +75,13 @@ class Mention:
         return self.where if self.spread else f' {self.verb} {self.where}'
 
 
-def place_name(box, width: int, height: int) -> str:
-    """'top right', 'bottom', 'center': the image ninth of the box centre, in the order
-    people say it (region_words keeps the prompt's 'right top' order)."""
-    horiz, _, vert = region_words(box, width, height).partition(' ')
-    if not vert:
-        return horiz
-    return vert if horiz == 'center' else f'{vert} {horiz}'
-
-
 def _places(ds: DetectionSet, units: Sequence[tuple[int, ...]]) -> str:
     """'at the top right', or for objects in several places ': two at the top right,
     three at the left and one at the bottom' (most first)."""
     counts: dict[str, int] = {}
     for unit in units:
         largest = max(unit, key=lambda i: ds[i].box.area)
-        place = place_name(ds[largest].box, ds.image_width, ds.image_height)
+        place = spoken_region(ds[largest].box, ds.image_width, ds.image_height)
         counts[place] = counts.get(place, 0) + 1
     if len(counts) == 1:
         return f'at the {next(iter(counts))}'

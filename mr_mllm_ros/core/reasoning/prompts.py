@@ -1,10 +1,14 @@
 """Perception-embedded prompts (MR-MLLM) with LION-style tags and ChatRex-style indices.
 
-Detections become a compact block of indexed objects, `<objN> class score [x1,y1,x2,y2]
-position`, boxes on a 0-1000 grid. Objects enter by score (highest first) until
-`mllm.max_objects` or the token budget is reached; they keep their DetectionSet index, so
-`<obj3>` in a reply is always `detections[3]`. Templates are versioned data files
-(mr_mllm_ros/prompts/*.yaml); chat formatting is the model's own (its chat template).
+Detections become a compact block of indexed objects: one line per object, rendered by
+`PromptBuilder.object_line` (the template's `object_line`, then the clauses other stages
+add: distance, what it looks like, posture). scene_v1 lists `<objN> class; place, size;
+confidence NN%; box [x1,y1,x2,y2]` (0-1000 grid, ~34 tokens); scene_v2 groups the objects
+under one header per class (`person (6):`, duplicate boxes of one object counted once) and
+lists `<objN> top right, small, 87%` (~13 tokens). Objects enter by score (highest first)
+until `mllm.max_objects` or `mllm.object_token_budget` is reached; they keep their
+DetectionSet index, so `<obj3>` in a reply is always `detections[3]`. Templates are
+versioned data files (mr_mllm_ros/prompts/*.yaml); chat formatting is the model's own.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from ..errors import ConfigError
 from ..geometry.words import distance_words
 from ..mllm.base import SOFT_TOKENS_MARKER, ChatMessage, MllmRequest
 from ..types import DetectionSet
+from .duplicates import object_units
 
 PROMPTS_DIR = Path(__file__).resolve().parents[2] / 'prompts'
 # A template line holding the {soft_tokens} field is dropped when a request has none.
@@ -49,6 +54,11 @@ class PromptTemplate:
     no_objects: str
     tags: str
     tasks: Mapping[str, TaskTemplate]
+    #: '{class_name} ({count}):' groups the object lines under one header per class;
+    #: '' = one flat list (each line names its class)
+    class_header: str = ''
+    #: append ' track N' to the line of a tracked object
+    track_ids: bool = True
 
 
 def load_template(name_or_path: str) -> PromptTemplate:
@@ -72,7 +82,9 @@ def load_template(name_or_path: str) -> PromptTemplate:
                               vision_image=data['vision']['image'].strip(),
                               vision_text_only=data['vision']['text_only'].strip(),
                               object_line=data['object_line'], no_objects=data['no_objects'],
-                              tags=data['tags'], tasks=tasks)
+                              tags=data['tags'], tasks=tasks,
+                              class_header=data.get('class_header', ''),
+                              track_ids=bool(data.get('track_ids', True)))
     except OSError as e:
         available = ', '.join(sorted(p.stem for p in PROMPTS_DIR.glob('*.yaml')))
         raise ConfigError(f'prompt template {name_or_path!r} not found ({e.strerror}); '
@@ -89,12 +101,23 @@ def region_words(box, width: int, height: int) -> str:
     return f'{horiz}{" " + vert if vert else ""}'
 
 
+def size_word(box, width: int, height: int) -> str:
+    share = box.area / max(width * height, 1)
+    return 'small' if share < 0.05 else 'medium' if share < 0.25 else 'large'
+
+
 def position_words(box, width: int, height: int) -> str:
     """'left bottom, large': coarse region words a text-only LLM can repeat (LION's
     region-level knowledge, made explicit), from the box centre and area share."""
-    share = box.area / max(width * height, 1)
-    size = 'small' if share < 0.05 else 'medium' if share < 0.25 else 'large'
-    return f'{region_words(box, width, height)}, {size}'
+    return f'{region_words(box, width, height)}, {size_word(box, width, height)}'
+
+
+def spoken_region(box, width: int, height: int) -> str:
+    """'top right', 'bottom', 'center': region_words in the order people say them."""
+    horiz, _, vert = region_words(box, width, height).partition(' ')
+    if not vert:
+        return horiz
+    return vert if horiz == 'center' else f'{vert} {horiz}'
 
 
 def looks_like_words(labels: Sequence[tuple[str, float]]) -> str:
@@ -133,8 +156,13 @@ class PromptBuilder:
         order = sorted(range(len(ds)), key=lambda i: -ds[i].score)[:self.config.max_objects]
         chosen: list[int] = []
         used = 0
+        headed: set[str] = set()
         for i in order:
             cost = self.count_tokens(self.object_line(ds, i)) + 1  # + newline
+            if self.template.class_header and ds[i].class_name not in headed:
+                headed.add(ds[i].class_name)
+                cost += self.count_tokens(self.template.class_header.format(
+                    class_name=ds[i].class_name, count=1)) + 1
             if used + cost > self.config.object_token_budget:
                 break
             chosen.append(i)
@@ -142,12 +170,15 @@ class PromptBuilder:
         return tuple(sorted(chosen))
 
     def object_line(self, ds: DetectionSet, i: int) -> str:
+        """The one line of object i: the template's fields, then each stage's clause."""
         d = ds[i]
-        x1, y1, x2, y2 = d.box.normalized_1000(ds.image_width, ds.image_height)
+        w, h = ds.image_width, ds.image_height
+        x1, y1, x2, y2 = d.box.normalized_1000(w, h)
         line = self.template.object_line.format(
             index=i, class_name=d.class_name, score=d.score, x1=x1, y1=y1, x2=x2, y2=y2,
-            position=position_words(d.box, ds.image_width, ds.image_height))
-        if d.track_id >= 0:
+            position=position_words(d.box, w, h), place=spoken_region(d.box, w, h),
+            size=size_word(d.box, w, h))
+        if d.track_id >= 0 and self.template.track_ids:
             line += f' track {d.track_id}'
         if d.position is not None:  # depth (core.geometry): distance and direction in words
             line += f'; {distance_words(d.position)}'
@@ -158,12 +189,28 @@ class PromptBuilder:
         return line
 
     def object_block(self, ds: DetectionSet) -> tuple[str, tuple[int, ...]]:
-        """The object lines, then what the whole frame looks like (the looker)."""
+        """The object lines (under their class headers when the template groups them),
+        then what the whole frame looks like (the looker)."""
         chosen = self.select_objects(ds)
-        lines = [self.object_line(ds, i) for i in chosen] or [self.template.no_objects]
+        if self.template.class_header and chosen:
+            lines = []
+            for cls, members in self._by_class(ds, chosen):
+                lines.append(self.template.class_header.format(
+                    class_name=cls, count=len(object_units(ds, members))))
+                lines += [self.object_line(ds, i) for i in members]
+        else:
+            lines = [self.object_line(ds, i) for i in chosen] or [self.template.no_objects]
         if ds.looks_like:
             lines.append(f'The whole image {looks_like_words(ds.looks_like)}')
         return '\n'.join(lines), chosen
+
+    @staticmethod
+    def _by_class(ds: DetectionSet, indices: Sequence[int]) -> list[tuple[str, list[int]]]:
+        """`indices` grouped by class name, the best-scoring class first."""
+        groups: dict[str, list[int]] = {}
+        for i in sorted(indices, key=lambda i: -ds[i].score):
+            groups.setdefault(ds[i].class_name, []).append(i)
+        return [(cls, sorted(members)) for cls, members in groups.items()]
 
     def tags(self, ds: DetectionSet, chosen: Sequence[int]) -> str:
         names = sorted({ds[i].class_name for i in chosen})
