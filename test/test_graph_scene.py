@@ -108,6 +108,12 @@ def test_a_grounded_description_per_photo_cites_that_frames_detections(live):
         for p in sd.phrases:
             assert all(0 <= i < n for i in p.detection_indices), (sample, sd.raw_text)
             assert sd.text[p.start:p.end] == p.text
+    # every description's age (its frame's stamp to its publication) is in diagnostics
+    status = node_status(live.diag, '/live/scene_node',
+                         lambda s, v: int(v['descriptions']) >= len(SAMPLES))
+    assert status is not None
+    ages = [float(status[1][f'description_age_ms_{k}']) for k in ('last', 'p50', 'p95')]
+    assert all(0 < a < 300_000 for a in ages) and ages[1] <= ages[2], status[1]
 
 
 def test_ask_scene_about_grace_hopper_with_valid_grounding(live):

@@ -116,6 +116,9 @@ class PerceptionConfig:
     diagnostics_period_s: float = spec('Period of /diagnostics updates.', low=0.1, high=60.0)
     stale_after_s: float = spec('Report the camera stream as stale (diagnostics WARN) when '
                                 'no image arrived for this long.', low=0.1, high=3600.0)
+    threads: int = spec('CPU threads of the detector in perception_node (OpenCV, torch); 0 = '
+                        'half the CPUs the process may use: the MLLM node needs the rest '
+                        '(core/runtime/cpu_threads.py).', low=0, high=1024, read_only=True)
     cameras: list[str] = spec('Camera namespaces served by ONE perception_node (one model, '
                               'one latest-frame slot per camera, served round-robin): '
                               'subscribes <cam>/image, publishes <cam>/detections. Empty = '
@@ -237,6 +240,9 @@ class SceneConfig:
     describe_every_frame: bool = spec('Reason on every new frame instead (no rate, change or '
                                       'interval rule, no back-off): per-image commands, '
                                       '`replay --describe-every-frame`.')
+    threads: int = spec('CPU threads of the MLLM in scene_node (torch, OpenCV); 0 = half the '
+                        'CPUs the process may use: the detector node needs the rest.',
+                        low=0, high=1024, read_only=True)
     pair_buffer_size: int = spec('Frames (and detections) kept to pair them by stamp and '
                                  'to answer questions about recent frames.', low=1, high=1000)
     vqa_queue_size: int = spec('ask_scene requests waiting at most; more get an immediate '

@@ -39,6 +39,7 @@ from ..core.config import Config
 from ..core.errors import ConfigError, MrMllmError
 from ..core.geometry import DepthFrame, check_view
 from ..core.pipeline import PerceptionPipeline
+from ..core.runtime.cpu_threads import apply_cpu_threads, node_threads
 from ..core.runtime.latest_slot import LatestSlots
 from ..core.runtime.pairing import NearestStamp
 from ..core.runtime.stats import RollingStats
@@ -77,6 +78,8 @@ class PerceptionNode(ModelLifecycleNode):
             pipeline = PerceptionPipeline(self._config)
         except (MrMllmError, ConfigError) as e:
             return self._configure_failed(e)
+        threads = apply_cpu_threads(node_threads(self._config.perception.threads))
+        self.get_logger().info(f'CPU threads: {threads}')
         with self._lock:
             self._pipeline = pipeline
         keys = self._config.perception.cameras or ['']

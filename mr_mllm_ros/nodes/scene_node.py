@@ -33,6 +33,7 @@ from ..core.alerts import FrameArrivals
 from ..core.errors import ConfigError, MrMllmError
 from ..core.pipeline import ScenePipeline, StepFailed
 from ..core.reasoning.vqa import VqaJob, answer_job
+from ..core.runtime.cpu_threads import apply_cpu_threads, node_threads
 from ..core.runtime.inference_worker import InferenceWorker
 from ..core.runtime.stats import RollingStats
 from ..ros import ask_flow, ask_service
@@ -53,6 +54,8 @@ class SceneNode(ModelLifecycleNode):
         self._pipeline: ScenePipeline | None = None
         self._pairs: SceneFrames | None = None
         self._describe_stats = RollingStats()  # ms per description
+        # ms from the described frame's stamp to the description's publication
+        self._age_stats = RollingStats()
         self._vqa_stats = RollingStats()       # ms per answered question
         self._paired_stats = RollingStats()    # one entry per frame paired and decoded
         self._backend_errors = 0
@@ -69,6 +72,8 @@ class SceneNode(ModelLifecycleNode):
             pipeline = ScenePipeline(config)
         except (MrMllmError, ConfigError, ValueError) as e:
             return self._configure_failed(e)
+        threads = apply_cpu_threads(node_threads(config.scene.threads))
+        self.get_logger().info(f'CPU threads: {threads}')
         self._config, self._pipeline = config, pipeline
         self._pairs = SceneFrames(config.scene.pair_buffer_size, config.max_image_pixels)
         self._pubs = {
@@ -188,6 +193,7 @@ class SceneNode(ModelLifecycleNode):
             self._pubs['refined'].publish(conv.detection_array_msg(result.refined))
         self._pubs['description'].publish(conv.scene_description_msg(result.description))
         self._describe_stats.add(step.elapsed_ms)
+        self._age_stats.add((self.get_clock().now().nanoseconds - step.frame.stamp_ns) / 1e6)
         self._publish_alerts(result.alerts)
 
     def _publish_alerts(self, alerts) -> None:
@@ -235,8 +241,15 @@ class SceneNode(ModelLifecycleNode):
             'description_rate_hz': f'{self._describe_stats.rate_hz(horizon_s=60.0):.3f}',
             'description_latency_ms_p50': f'{self._describe_stats.percentile(50):.0f}',
             'descriptions': str(self._describe_stats.count),
+            # how old the described frame was when its description went out (stamp vs
+            # this node's clock): what a reader of scene_description gets
+            'description_age_ms_last': f'{self._age_stats.last():.0f}',
+            'description_age_ms_p50': f'{self._age_stats.percentile(50):.0f}',
+            'description_age_ms_p95': f'{self._age_stats.percentile(95):.0f}',
             'vqa_queue_depth': str(self._worker.pending()),
             'vqa_in_flight': str(self._desk.in_flight() if self._desk is not None else 0),
+            'vqa_goals_rejected_busy': str(self._action.rejected
+                                           if self._action is not None else 0),
             'vqa_latency_ms_p50': f'{self._vqa_stats.percentile(50):.0f}',
             'vqa_answered': str(self._vqa_stats.count),
             'backend_errors': str(self._backend_errors),

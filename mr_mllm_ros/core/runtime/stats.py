@@ -44,6 +44,11 @@ class RollingStats:
             vals = list(self._values)
         return float(np.mean(vals)) if vals else 0.0
 
+    def last(self) -> float:
+        """The newest value (0 before any)."""
+        with self._lock:
+            return self._values[-1] if self._values else 0.0
+
     def last_time(self) -> float | None:
         with self._lock:
             return self._times[-1] if self._times else None

@@ -1,0 +1,42 @@
+"""CPU thread budgets of the model nodes.
+
+perception_node (the detector) and scene_node (the MLLM) run at the same time on one
+machine. With every library's default - all cores each - their OpenMP / OpenCV pools
+oversubscribe the CPUs, and a thread pool whose threads wait on each other at every layer
+slows down far more than its share: on the 2-core development machine under load,
+SmolLM2-135M decoded 4.4 tok/s on one torch thread and 1.8 tok/s on two
+(docs/BENCHMARKS.md, "Decode rate in the graph"). So each node sets its pools to its own
+budget (`perception.threads`, `scene.threads`; 0 = half the CPUs the process may use, at
+least 1). One-process runs (replay, describe) run detector and MLLM one after the other
+and keep the libraries' defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+def node_threads(configured: int) -> int:
+    """`configured`, or for 0 half the CPUs this process may use (at least 1)."""
+    return configured if configured > 0 else max(1, available_cpus() // 2)
+
+
+def apply_cpu_threads(n: int) -> str:
+    """Size OpenCV's pool and, when loaded, torch's intra-op pool to `n` threads; returns
+    what was set, for the node's log ('opencv 1, torch 1')."""
+    import cv2
+    cv2.setNumThreads(n)
+    done = [f'opencv {n}']
+    torch = sys.modules.get('torch')
+    if torch is not None:
+        torch.set_num_threads(n)
+        done.append(f'torch {n}')
+    return ', '.join(done)
