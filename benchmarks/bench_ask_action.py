@@ -2,18 +2,21 @@
 processes, offline default models, a 10 Hz camera of one real photo).
 
     bash scripts/with_env.sh python benchmarks/bench_ask_action.py [--cancels 20]
-        [--procs 10] [--clients 3] [--json out.json]
+        [--procs 10] [--clients 3] [--rounds 4] [--compare-service] [--json out.json]
 
 1. Cancel while generating: a goal, cancelled 0-0.5 s after its first answer text; from
    the cancel request to the cancel accepted (the goal CANCELING) and to the goal's
    CANCELED result, p50/p95/max; and from the cancel to the next goal's first text (the
    MLLM free again; the next goal is sent with the cancel).
-2. Load: --procs client processes x --clients action clients each (30 by default), one
-   goal each, every other one cancelled 1 s after it was accepted; every goal must end
-   with a result, a cancellation or "busy", and none may hang. Detections/s and scene
-   frames paired/s as a share of the camera's frames, idle vs during the load (the nodes
-   keep their rate when the share stays within 10 %). `--compare-service` then runs the
-   same number of questions through the ask_scene service, for comparison.
+2. Load: --procs client processes x --clients action clients each (30 by default; one
+   node per process), one goal each at once, every other goal cancelled 1 s after it was
+   accepted; every goal must end with a result, a cancellation or "busy" (a rejected
+   goal: the queue was full), and none may hang; --rounds such rounds, each after an
+   idle window as long as the round before. Detections/s and scene frames paired/s as a
+   share of the camera's frames, idle vs during the load (the nodes keep their rate when
+   the share stays within 10 %; compared round by round, since the machine's other load
+   drifts). `--compare-service` then runs one round of as many questions through the
+   ask_scene service, for comparison.
 Nothing asserts on time; the machine is shared, so compare within one run.
 """
 
@@ -166,29 +169,40 @@ def rates(dets, diag, cam, seconds):
     return (len(dets) - n0) / dt, (paired(diag) - p0) / dt, (cam.sent - s0) / dt
 
 
-def load(ros, dets, diag, cam, procs, clients, service=False):
-    """`service`: the same number of questions through the ask_scene service instead
-    (test/helpers/vqa_load_client.py, no cancels), for comparison in the same run."""
-    idle = rates(dets, diag, cam, IDLE_S)
+def load(ros, dets, diag, cam, procs, clients, rounds, service=False):
+    """`rounds` rounds of procs x clients concurrent goals, each after an idle window as
+    long as the round before it (the machine's other load drifts: compare in pairs).
+    `service`: one round of the same number of questions through the ask_scene service
+    instead (test/helpers/vqa_load_client.py, no cancels), for comparison."""
     work = Path(tempfile.mkdtemp(prefix='bench_ask_'))
     go = work / 'go'
     command = [sys.executable, str(SERVICE_CLIENT), ACTION, str(clients), '60', str(go),
                str(work)] if service else \
-        [sys.executable, str(CLIENT), ACTION, str(clients), '1', '60', '1.0', str(go),
-         str(work)]
+        [sys.executable, str(CLIENT), ACTION, str(go), str(work), '--clients', str(clients),
+         '--cancel', '1.0', '--rounds', str(rounds)]
     children = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                  text=True) for _ in range(procs)]
     deadline = time.monotonic() + 300
     while len(list(work.glob('ready_*'))) < procs and time.monotonic() < deadline:
         time.sleep(0.1)
-    time.sleep(1.0)  # client start-up load has passed
-    n_dets, n_pairs, n_sent, t0 = len(dets), paired(diag), cam.sent, time.monotonic()
-    go.touch()
-    while len(list(work.glob('done_*'))) < procs and time.monotonic() - t0 < 200:
-        time.sleep(0.05)
-    window = time.monotonic() - t0
-    loaded = ((len(dets) - n_dets) / window, (paired(diag) - n_pairs) / window,
-              (cam.sent - n_sent) / window)
+    time.sleep(3.0)  # client start-up load (and the nodes' discovery of them) has passed
+    pairs, window = [], IDLE_S
+    for r in range(rounds if not service else 1):
+        suffix = f'.{r}' if r else ''
+        idle = rates(dets, diag, cam, max(IDLE_S, window))
+        n_dets, n_pairs, n_sent, t0 = len(dets), paired(diag), cam.sent, time.monotonic()
+        Path(str(go) + suffix).touch()
+        while len(list(work.glob(f'done{suffix}_*'))) < procs and time.monotonic() - t0 < 200:
+            time.sleep(0.05)
+        window = time.monotonic() - t0
+        loaded = ((len(dets) - n_dets) / window, (paired(diag) - n_pairs) / window,
+                  (cam.sent - n_sent) / window)
+        pairs.append({'window_s': round(window, 1),
+                      'detections_share': [round(idle[0] / idle[2], 3),
+                                           round(loaded[0] / loaded[2], 3)],
+                      'paired_share': [round(idle[1] / idle[2], 3),
+                                       round(loaded[1] / loaded[2], 3)]})
+        print(f'round {r}: {json.dumps(pairs[-1])}', flush=True)
     results, hung = [], 0
     for child in children:
         try:
@@ -203,22 +217,28 @@ def load(ros, dets, diag, cam, procs, clients, service=False):
                      cancel_s=None, growing=True)
     names = {GoalStatus.STATUS_SUCCEEDED: 'succeeded', GoalStatus.STATUS_CANCELED: 'canceled'}
     ends = [names.get(r['status'], 'busy' if r['error'] == 'busy' else
-                      f'other: {r["status"]} {r["error"]}') for r in results]
+                      f'other: status {r["status"]}, accepted {r.get("accepted")}, '
+                      f'{r["error"]}') for r in results]
     walls = [r['wall_s'] for r in results if r['wall_s'] is not None]
-    share = {k: (round(loaded[i] / loaded[2], 3), round(idle[i] / idle[2], 3))
-             for i, k in ((0, 'detections'), (1, 'scene_frames_paired'))}
-    out = {'via': 'service' if service else 'action',
-           'goals': len(results), 'expected': procs * clients, 'hung_processes': hung,
+    ratio = [p['detections_share'][1] / p['detections_share'][0] for p in pairs
+             if p['detections_share'][0]]
+    out = {'via': 'service' if service else 'action', 'rounds': len(pairs),
+           'goals': len(results), 'hung_processes': hung,
            'outcomes': {e: ends.count(e) for e in set(ends)},
            'cancel_to_canceled_s': summary([r['cancel_s'] for r in results
                                             if r['cancel_s'] is not None and
                                             r['status'] == GoalStatus.STATUS_CANCELED]),
            'busy_wall_s': summary([r['wall_s'] for r in results if r['error'] == 'busy']),
-           'wall_max_s': round(max(walls), 1) if walls else None, 'window_s': round(window, 1),
-           'idle_hz': [round(x, 2) for x in idle], 'loaded_hz': [round(x, 2) for x in loaded],
-           'share_loaded_vs_idle': share,
-           'texts_growing': all(r['growing'] for r in results)}
-    print('load via the service:' if service else 'load:', json.dumps(out), flush=True)
+           'wall_max_s': round(max(walls), 1) if walls else None,
+           'detections_share_loaded_over_idle_median': round(statistics.median(ratio), 3)
+           if ratio else None, 'rounds_detail': pairs,
+           'texts_growing': all(r['growing'] for r in results),
+           'responses_recovered': sum(r.get('recovered', 0) for r in results),
+           'goals_detail': results}
+    print('load via the service:' if service else 'load:',
+          json.dumps({k: v for k, v in out.items() if k not in ('goals_detail',
+                                                                 'rounds_detail')}),
+          flush=True)
     return out
 
 
@@ -227,15 +247,22 @@ def main() -> int:
     ap.add_argument('--cancels', type=int, default=20)
     ap.add_argument('--procs', type=int, default=10)
     ap.add_argument('--clients', type=int, default=3)
+    ap.add_argument('--rounds', type=int, default=4,
+                    help='rounds of concurrent goals, each after an idle window')
+    ap.add_argument('--params', default='',
+                    help='a params file for both nodes, e.g. config/demo.yaml (the MLLM '
+                         'describes every frame: busy before the questions too, as in '
+                         'test_vqa_load.py)')
     ap.add_argument('--skip-load', action='store_true')
     ap.add_argument('--compare-service', action='store_true',
                     help='then the same load through the ask_scene service')
     ap.add_argument('--json')
     args = ap.parse_args()
     logs = Path(tempfile.mkdtemp(prefix='bench_ask_logs_'))
-    specs = [NodeSpec('perception', NS), NodeSpec('scene', NS)]
+    params = [args.params] if args.params else []
+    specs = [NodeSpec('perception', NS, params), NodeSpec('scene', NS, params)]
     result = {'meta': {'machine': f'{platform.machine()}, {os.cpu_count()} CPUs (shared)',
-                       'load_avg_start': os.getloadavg()}}
+                       'params': args.params or 'defaults', 'load_avg_start': os.getloadavg()}}
     with NodeGroup(specs, log_dir=logs) as group, RosClient('bench_ask') as ros:
         dets = ros.collect(DetectionArray, f'/{NS}/detections', RESULTS_QOS)
         diag = ros.collect(DiagnosticArray, '/diagnostics', 50)
@@ -245,10 +272,11 @@ def main() -> int:
                 raise SystemExit(f'the graph never answered; logs in {logs}')
             result['cancel'] = cancels(ros, args.cancels)
             if not args.skip_load:
-                result['load'] = load(ros, dets, diag, cam, args.procs, args.clients)
+                result['load'] = load(ros, dets, diag, cam, args.procs, args.clients,
+                                      args.rounds)
             if args.compare_service:
                 result['load_service'] = load(ros, dets, diag, cam, args.procs, args.clients,
-                                              service=True)
+                                              1, service=True)
         finally:
             cam.stop()
         result['nodes_alive'] = group.alive()

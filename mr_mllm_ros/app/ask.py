@@ -125,9 +125,8 @@ def _ask_action(ros, name: str, args) -> int:
         accepted = call.wait_accepted(limit)
         if accepted is None:
             raise ServiceTimeout(f'{name}: the goal was not acknowledged within {limit:.0f} s')
-        if not accepted:
-            print(f'refused: {name} rejected the goal', file=sys.stderr)
-            return EXIT_REFUSED
+        if not accepted:  # the node rejects goals only while its question queue is full
+            return _refused('busy')
         if not call.wait(args.timeout + REPLY_SLACK_S):
             raise ServiceTimeout(f'{name}: no result within {args.timeout + REPLY_SLACK_S:.0f} '
                                  's (the node is there but did not answer in time)')

@@ -8,7 +8,9 @@ MLLM thread), plus feedback as the answer is written, cancel, and freshness in t
 - Cancel: accepted at once (the goal is CANCELING); a queued question leaves the queue, an
   answer being written stops within one decoding step; then the goal is CANCELED.
 - Results: success (answer, grounding, detections, frame stamp and age, models, latency,
-  time to first text) or aborted with the reason ("busy", "stale: ...", "timeout ...").
+  time to first text) or aborted with the reason ("stale: ...", "timeout ...", "busy"
+  when the queue filled after acceptance). A goal that arrives while the question queue
+  is full is rejected: that is "busy".
 - A client that leaves: a goal naming its node (`client_node`) is cancelled ("client
   gone") once that node no longer subscribes to this action's feedback (DDS drops a
   process that exits at once, one that is killed after its lease, 20 s with Fast DDS);
@@ -27,13 +29,16 @@ from mr_mllm_interfaces.action import AskScene
 from ..core.reasoning.vqa import LOOKING, QUEUED, THINKING, WAITING_FOR_FRAME
 from . import conversions as conv
 from .ask_flow import AskDesk, Cancel, Outcome, Question, fill_answer
+from .qos import SERVICE_QOS
 
 STAGES = {WAITING_FOR_FRAME: AskScene.Feedback.STAGE_WAITING_FOR_FRAME,
           QUEUED: AskScene.Feedback.STAGE_QUEUED,
           LOOKING: AskScene.Feedback.STAGE_LOOKING,
           THINKING: AskScene.Feedback.STAGE_THINKING}
-#: Seconds a finished goal's result is kept for a client that asks for it late.
-RESULT_KEEP_S = 60
+#: Seconds a finished goal's result is kept for a client that asks for it late (a client
+#: asks at once; ros/goal_call.py asks again within seconds when a response was lost). Every
+#: goal kept is in every status message, so keep it short.
+RESULT_KEEP_S = 15
 #: How often the clients of running goals are looked for in the graph.
 CLIENT_CHECK_S = 0.5
 CLIENT_GONE = 'client gone'
@@ -54,11 +59,18 @@ class AskActionServer:
         self._node, self._desk, self._on_answer = node, desk, on_answer
         self._goals: dict[bytes, _Goal] = {}
         self._any_client_seen = False
+        self.rejected = 0  # goals rejected as busy
         self._feedback_topic = node.resolve_topic_name(name) + '/_action/feedback'
+        # Deep request queues (SERVICE_QOS): with the default KEEP_LAST 10, goals (and
+        # result requests) of more than ten clients asking at once push each other out
+        # before the executor takes them, and those clients never hear back.
         self._server = ActionServer(node, AskScene, name, self._execute,
-                                    goal_callback=lambda goal: GoalResponse.ACCEPT,
+                                    goal_callback=self._on_goal,
                                     cancel_callback=self._on_cancel,
                                     callback_group=callback_group,
+                                    goal_service_qos_profile=SERVICE_QOS,
+                                    result_service_qos_profile=SERVICE_QOS,
+                                    cancel_service_qos_profile=SERVICE_QOS,
                                     result_timeout=RESULT_KEEP_S)
         self._timer = node.create_timer(CLIENT_CHECK_S, self._check_clients,
                                         callback_group=callback_group)
@@ -71,6 +83,16 @@ class AskActionServer:
         return len(self._goals)
 
     # --------------------------------------------------------------- callbacks
+    def _on_goal(self, goal) -> GoalResponse:
+        """Rejected when the question queue is full: the cheapest "busy" (no goal handle,
+        no status entry, no result to fetch), which keeps a flood of goals from loading
+        the node and every client with status messages. Later "busy" (the queue filled up
+        after acceptance) is an aborted goal with error "busy"."""
+        if self._desk.full():
+            self.rejected += 1
+            return GoalResponse.REJECT
+        return GoalResponse.ACCEPT
+
     def _on_cancel(self, goal_handle) -> CancelResponse:
         goal = self._goals.get(bytes(goal_handle.goal_id.uuid))
         if goal is not None:

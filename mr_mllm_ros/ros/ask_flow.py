@@ -160,6 +160,12 @@ class AskDesk:
         with self._lock:
             return len(self._flows)
 
+    def full(self) -> bool:
+        """True when a new question would get 'busy' now (the MLLM queue is full)."""
+        state = self._state()
+        return not isinstance(state, str) and \
+            self._worker.pending() >= state[2].scene.vqa_queue_size
+
     # ------------------------------------------------------------------ a question
     async def ask(self, q: Question, on_progress: ProgressFn | None = None,
                   cancel: Cancel | None = None) -> Outcome:
@@ -206,9 +212,8 @@ class AskDesk:
                     on_progress(stage, text, stamp, time.monotonic() - received)
 
         if q.stamp_ns == 0 and max_age is not None:
-            report()
             reason = await self._fresh_frame(frames, max_age, received, deadline, cfg, flow,
-                                             cancel)
+                                             cancel, report)
             if reason:
                 out.error = reason
                 return self._end(out)
@@ -266,9 +271,10 @@ class AskDesk:
         return validate_question(q.text, timeout, cfg.max_question_chars)
 
     async def _fresh_frame(self, frames, max_age: float, received: float, deadline: float,
-                           cfg, flow: _Flow, cancel: Cancel) -> str:
+                           cfg, flow: _Flow, cancel: Cancel, report: Callable[[], None]) -> str:
         """'' once the newest frame with detections is at most `max_age` s old (waiting for
-        one at most scene.fresh_frame_wait_s), else why not ('busy', stale, cancelled)."""
+        one at most scene.fresh_frame_wait_s; `report()` says it waits), else why not
+        ('busy', stale, cancelled)."""
         age = frames.newest_age(time.monotonic())
         if age is not None and age <= max_age:
             return ''
@@ -278,6 +284,7 @@ class AskDesk:
             self._frame_waiters += 1
         flow.frame_wait = True
         flow.wake_at = min(deadline, received + cfg.fresh_frame_wait_s)
+        report()  # stage: waiting for a frame
         try:
             while True:
                 now = time.monotonic()

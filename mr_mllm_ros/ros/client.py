@@ -26,6 +26,7 @@ from rclpy.qos import QoSProfile
 from rclpy.signals import SignalHandlerOptions
 
 from ..core.runtime import leftover_threads
+from .goal_call import GoalCall, GoalTracker
 from .qos import SERVICE_QOS
 
 M = TypeVar('M')
@@ -86,85 +87,6 @@ class ServiceTimeout(RosCallError):
     """The service was there, the request went out, no response came in time."""
 
 
-class GoalCall:
-    """One action goal sent by RosClient.send_goal: acceptance, feedback as it arrives,
-    cancel, the result - every wait bounded. Times are time.monotonic() seconds, for the
-    benchmarks: `sent_at`, `first_feedback_at`, `cancel_sent_at`, `cancel_accepted_at`,
-    `done_at` (the result, with its terminal `status`)."""
-
-    def __init__(self, on_feedback: Callable[[Any], None] | None = None):
-        self._on_feedback = on_feedback
-        self._accepted = threading.Event()
-        self._done = threading.Event()
-        self._cancel_answered = threading.Event()
-        self.handle = None
-        self.accepted: bool | None = None
-        self.status: int | None = None      # action_msgs/GoalStatus.STATUS_*
-        self.result = None
-        self.feedback_count = 0
-        self.sent_at = time.monotonic()
-        self.first_feedback_at = self.cancel_sent_at = self.cancel_accepted_at = None
-        self.done_at: float | None = None
-        self._executor = None
-
-    # ------------------------------------------------------ on the client's executor
-    def _send(self, client, goal) -> None:
-        future = client.send_goal_async(goal, feedback_callback=self._feedback)
-        future.add_done_callback(self._goal_answered)
-
-    def _feedback(self, msg) -> None:
-        self.feedback_count += 1
-        if self.first_feedback_at is None:
-            self.first_feedback_at = time.monotonic()
-        if self._on_feedback is not None:
-            self._on_feedback(msg.feedback)
-
-    def _goal_answered(self, future) -> None:
-        handle = future.result()
-        self.handle, self.accepted = handle, bool(handle.accepted)
-        if handle.accepted:
-            handle.get_result_async().add_done_callback(self._result)
-        else:
-            self.done_at = time.monotonic()
-            self._done.set()
-        self._accepted.set()
-
-    def _result(self, future) -> None:
-        response = future.result()
-        self.status, self.result = response.status, response.result
-        self.done_at = time.monotonic()
-        self._done.set()
-
-    def _send_cancel(self) -> None:
-        def answered(future):
-            if future.result().goals_canceling:
-                self.cancel_accepted_at = time.monotonic()
-            self._cancel_answered.set()
-        self.handle.cancel_goal_async().add_done_callback(answered)
-
-    # ------------------------------------------------------------ the caller's side
-    def wait_accepted(self, timeout: float) -> bool | None:
-        """True accepted, False rejected, None: no answer within `timeout` s."""
-        return self.accepted if self._accepted.wait(timeout) else None
-
-    def cancel(self, timeout: float = 5.0) -> bool:
-        """Ask the server to cancel the goal; True when it accepted (the goal is then
-        CANCELING; `wait` gives its end). False: not accepted yet, or no answer in time."""
-        if not self._accepted.is_set() or not self.accepted or self._done.is_set():
-            return False
-        self.cancel_sent_at = time.monotonic()
-        self._executor.create_task(self._send_cancel)
-        return self._cancel_answered.wait(timeout) and self.cancel_accepted_at is not None
-
-    def wait(self, timeout: float) -> bool:
-        """True once the result (or a rejection) is in."""
-        return self._done.wait(timeout)
-
-    @property
-    def done(self) -> bool:
-        return self._done.is_set()
-
-
 #: Longest close() waits for the executor thread (a callback in flight finishes first).
 _JOIN_S = 3.0
 
@@ -183,7 +105,8 @@ class RosClient:
         self.node: Node = rclpy.create_node(name, namespace=namespace, context=self._context)
         self._closed = False
         self._service_clients: dict[tuple[type, str], Any] = {}
-        self._action_clients: dict[tuple[type, str], Any] = {}
+        self._action_clients: dict[tuple[type, str, int], Any] = {}
+        self._goals: GoalTracker | None = None
         self._executor = SingleThreadedExecutor(context=self._context)
         self._executor.add_node(self.node)
         self._thread = threading.Thread(target=self._spin, name=f'{name}_spin', daemon=True)
@@ -276,29 +199,37 @@ class RosClient:
                 srv_type, name, qos_profile=SERVICE_QOS)
         return self._service_clients[key]
 
-    def action_client(self, action_type: type, name: str):
-        """This client's one rclpy ActionClient for (type, name), made on first use."""
-        key = (action_type, name)
+    def action_client(self, action_type: type, name: str, index: int = 0):
+        """This client's rclpy ActionClient for (type, name), made on first use (deep
+        response queues, as for services); `index` > 0: further clients of the same action
+        on the same node (load tests)."""
+        key = (action_type, name, index)
         if key not in self._action_clients:
             from rclpy.action import ActionClient
-            self._action_clients[key] = ActionClient(self.node, action_type, name)
+            self._action_clients[key] = ActionClient(
+                self.node, action_type, name, goal_service_qos_profile=SERVICE_QOS,
+                result_service_qos_profile=SERVICE_QOS, cancel_service_qos_profile=SERVICE_QOS)
         return self._action_clients[key]
 
     def send_goal(self, action_type: type, name: str, goal: Any,
                   on_feedback: Callable[[Any], None] | None = None,
-                  wait_server_s: float = 10.0) -> GoalCall:
+                  wait_server_s: float = 10.0, client_index: int = 0) -> GoalCall:
         """Send an action goal; returns its GoalCall at once (wait_accepted / wait /
         cancel). `on_feedback(feedback)` runs on the client's executor thread. Raises
-        ServiceNotFound when the action server is not discovered within `wait_server_s`."""
-        client = self.action_client(action_type, name)
+        ServiceNotFound when the action server is not discovered within `wait_server_s`.
+        A goal or result response the server could not deliver is recovered from the
+        action's status topic (ros/goal_call.py)."""
+        client = self.action_client(action_type, name, client_index)
         if not client.wait_for_server(timeout_sec=wait_server_s):
             raise ServiceNotFound(self._not_found(name, wait_server_s, action=True))
-        call = GoalCall(on_feedback)
-        call._executor = self._executor
+        if self._goals is None:
+            self._goals = GoalTracker(self.node)
+        call = GoalCall(client, action_type, goal, on_feedback, self._executor)
+        self._goals.track(name, call)
         # On the executor thread: rclpy 9.1.2's send_goal_async registers the response's
         # future a second time after releasing its lock, so from another thread a reply
         # that arrives in between is lost (the caller would wait for it for good).
-        self._executor.create_task(call._send, client, goal)
+        self._executor.create_task(call._send)
         return call
 
     def _not_found(self, name: str, waited_s: float, action: bool = False) -> str:
