@@ -1,7 +1,7 @@
 """`mr-mllm eval detections|grounding|alerts` on the committed labelled set, and the
 numbers of docs/EVALUATION.md (docs/eval/*.json) reproduced by the commands it lists.
 
-Fast tests run the real offline detector (YOLOv3-tiny) with --no-mllm; the slow test runs
+Fast tests run the real offline detector (SSD-MobileNet-v2) with --no-mllm; the slow test runs
 the real default MLLM (SmolLM2-135M) exactly as the docs do. The referring-expression
 protocol is checked with a scripted backend: that checks the plumbing (prompt, forced
 prefix, index parsing), not any model's answers."""
@@ -55,11 +55,11 @@ def test_detections_command_prints_table_and_reproduces_the_detector_numbers(
     out = run_eval(capsys, 'detections', '--gt', str(LABELS), '--images', 'samples',
                    '--no-mllm', '--out', str(tmp_path))
     assert '| metric | detector alone | with MLLM reinforcement | MLLM gain |' in out
-    assert '| motorcycle | 1 | 1/0/0 |' in out
+    assert '| motorcycle | 5 | 5/1/0 |' in out  # 6 photos + 10 crops and composites
     result = json.loads((tmp_path / 'detections.json').read_text())
     assert (tmp_path / 'detections.md').read_text().startswith('| metric |')
     assert (tmp_path / 'detections_pr.png').read_bytes()[:8] == PNG_MAGIC
-    assert result['with_mllm'] is None and result['images'] == 6
+    assert result['with_mllm'] is None and result['images'] == 16
     # The detector-alone half of docs/eval/detections.json (that run had the MLLM on;
     # `detections` there is the same detector output).
     same(result['detector'], documented('detections')['detector'])
@@ -81,9 +81,10 @@ def test_grounding_command_without_mllm_reports_the_oracle_only(tmp_path, capsys
                    '--out', str(tmp_path), '--name', 'g')
     s = json.loads((tmp_path / 'g.json').read_text())['referring']['scores']
     assert s['n'] == 17 and s['accuracy'] is None
-    # YOLOv3-tiny has a box at IoU >= 0.5 for 8 of the 17 expressions (see the docs).
-    assert s['reachable'] == documented('grounding')['referring']['scores']['reachable'] == 8
-    assert '| oracle: some detection has IoU >= 0.5 (upper bound) | 0.471 |' in out
+    # SSD-MobileNet-v2 has a box at IoU >= 0.5 for 14 of the 17 expressions (see the docs;
+    # YOLOv3-tiny had 8).
+    assert s['reachable'] == documented('grounding')['referring']['scores']['reachable'] == 14
+    assert '| oracle: some detection has IoU >= 0.5 (upper bound) | 0.824 |' in out
 
 
 def test_alerts_from_a_bag(tmp_path, capsys):
