@@ -44,6 +44,7 @@ from mr_mllm_ros.core.mllm.streaming import GenerationCancelled  # noqa: E402
 from mr_mllm_ros.core.pipeline import PerceptionPipeline  # noqa: E402
 from mr_mllm_ros.core.reasoning.scene import SceneReasoner  # noqa: E402
 from mr_mllm_ros.core.reasoning.vqa import AnswerProgress  # noqa: E402
+from mr_mllm_ros.core.runtime.cpu_threads import apply_cpu_threads, node_threads  # noqa: E402
 from mr_mllm_ros.core.types import Frame  # noqa: E402
 
 QUESTIONS = {'free': 'What is the person doing?', 'planned': 'How many people are there?'}
@@ -101,12 +102,17 @@ def main() -> int:
     ap.add_argument('--json')
     args = ap.parse_args()
     base = load_config()
+    # scene_node's thread budget (scene.threads; 0 = half the CPUs): a 2-thread torch pool
+    # on 2 shared cores decodes several times slower than one thread
+    n_threads = node_threads(base.scene.threads)
     image = load_sample('grace_hopper')
     frame = Frame(image, 1, 'cam')
     perception = PerceptionPipeline(base)
     ds = perception.detect(frame)
     perception.close()
     print(f'frame: grace_hopper, {len(ds)} detections by {ds.model_name}', flush=True)
+    threads = ''
+
     rows = []
     for name in args.backends.split(','):
         if name == 'llama_cpp' and importlib.util.find_spec('llama_cpp') is None:
@@ -120,6 +126,7 @@ def main() -> int:
             stub.start()
             overrides.update({'mllm.openai_base_url': stub.url, 'mllm.model': 'stub'})
         reasoner = SceneReasoner(load_config(overrides=overrides))
+        threads = apply_cpu_threads(n_threads)  # torch is loaded now
         try:
             rows.append(measure(name, reasoner, frame, ds, args.runs))
         finally:
@@ -127,6 +134,7 @@ def main() -> int:
             if stub is not None:
                 stub.stop()
     meta = {'machine': f'{platform.machine()}, {os.cpu_count()} CPUs (shared)',
+            'threads': threads, 'load_avg_end': os.getloadavg(),
             'python': platform.python_version(), 'runs': args.runs,
             'stub_token_s': args.stub_token_s}
     if args.json:

@@ -143,8 +143,10 @@ def _ask_action(ros, name: str, args) -> int:
 def _print_result(r, printer: _Printer) -> int:
     if not r.success:
         return _refused(r.error)
-    if r.answer != printer.text:  # not streamed, or the finished answer reads differently
+    if not printer.text:
         print(r.answer)
+    elif r.answer != printer.text:  # the finished answer (one grounded sentence) differs
+        print(f'final: {r.answer}')
     _print_grounding(r)
     first = f', first words after {r.time_to_first_token_s:.2f} s' \
         if r.time_to_first_token_s >= 0 else ''

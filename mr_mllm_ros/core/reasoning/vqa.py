@@ -63,7 +63,8 @@ def stale_reason(age_s: float | None, newest_image_age_s: float | None = None,
         return text + ' (no image received: is the camera publishing?)'
     if max_age_s is not None and newest_image_age_s <= max_age_s:
         return text + (f' (images keep arriving, newest {newest_image_age_s:.1f} s old, but '
-                       'no detections for them: is perception_node running?)')
+                       'none newer has its detections: is perception_node running, or '
+                       'behind?)')
     return text + f' (no image for {newest_image_age_s:.1f} s: is the camera publishing?)'
 
 
