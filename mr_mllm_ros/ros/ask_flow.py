@@ -8,9 +8,11 @@ its own `Wake`, which the MLLM thread (text written, job done), the frame thread
 pair), a cancel request or the desk's 10 Hz tick (deadlines) fires from wherever they
 are. No question ever blocks the executor, and no timer is made per question.
 
-Bounds: at most scene.vqa_queue_size questions wait for a fresh frame and at most that
-many wait in the MLLM queue; more get "busy" at once. A cancelled question leaves the
-queue at once; a cancelled answer stops within one decoding step (core.mllm.streaming).
+Bounds: at most scene.vqa_queue_size questions wait, for a fresh frame or in the MLLM
+queue together; more get "busy" at once, never after a wait (every coroutine runs on the
+one executor thread, so a place counted at admission is still free when a question that
+waited for its frame is queued). A cancelled question leaves the queue at once; a
+cancelled answer stops within one decoding step (core.mllm.streaming).
 """
 
 from __future__ import annotations
@@ -161,10 +163,14 @@ class AskDesk:
             return len(self._flows)
 
     def full(self) -> bool:
-        """True when a new question would get 'busy' now (the MLLM queue is full)."""
+        """True when a new question would get 'busy' now: as many wait (for a fresh frame
+        or in the MLLM queue) as scene.vqa_queue_size allows."""
         state = self._state()
-        return not isinstance(state, str) and \
-            self._worker.pending() >= state[2].scene.vqa_queue_size
+        return not isinstance(state, str) and self._waiting() >= state[2].scene.vqa_queue_size
+
+    def _waiting(self) -> int:
+        with self._lock:
+            return self._worker.pending() + self._frame_waiters
 
     # ------------------------------------------------------------------ a question
     async def ask(self, q: Question, on_progress: ProgressFn | None = None,
@@ -211,6 +217,9 @@ class AskDesk:
                     sent[1] = (stage, text, stamp)
                     on_progress(stage, text, stamp, time.monotonic() - received)
 
+        if self._waiting() >= cfg.vqa_queue_size:  # busy at once, never after a wait
+            out.error = 'busy'
+            return self._end(out)
         if q.stamp_ns == 0 and max_age is not None:
             reason = await self._fresh_frame(frames, max_age, received, deadline, cfg, flow,
                                              cancel, report)
@@ -274,13 +283,11 @@ class AskDesk:
                            cfg, flow: _Flow, cancel: Cancel, report: Callable[[], None]) -> str:
         """'' once the newest frame with detections is at most `max_age` s old (waiting for
         one at most scene.fresh_frame_wait_s; `report()` says it waits), else why not
-        ('busy', stale, cancelled)."""
+        (stale, cancelled, shutting down). A waiting question counts against the queue."""
         age = frames.newest_age(time.monotonic())
         if age is not None and age <= max_age:
             return ''
         with self._lock:
-            if self._frame_waiters >= cfg.vqa_queue_size:
-                return 'busy'
             self._frame_waiters += 1
         flow.frame_wait = True
         flow.wake_at = min(deadline, received + cfg.fresh_frame_wait_s)
