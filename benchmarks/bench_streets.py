@@ -16,6 +16,9 @@ OpenCV's vtest.avi: 795 frames, 10 fps, 768x576, a campus crossing). Parts (--pa
   real-photo sequences with ground truth (eval.tracking_sequences): ID switches, IDF1 and
   tracks, through each detector and from noisy ground truth (the tracker alone).
 - prompt: tokens per object of scene_v1 and scene_v2 on the video's detections.
+- decode: SmolLM2's decode rate alone and beside a detector process at 10 Hz (the two
+  model nodes of the graph without ROS), with each library's default threads (all cores
+  each, as before) and with half the cores each (perception.threads / scene.threads 0).
 - replay: the video written as a bag (CompressedImage JPEG, its frame rate) and replayed
   with `--no-describe` and with descriptions (the default schedule, message time): wall
   times and their ratio, steps by trigger, person track ids, descriptions cut, generation
@@ -47,6 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mr_mllm_ros.core.config import load_config  # noqa: E402
+from mr_mllm_ros.core.runtime.cpu_threads import apply_inference_env  # noqa: E402
 from mr_mllm_ros.core.runtime.offline import apply_offline_env  # noqa: E402
 from mr_mllm_ros.core.types import DetectionSet, Frame  # noqa: E402
 
@@ -234,6 +238,70 @@ def part_prompt(sets) -> dict:
     return out
 
 
+# --------------------------------------------------------------------------- decode
+
+def _detector_loop(path: str, threads: int, stop) -> None:
+    """A perception_node stand-in: the default detector on the video at 10 Hz."""
+    import cv2
+    from mr_mllm_ros.core.detection import create_detector
+    detector = create_detector(load_config())
+    cv2.setNumThreads(threads)
+    frames, _ = video_frames(path)
+    k = 0
+    while not stop.is_set():
+        t0 = time.monotonic()
+        detector.detect(Frame(frames[k % len(frames)], k, 'cam', 'cam'))
+        k += 1
+        time.sleep(max(0.0, 0.1 - (time.monotonic() - t0)))
+
+
+def part_decode(path: str, sets) -> dict:
+    """SmolLM2's decode rate (a 40-token minus an 8-token reply, greedy) alone and beside
+    a detector process at 10 Hz, with the thread budgets before (every library's default:
+    all cores each) and now (half each)."""
+    import dataclasses
+    import multiprocessing
+
+    import torch
+
+    from mr_mllm_ros.core.reasoning.scene import SceneReasoner
+    reasoner = SceneReasoner(load_config())
+    ds = next(d for d in sets if len(d) >= 5)
+    request = reasoner.prompts.answer(ds, 'What are the people doing?')
+
+    def rate() -> float:
+        tokens, seconds = 0, 0.0
+        for _ in range(3):
+            long, short = (reasoner.backend.generate(dataclasses.replace(
+                request, stop=(), max_new_tokens=n)) for n in (40, 8))
+            tokens += long.generated_tokens - short.generated_tokens
+            seconds += (long.timings_ms['generate'] - short.timings_ms['generate']) / 1e3
+        return tokens / seconds
+    cores = os.cpu_count() or 1
+    out = {}
+    for name, llm, det in (('alone, torch all cores', cores, None),
+                           ('alone, torch half', max(1, cores // 2), None),
+                           ('beside the detector, all cores each (before)', cores, cores),
+                           ('beside the detector, half each (now)', max(1, cores // 2),
+                            max(1, cores // 2))):
+        torch.set_num_threads(llm)
+        spawn = multiprocessing.get_context('spawn')
+        stop = spawn.Event()
+        proc = None
+        if det is not None:
+            proc = spawn.Process(
+                target=_detector_loop, args=(path, det, stop), daemon=True)
+            proc.start()
+            time.sleep(15.0)  # its model loaded and running
+        rate()  # warm
+        out[name] = {'decode_tok_s': rate(), 'load': load()}
+        stop.set()
+        if proc is not None:
+            proc.join(30)
+        print(f'decode {name}: {out[name]["decode_tok_s"]:.1f} tok/s  [load {out[name]["load"]}]')
+    return out
+
+
 # --------------------------------------------------------------------------- replay
 
 def part_replay(frames, fps, tmp: Path) -> dict:
@@ -376,6 +444,7 @@ def main() -> int:
     ap.add_argument('--json')
     args = ap.parse_args()
     apply_offline_env()
+    apply_inference_env()  # as the CLI and the nodes do, before torch loads
     frames, fps = video_frames(args.video)
     if args.seconds:
         frames = frames[:int(args.seconds * fps)]
@@ -392,6 +461,10 @@ def main() -> int:
     if 'prompt' in parts:  # on every 10th frame, with the default detector's boxes
         sets = sets[::10] if sets is not None else detect_all(frames[::10], fps, [])[0]
         out['prompt'] = part_prompt(sets)
+    if 'decode' in parts:
+        if sets is None:
+            sets, _ = detect_all(frames[::50], fps, [])
+        out['decode'] = part_decode(args.video, sets)
     with tempfile.TemporaryDirectory() as tmp:
         if 'replay' in parts:
             out['replay'] = part_replay(frames, fps, Path(tmp))

@@ -14,6 +14,7 @@ import logging
 import signal
 import sys
 
+from .core.runtime.cpu_threads import apply_inference_env
 from .core.runtime.offline import apply_offline_env
 
 #: (command, module under mr_mllm_ros.app, one-line help) - the help is here so that
@@ -74,6 +75,7 @@ def stop_on_signals() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     apply_offline_env()
+    apply_inference_env()  # before torch loads libgomp (replay, describe, eval run models)
     stop_on_signals()
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)

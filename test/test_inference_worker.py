@@ -216,7 +216,7 @@ def test_paused_waits_for_the_call_in_flight_and_holds_new_ones():
 
 
 def test_nodes_make_openmp_workers_sleep_unless_the_user_chose():
-    from mr_mllm_ros.ros.node_runtime import apply_inference_env
+    from mr_mllm_ros.core.runtime.cpu_threads import apply_inference_env
     env = {}
     apply_inference_env(env)
     assert env['OMP_WAIT_POLICY'] == 'PASSIVE'

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import ctypes
 import gc
-import os
 import sys
 import threading
 import time
@@ -27,24 +26,9 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 
 from ..core.errors import reason_key
+from ..core.runtime.cpu_threads import apply_inference_env
 from ..core.runtime.offline import apply_offline_env
 from ..core.runtime.parent_watch import end_with_parent
-
-#: Process environment for a node's inference thread, set unless the user chose:
-#: torch's OpenMP workers sleep between parallel regions instead of spinning. The
-#: inference thread waits for the GIL between torch ops (the executor's threads hold it
-#: in turn); a spinning OpenMP partner then burns a core doing nothing. Measured in the
-#: 80 s soak on 2 vCPUs: descriptions 2 -> 15, questions answered 0/16 -> 15/16
-#: (docs/RELIABILITY.md). On a many-core robot with cores to spare, OMP_WAIT_POLICY=ACTIVE
-#: in the launch environment takes precedence.
-INFERENCE_ENV = {'OMP_WAIT_POLICY': 'PASSIVE'}
-
-
-def apply_inference_env(env=None) -> None:
-    env = os.environ if env is None else env
-    for key, value in INFERENCE_ENV.items():
-        env.setdefault(key, value)
-
 
 class ErrorCounter:
     """Counts rejected inputs by reason and rate-limits their log lines: the first of each

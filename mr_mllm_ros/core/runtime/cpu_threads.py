@@ -16,6 +16,23 @@ from __future__ import annotations
 import os
 import sys
 
+#: Process environment for running models, set unless the user chose (the nodes and the
+#: CLI set it before torch loads libgomp): torch's OpenMP workers sleep between parallel
+#: regions instead of spinning. The inference thread waits for the GIL between torch ops
+#: (the executor's threads hold it in turn), and on a shared or busy machine every other
+#: process competes for the cores; a spinning OpenMP partner then burns a core doing
+#: nothing. Measured in the 80 s soak on 2 vCPUs: descriptions 2 -> 15, questions
+#: answered 0/16 -> 15/16 (docs/RELIABILITY.md); SmolLM2-135M on 2 threads under load
+#: 1.4 -> 6.7 tok/s decode, 14 -> 87 tok/s prefill (docs/BENCHMARKS.md). On a many-core
+#: robot with cores to spare, OMP_WAIT_POLICY=ACTIVE in the environment takes precedence.
+INFERENCE_ENV = {'OMP_WAIT_POLICY': 'PASSIVE'}
+
+
+def apply_inference_env(env=None) -> None:
+    env = os.environ if env is None else env
+    for key, value in INFERENCE_ENV.items():
+        env.setdefault(key, value)
+
 
 def available_cpus() -> int:
     try:
