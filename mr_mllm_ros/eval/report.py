@@ -105,14 +105,21 @@ def detections_markdown(result: Mapping[str, Any]) -> str:
         notes.append('MLLM reinforcement not run (--no-mllm or mllm.backend none).')
     notes.append('AP `–`: class not among the ground-truth categories (COCOeval cannot '
                  'score it) or no ground truth; P `–`: class never predicted.')
+    # long names (crop:/compose: recipes) as their 1-based position in the set
+    position = {e['image']: k for k, e in enumerate(result.get('per_image', ()), 1)}
+
+    def pairs(items) -> str:
+        return ', '.join(f'{c} ({img if len(img) <= 40 else f"image {position.get(img)}"})'
+                         for img, c in items) or 'none'
+
     lists = ''.join(
-        f'\n{label}, {what}: ' + (', '.join(f'{c} ({img})' for img, c in il[key]) or 'none')
-        + '\n' for label, il in (('Detector alone', image_level[0]),
-                                  ('With MLLM reinforcement', image_level[1])) if il
+        f'\n{label}, {what}: {pairs(il[key])}\n'
+        for label, il in (('Detector alone', image_level[0]),
+                          ('With MLLM reinforcement', image_level[1])) if il
         for key, what in (('missed', 'classes missed'), ('false', 'false classes')))
     lists += ''.join(
         f'\n{label}, named outside the labelled vocabulary (not scored): '
-        + ', '.join(f'{c} ({img})' for img, c in r['outside_vocabulary']) + '\n'
+        f'{pairs(r["outside_vocabulary"])}\n'
         for label, r in (('Detector alone', det), ('With MLLM reinforcement', ref))
         if r and r.get('outside_vocabulary'))
     return (summary + '\n\nPer class:\n\n' + per_class_table + '\n\n' + ' '.join(notes)
