@@ -112,6 +112,9 @@ def test_mapping_file_fits_the_model_labels(model_labels):
     assert not m.names_object(name['web site']) and m.names_object(name['tripod'])
     # dogs: all 118 ImageNet breeds
     assert len(m.is_members['dog']) == 118
+    # ImageNet's animal block: tench (0) to puffer (397), 'abacus' is the first thing
+    assert m.animals.tolist() == list(range(398)) and m.names[398] == 'abacus'
+    assert name['wombat'] in m.animals and name['fox squirrel'] in m.animals
 
 
 @pytest.mark.parametrize('entries, extra, message', [
@@ -122,6 +125,8 @@ def test_mapping_file_fits_the_model_labels(model_labels):
     ({'kitty': ['tabby']}, '', 'is not a COCO-80 class'),
     ({}, 'not_objects: [tabby]\n', "'tabby, tabby cat' is in `not_objects` and under cat"),
     (None, '', "lacks the COCO class 'person'"),
+    ({}, 'animals: [puffer, tench]\n', "`animals`: 'tench' comes before 'puffer'"),
+    ({}, 'animals: tench\n', '`animals` must be [first label, last label]'),
 ])
 def test_bad_mapping_files_are_clear_errors(tmp_path, model_labels, entries, extra, message):
     if entries is None:

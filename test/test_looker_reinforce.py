@@ -4,12 +4,14 @@ which changes no class itself): verify, relabel, reject (and name), name unknown
 what the whole frame shows, drop a second class on one object - and what the output says.
 """
 
+import numpy as np
 import pytest
 
 from mr_mllm_ros.core.assets.sample_images import load_sample
 from mr_mllm_ros.core.config import load_config
 from mr_mllm_ros.core.detection.labels import COCO_CLASSES
-from mr_mllm_ros.core.looking.looker import Looker
+from mr_mllm_ros.core.looking.looker import Looker, Looks
+from mr_mllm_ros.core.looking.votes import ANIMAL, vote_box
 from mr_mllm_ros.core.pipeline import ScenePipeline
 from mr_mllm_ros.core.types import Box, Detection, DetectionSet, Frame, Source
 
@@ -146,3 +148,49 @@ def test_the_pipeline_counts_votes_over_steps(config, looker, labels):
     totals = pipeline.looker_counts()
     assert totals['verified'] == 2 and totals['rejected'] == 0
     assert ScenePipeline(load_config(overrides={'mllm.backend': 'none'})).looker_counts() == {}
+
+
+def _looks_with(looker, ds, crop_labels):
+    """The looker's view of `ds` with crop probabilities set by hand: {index: {label
+    short name: P}} (the rest of each crop's mass spread thinly over the 602 labels of
+    things after ImageNet's animal block), so a vote rule is checked on exactly the
+    numbers it reads."""
+    names = looker.mapping.names
+    things = np.arange(names.index('abacus'), len(names))
+    probs = {}
+    for i, spread in crop_labels.items():
+        p = np.zeros(len(names))
+        for label, q in spread.items():
+            p[names.index(label)] = q
+        p[things] += (1.0 - p.sum()) / things.size
+        probs[i] = p
+    return Looks(ds, probs)
+
+
+def test_a_non_coco_animal_boxed_as_a_coco_animal_is_rejected(config, looker):
+    """The quokka boxed as a dog: no dog breed in its crop, its mass on other animals
+    (wombat, beaver, wallaby: no single label sure) -> rejected, named 'animal'; a sure
+    top label names it instead; a dog's crop keeps the box."""
+    box = Box(10, 10, 200, 200)
+    ds = DetectionSet((_det('dog', 0.92, box),), 640, 480)
+    s, m = config.looker, looker.mapping
+    quokka = _looks_with(looker, ds, {0: {'wombat': 0.27, 'beaver': 0.12, 'wallaby': 0.09}})
+    vote = vote_box(0, ds, quokka, m, s, ())
+    assert (vote.kind, vote.label) == ('rejected', ANIMAL)
+    assert vote.probability == pytest.approx(0.48) and 0.48 >= s.reject_animal_min_mass
+    sure = _looks_with(looker, ds, {0: {'wombat': 0.5}})
+    assert vote_box(0, ds, sure, m, s, ()).label == 'wombat'
+    dog = _looks_with(looker, ds, {0: {'Pekinese': 0.6, 'wombat': 0.3}})
+    assert vote_box(0, ds, dog, m, s, ()).kind == 'verified'
+    few = _looks_with(looker, ds, {0: {'wombat': 0.2}})  # mostly no animal: cannot judge
+    assert vote_box(0, ds, few, m, s, ()).kind == 'unsure'
+
+
+def test_a_box_sharing_its_crop_with_another_class_is_still_judged(config, looker):
+    """SSD put 'tie' and 'bird' on the mandrill's face: the crop ('baboon' 0.84) shows
+    neither, so the other box's class is no reason to be unsure about this one."""
+    face = Box(134, 33, 372, 472)
+    ds = DetectionSet((_det('tie', 0.72, face), _det('bird', 0.32, face)), 512, 512)
+    looks = _looks_with(looker, ds, {0: {'baboon': 0.84}, 1: {'baboon': 0.84}})
+    votes = [vote_box(i, ds, looks, looker.mapping, config.looker, ()) for i in (0, 1)]
+    assert [(v.kind, v.label) for v in votes] == [('rejected', 'baboon')] * 2

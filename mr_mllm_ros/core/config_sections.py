@@ -334,6 +334,12 @@ class LookerConfig:
                                                 'person class, so a person\'s crop always '
                                                 'shows "something else": what they wear or '
                                                 'hold).', low=0.0, high=1.0)
+    reject_animal_min_mass: float = spec('A box of a COCO animal class is rejected when its '
+                                         'crop puts at least this probability on other '
+                                         'animals (ImageNet\'s animal labels outside the '
+                                         'class) and below contradict_max_support on the '
+                                         'class: a quokka boxed as a dog.', low=0.0,
+                                         high=1.0)
     name_min_probability: float = spec('A box with an unknown label (reinforce.'
                                        'unknown_labels) is named after its crop\'s top label '
                                        'at this probability or above.', low=0.0, high=1.0)

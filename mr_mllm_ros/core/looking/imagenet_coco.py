@@ -7,7 +7,7 @@ against the model's label file (every entry one label, no label under two COCO c
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -46,6 +46,14 @@ class ImagenetCoco:
     seen_members: Mapping[str, np.ndarray]  # COCO class -> label indices (is + seen_with)
     coco_of: tuple[str | None, ...]         # label index -> its `is` COCO class or None
     not_objects: frozenset[int] = frozenset()  # labels that never name an object
+    animals: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    def other_animal_mass(self, probs: np.ndarray, coco_class: str) -> float:
+        """P that the crop shows an animal that is not one of the class (nor what it is
+        seen with): a quokka's crop under a "dog" box."""
+        own = self.seen_members.get(coco_class)
+        others = np.setdiff1d(self.animals, own) if own is not None else self.animals
+        return float(probs[others].sum()) if others.size else 0.0
 
     def support(self, probs: np.ndarray, coco_class: str) -> float:
         """P that the crop shows the class or what it is seen with (is + seen_with)."""
@@ -145,4 +153,17 @@ def load_mapping(labels: Sequence[str], path: str | Path | None = None) -> Image
     if both:
         raise ConfigError(f'{path}: {labels[both[0]]!r} is in `not_objects` and under '
                           f'{coco_of[both[0]]} in `is`')
-    return ImagenetCoco(labels, names, is_members, seen, tuple(coco_of), not_objects)
+    return ImagenetCoco(labels, names, is_members, seen, tuple(coco_of), not_objects,
+                        _animal_range(data.get('animals'), labels, names, by_name, path))
+
+
+def _animal_range(raw, labels, names, by_name, path) -> np.ndarray:
+    """`animals: [first, last]`: the label indices from first to last (inclusive)."""
+    if raw is None:
+        return np.zeros(0, dtype=np.int64)
+    if not isinstance(raw, list) or len(raw) != 2 or not all(isinstance(e, str) for e in raw):
+        raise ConfigError(f'{path}: `animals` must be [first label, last label]')
+    first, last = (_resolve(e, labels, names, by_name, f'{path}: animals') for e in raw)
+    if last < first:
+        raise ConfigError(f'{path}: `animals`: {raw[1]!r} comes before {raw[0]!r}')
+    return np.arange(first, last + 1, dtype=np.int64)

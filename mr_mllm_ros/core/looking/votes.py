@@ -11,6 +11,9 @@ core.reasoning.reinforce applies them):
 - rejected:   the crop's top label (no COCO class) has P >= reject_min_probability and the
               box's class scores below contradict_max_support: the camera boxed as a
               person. Its label names the box instead (source looker), if sure enough;
+              or, for a COCO animal class, the crop puts P >= reject_animal_min_mass on
+              other animals (ImageNet's animal block): the quokka boxed as a dog, named
+              after its top label or "animal";
 - rejected as a duplicate: the detector put two classes on one object (boxes with IoU
               >= 0.8: "apple" and "vase" on the same apple); the looker sees the other
               one, verified, and its own class scores below contradict_max_support;
@@ -38,6 +41,10 @@ from .imagenet_coco import ImagenetCoco
 from .looker import PERSON, Looks
 
 VOTE_KINDS = ('verified', 'relabelled', 'rejected', 'named', 'unsure')
+#: COCO's animal classes, and the name of an animal the looker cannot name better
+ANIMALS = frozenset({'bird', 'cat', 'dog', 'horse', 'sheep', 'cow', 'elephant', 'bear',
+                     'zebra', 'giraffe'})
+ANIMAL = 'animal'
 #: a crop may be about another detected object when their intersection is this share of
 #: the smaller of the two boxes
 _OVERLAP_SHARE = 0.5
@@ -99,7 +106,8 @@ def vote_box(i: int, ds: DetectionSet, looks: Looks, mapping: ImagenetCoco,
         twin = _verified_twin(i, other, ds, looks, mapping, s)
         if twin >= 0:
             return Vote('rejected', other, p_other, support, duplicate_of=twin)
-        if other in shown:
+        # the crop may be about the other object only if the looker sees that object
+        if other in shown and p_other >= s.contradict_max_support:
             return Vote('unsure', support=support)
         if p_other >= s.relabel_min_probability:
             return Vote('relabelled', other, p_other, support)
@@ -109,6 +117,15 @@ def vote_box(i: int, ds: DetectionSet, looks: Looks, mapping: ImagenetCoco,
     if p_top >= reject_min and mapping.coco_of[top] is None \
             and mapping.names_object(top):
         return Vote('rejected', top_name, p_top, support)
+    # An animal class ImageNet covers (dog: 120 breeds) that gets no support while the crop
+    # is mostly some other animal: a quokka boxed as a dog, a raccoon as a cat. No single
+    # label may be sure of it ("wombat" 0.27, "wallaby" 0.09, ...): named "animal" then.
+    if cls in ANIMALS and mapping.is_members[cls].size:
+        mass = mapping.other_animal_mass(probs, cls)
+        if mass >= s.reject_animal_min_mass:
+            if p_top >= s.name_min_probability and mapping.coco_of[top] is None:
+                return Vote('rejected', top_name, p_top, support)
+            return Vote('rejected', ANIMAL, mass, support)
     return Vote('unsure', support=support)
 
 
