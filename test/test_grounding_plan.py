@@ -70,6 +70,10 @@ def test_phrases_count_groups():
     assert VOCAB.phrase('apple', 1) == 'an apple' and VOCAB.phrase('motorbike', 1) == \
         'a motorcycle'
     assert VOCAB.phrase('car', 20) == '20 cars' and VOCAB.phrase('bus', 1, True) == 'the bus'
+    # plural-only nouns count pairs ('a skis' is not English)
+    assert VOCAB.phrase('skis', 1) == 'a pair of skis' and \
+        VOCAB.phrase('scissors', 2) == 'two pairs of scissors'
+    assert VOCAB.names('a pair of skis', 'skis') and VOCAB.phrase('sheep', 1) == 'a sheep'
 
 
 # ------------------------------------------------------------------ the plan

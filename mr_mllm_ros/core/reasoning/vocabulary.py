@@ -74,8 +74,12 @@ class Vocabulary:
         return c if count == 1 else self.plural(c)
 
     def phrase(self, class_name: str, count: int, definite: bool = False) -> str:
-        """'a tie', 'two ties', 'the person', '13 cars'."""
+        """'a tie', 'two ties', 'the person', '13 cars'; a plural-only noun counts pairs:
+        'a pair of skis', 'two pairs of scissors'."""
         noun = self.noun(class_name, count)
+        single = self.noun(class_name, 1)
+        if single.endswith('s') and self.plural(single) == single:
+            noun = f'{"pair" if count == 1 else "pairs"} of {single}'
         if count == 1:
             article = 'the' if definite else ('an' if noun[:1] in 'aeiou' else 'a')
             return f'{article} {noun}'
