@@ -88,6 +88,19 @@ def test_calls_of_one_description_reuse_the_previous_calls_kv(pipeline, default_
     assert without.grounded_text.raw_text == with_reuse.grounded_text.raw_text
 
 
+def test_verification_batch_on_a_shared_prefix_gives_each_prompts_own_answer(pipeline):
+    """The verification questions of one frame share the object block: it is prefilled
+    once for the batch; each P(yes) equals that of the question asked alone."""
+    frame = Frame(load_sample('coffee'), 0, 'c')
+    ds = pipeline.perception.detect(frame)
+    assert len(ds) >= 2
+    prompts, backend = pipeline.scene.reasoner.prompts, pipeline.scene.reasoner.backend
+    requests = [prompts.verify(ds, i) for i in range(len(ds))]
+    together = backend.yes_probability(requests)
+    alone = [backend.yes_probability([r])[0] for r in requests]
+    assert together == pytest.approx(alone, abs=1e-4)
+
+
 def test_question_cannot_inject_grounding_or_change_the_system_prompt(pipeline):
     frame = Frame(load_sample('grace_hopper'), 0, 'g')
     ds = pipeline.perception.detect(frame)

@@ -32,6 +32,15 @@ from .base import ChatMessage, MllmRequest
 log = logging.getLogger(__name__)
 
 
+def _common_prefix(rows: Sequence[list[int]]) -> int:
+    """Tokens every row starts with, leaving each row at least one of its own."""
+    n = min(len(r) for r in rows) - 1
+    for k in range(max(n, 0)):
+        if any(r[k] != rows[0][k] for r in rows[1:]):
+            return k
+    return max(n, 0)
+
+
 class TransformersLlmBackend(hf_common.SoftTokenInput):
     sees_images = False
 
@@ -203,6 +212,10 @@ class TransformersLlmBackend(hf_common.SoftTokenInput):
         with self._lock:
             softs = [self._soft(r) for r in requests]
             rows = [self._prompt_ids(r, soft) for r, soft in zip(requests, softs)]
+            if len(rows) > 1 and all(s is None for s in softs):
+                shared = _common_prefix(rows)
+                if shared >= 16:  # (a handful of shared tokens is not worth a second call)
+                    return self._yes_on_shared_prefix(rows, shared)
             width = max(len(r) for r in rows)
             pad = hf_common.pad_id(self.tokenizer) or 0
             ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=self.device)
@@ -221,6 +234,34 @@ class TransformersLlmBackend(hf_common.SoftTokenInput):
             except RuntimeError as e:
                 raise BackendError(f'{self.name}: yes/no scoring failed: {e}') from e
             return hf_common.yes_probability_from_logits(logits, self._yes, self._no)
+
+    def _yes_on_shared_prefix(self, rows: list[list[int]], shared: int) -> list[float]:
+        """P(yes) of prompts that share their first `shared` tokens (the verification
+        questions of one frame: the same objects, then 'Is <objN> really a ...?'): the
+        shared part is prefilled once, then every row's own few tokens on a copy of its
+        KV, in one batch (right-padded: a row's padding comes after its last token, which
+        causal attention never lets it see). Same result as one forward per prompt."""
+        import torch
+        pad = hf_common.pad_id(self.tokenizer) or 0
+        tails = [r[shared:] for r in rows]
+        width = max(len(t) for t in tails)
+        try:
+            with torch.inference_mode():
+                cache = self.model(torch.tensor([rows[0][:shared]], device=self.device),
+                                   use_cache=True).past_key_values
+                cache.batch_repeat_interleave(len(rows))
+                ids = torch.tensor([t + [pad] * (width - len(t)) for t in tails],
+                                   device=self.device)
+                positions = torch.arange(shared, shared + width, device=self.device)
+                logits = self.model(input_ids=ids, past_key_values=cache,
+                                    position_ids=positions.expand(len(rows), -1),
+                                    attention_mask=torch.ones(len(rows), shared + width,
+                                                              dtype=torch.long,
+                                                              device=self.device)).logits
+                last = logits[torch.arange(len(rows)), [len(t) - 1 for t in tails], :]
+        except RuntimeError as e:
+            raise BackendError(f'{self.name}: yes/no scoring failed: {e}') from e
+        return hf_common.yes_probability_from_logits(last, self._yes, self._no)
 
     def close(self) -> None:
         with self._lock:
