@@ -200,7 +200,7 @@ def test_the_whole_description_keeps_the_token_limit():
     backend = ScriptedBackend()
     backend.generate = lambda r: (backend.requests.append(r) or Generation(
         r.answer_prefix + ' hang by the door', generated_tokens=r.max_new_tokens))
-    config = load_config(overrides={'mllm.max_new_tokens': 15,
+    config = load_config(overrides={'mllm.describe_max_new_tokens': 15,
                                     'mllm.connector_max_tokens': 12})
     sd = SceneReasoner(config, backend).describe(None, TIES)
     assert [r.max_new_tokens for r in backend.requests] == [12, 3]
@@ -265,7 +265,8 @@ def test_a_description_is_never_cut_in_the_middle_of_an_object():
     """The street above with a model whose words repeat themselves: every object is still
     named with its place (before, a repeated n-gram cut the sentence at the car)."""
     backend = ScriptedBackend(reply=lambda r: r.answer_prefix + ' are at the top right <')
-    sd = SceneReasoner(load_config(), backend).describe(None, STREET)
+    config = load_config(overrides={'mllm.describe_max_new_tokens': 48})
+    sd = SceneReasoner(config, backend).describe(None, STREET)
     assert sd.text == ('Six people: three at the left, two at the top right and one at the '
                        'bottom. A car is at the top right and a truck is at the top right.')
     assert not any('cut' in note for note in sd.grounded_text.problems)

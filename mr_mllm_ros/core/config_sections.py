@@ -171,7 +171,12 @@ class MllmConfig:
     allow_pickle_weights: bool = spec('Allow pickled .bin/.pt transformers checkpoints (a '
                                       'pickle can run code when loaded). Off: safetensors '
                                       'only.', read_only=True)
-    max_new_tokens: int = spec('Token limit of a description or answer.', low=1, high=4096)
+    max_new_tokens: int = spec('Token limit of an answer.', low=1, high=4096)
+    describe_max_new_tokens: int = spec('Token limit of the words the model writes in one '
+                                        'description (all stretches between its planned '
+                                        'phrases; the rest take the template\'s words): what '
+                                        'a 2-5 s step affords on a CPU (~7 tok/s beside the '
+                                        'detector on 2 cores).', low=1, high=4096)
     temperature: float = spec('0 = greedy (deterministic, the default for robots).',
                               low=0.0, high=2.0)
     repetition_penalty: float = spec('>1 discourages loops in small models.', low=1.0,

@@ -255,7 +255,7 @@ class PromptBuilder:
     # placed at the template's {soft_tokens} field; None = prompt-only.
     def describe(self, ds: DetectionSet, image: np.ndarray | None = None,
                  soft_tokens=None) -> MllmRequest:
-        return self._request('describe', ds, image, self.config.max_new_tokens,
+        return self._request('describe', ds, image, self.config.describe_max_new_tokens,
                              soft_tokens=soft_tokens)
 
     def answer(self, ds: DetectionSet, question: str,
