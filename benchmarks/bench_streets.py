@@ -352,10 +352,11 @@ def live_run(frames, fps, with_scene: bool, params: dict, files: list) -> dict:
     from sensor_msgs.msg import Image
 
     from mr_mllm_interfaces.msg import DetectionArray, SceneDescription
-    from mr_mllm_ros.app.launcher import NodeGroup, NodeSpec
+    from mr_mllm_ros.app.launcher import NodeGroup, NodeSpec, ensure_local_ros_env
     from mr_mllm_ros.ros import conversions as conv
     from mr_mllm_ros.ros.client import RosClient
     from mr_mllm_ros.ros.qos import RESULTS_QOS
+    ensure_local_ros_env()  # this process publishes 1.3 MB images: the large-image profile
     ns = 'street_live' if with_scene else 'street_alone'
     specs = [NodeSpec('perception', ns, params_files=files, parameters=params)]
     if with_scene:
@@ -370,7 +371,7 @@ def live_run(frames, fps, with_scene: bool, params: dict, files: list) -> dict:
 
         def on_desc(m):
             ages.append((time.time_ns() - conv.stamp_to_ns(m.header.stamp)) / 1e6)
-            gen = {t.stage: t.milliseconds for t in m.timings}.get('generate', 0.0)
+            gen = {t.stage: t.duration_ms for t in m.timings}.get('generate', 0.0)
             if gen > 0:
                 rates.append((m.generated_tokens, gen))
             texts.append(m.text)
@@ -403,6 +404,7 @@ def live_run(frames, fps, with_scene: bool, params: dict, files: list) -> dict:
                  description_age_ms={'p50': float(np.percentile(ages, 50)),
                                      'p95': float(np.percentile(ages, 95)),
                                      'max': float(max(ages))} if ages else None,
+                 ages_ms=[round(a) for a in ages],
                  generation_tok_s=sum(t for t, _ in rates) / sum(g for _, g in rates) * 1e3
                  if rates else None,
                  scene_node_diagnostics={k: v for k, v in diag.items()
