@@ -69,7 +69,7 @@ def scene(n_obs: int, seed: int = 0):
                 y = rng.uniform(0, 400)
                 if made < n_obs:
                     yield Observation(stamp, c, tid, cls, rng.uniform(0.3, 0.95),
-                                      (x, y, x + 80, y + 80), 640, 480)
+                                      (x, y, x + 80, y + 80), image_w=640, image_h=480)
                     made += 1
                 live.append((tid, cls, left - 1))
             tracks[c] = live

@@ -24,6 +24,9 @@ clean_dds_shm()
 
 from helpers import hand_labels  # noqa: E402
 
+# `url` (SQLite and a real PostgreSQL server) and `pg_url`, for the memory tests
+from helpers.memory_databases import pg_url, url  # noqa: E402, F401
+
 
 @pytest.fixture(scope='session')
 def labels():

@@ -12,31 +12,11 @@ import time
 
 import pytest
 from helpers.memory_fixtures import DT, QUESTIONS, T0, S, fill, memory_config
-from helpers.postgres_server import temporary_postgres, unavailable_reason
 
 from mr_mllm_ros.core.memory import MemoryDbError, SceneMemory
 from mr_mllm_ros.core.memory.parse import parse_question
 from mr_mllm_ros.core.memory.question_words import Embedder, Vocabulary
 from mr_mllm_ros.core.memory.store import Database, enforce_retention
-
-PG_REASON = unavailable_reason()
-
-
-@pytest.fixture(scope='module')
-def pg_url():
-    if PG_REASON:
-        pytest.skip(PG_REASON)
-    with temporary_postgres() as url:
-        yield url
-
-
-@pytest.fixture(params=['sqlite', 'postgresql'])
-def url(request, tmp_path):
-    if request.param == 'sqlite':
-        return str(tmp_path / 'memory.db')
-    pg = request.getfixturevalue('pg_url')
-    Database(pg, create=False).drop_all()
-    return pg
 
 
 @pytest.fixture
@@ -219,7 +199,7 @@ CHILD = textwrap.dedent('''
     n, t0 = 0, time.monotonic()
     while True:  # 20 objects per frame, 500 frames/s: 10 000 observations/s
         for k in range(20):
-            w.put(Observation(n, 'cam', k, 'person', 0.9, (0, 0, 10, 10), 640, 480))
+            w.put(Observation(n, 'cam', k, 'person', 0.9, (0, 0, 10, 10), image_w=640, image_h=480))
             n += 1
         w.put(FrameSeen(n, 'cam'))
         print(n, w.pending, flush=True)

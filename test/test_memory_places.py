@@ -9,38 +9,18 @@ import sqlite3
 
 import pytest
 from helpers.memory_fixtures import memory_config
-from helpers.postgres_server import temporary_postgres, unavailable_reason
 
 from mr_mllm_ros.core.geometry import Pose, mount_from_list
 from mr_mllm_ros.core.memory import SceneMemory
-from mr_mllm_ros.core.memory.store import Database
 from mr_mllm_ros.core.types import Box, Detection, DetectionSet
 
 S = 1_000_000_000
 T0 = 1_700_000_000 * S
-PG_REASON = unavailable_reason()
 # base -> camera optical frame: 0.2 m ahead of the base, 1 m up, looking forward
 MOUNT = mount_from_list([0.2, 0.0, 1.0, -0.5, 0.5, -0.5, 0.5])
 CUP = (3.0, 1.0, 0.8)      # in the odometry frame
 PERSON = (4.0, 0.0, 0.9)
 CHAIR = (9.0, -4.0, 0.5)
-
-
-@pytest.fixture(scope='module')
-def pg_url():
-    if PG_REASON:
-        pytest.skip(PG_REASON)
-    with temporary_postgres() as url:
-        yield url
-
-
-@pytest.fixture(params=['sqlite', 'postgresql'])
-def url(request, tmp_path):
-    if request.param == 'sqlite':
-        return str(tmp_path / 'memory.db')
-    pg = request.getfixturevalue('pg_url')
-    Database(pg, create=False).drop_all()
-    return pg
 
 
 def _seen(pose: Pose, stamp: int, objects, noise=0.01):
@@ -60,6 +40,13 @@ POSES = (Pose.of((0, 0, 0), (0, 0, 0, 1)),
          Pose.of((1.0, 0.5, 0), (0, 0, math.sin(0.15), math.cos(0.15))))
 
 
+@pytest.fixture
+def memory(url):
+    m = SceneMemory.open(memory_config(), url=url)
+    yield m
+    m.close()
+
+
 def _fill_with_odometry(memory):
     for k, pose in enumerate(POSES):
         ds = _seen(pose, T0 + k * S, [('cup', 1, CUP), ('person', 2, PERSON),
@@ -68,57 +55,45 @@ def _fill_with_odometry(memory):
     assert memory.flush(60)
 
 
-def test_where_did_you_last_see_answers_in_metres_in_the_odometry_frame(url):
-    memory = SceneMemory.open(memory_config(), url=url)
-    try:
-        _fill_with_odometry(memory)
-        a = memory.ask('Where did you last see the cup?')
-        assert a.kind == 'last_seen'
-        assert 'in the odom frame' in a.answer and ' m ' in a.answer
-        (ev,) = a.evidence
-        assert ev.position_frame == 'odom' and ev.position_world
-        assert math.dist(ev.position, CUP) < 0.05
-        assert a.facts['frame'] == 'odom'
-        # the cup from both robot poses: one place (within 10 cm)
-        rows = memory._db.query("SELECT px, py, pz FROM observations WHERE class_name = 'cup' "
-                                'ORDER BY stamp_ns')
-        assert len(rows) == 2 and math.dist(rows[0], rows[1]) < 0.10
-    finally:
-        memory.close()
+def test_where_did_you_last_see_answers_in_metres_in_the_odometry_frame(memory):
+    _fill_with_odometry(memory)
+    a = memory.ask('Where did you last see the cup?')
+    assert a.kind == 'last_seen'
+    assert 'in the odom frame' in a.answer and ' m ' in a.answer
+    (ev,) = a.evidence
+    assert ev.position_frame == 'odom' and ev.position_world
+    assert math.dist(ev.position, CUP) < 0.05
+    assert a.facts['frame'] == 'odom'
+    # the cup from both robot poses: one place (within 10 cm)
+    rows = memory._db.query("SELECT px, py, pz FROM observations WHERE class_name = 'cup' "
+                            'ORDER BY stamp_ns')
+    assert len(rows) == 2 and math.dist(rows[0], rows[1]) < 0.10
 
 
-def test_what_was_within_2_m_of_the_cup(url):
-    memory = SceneMemory.open(memory_config(), url=url)
-    try:
-        _fill_with_odometry(memory)
-        a = memory.ask('What was within 2 m of the cup?')
-        assert a.kind == 'near'
-        assert set(a.facts['objects']) == {'person'}  # the chair is 10 m away
-        (near,) = a.facts['objects']['person']
-        assert near['distance_m'] == pytest.approx(math.dist(CUP, PERSON), abs=0.05)
-        assert 'Within 2.0 m of the cup' in a.answer and 'odom' in a.answer
-        a = memory.ask('which objects were within 1.5 m of (9, -4)?')
-        assert set(a.facts['objects']) == {'chair'}
-        assert memory.ask('what was within 2 m of the dog?').evidence == ()
-    finally:
-        memory.close()
+def test_what_was_within_2_m_of_the_cup(memory):
+    _fill_with_odometry(memory)
+    a = memory.ask('What was within 2 m of the cup?')
+    assert a.kind == 'near'
+    assert set(a.facts['objects']) == {'person'}  # the chair is 10 m away
+    (near,) = a.facts['objects']['person']
+    assert near['distance_m'] == pytest.approx(math.dist(CUP, PERSON), abs=0.05)
+    assert 'Within 2.0 m of the cup' in a.answer and 'odom' in a.answer
+    a = memory.ask('which objects were within 1.5 m of (9, -4)?')
+    assert set(a.facts['objects']) == {'chair'}
+    assert memory.ask('what was within 2 m of the dog?').evidence == ()
 
 
-def test_without_a_pose_source_positions_are_camera_relative_and_said_so(url):
-    memory = SceneMemory.open(memory_config(), url=url)
-    try:
-        ds = DetectionSet((Detection(3, 'motorcycle', 0.9, Box(115, 75, 690, 455),
-                                     position=(0.217, 0.023, 2.38)),), 741, 500, T0,
-                          'moto_optical')
-        memory.record_detections(ds, 'garage')
-        assert memory.flush(60)
-        a = memory.ask('where did you last see a motorcycle?')
-        assert '2.4 m ahead' in a.answer and 'moto_optical' in a.answer
-        assert 'no pose source' in a.answer
-        (ev,) = a.evidence
-        assert not ev.position_world and ev.position == (0.217, 0.023, 2.38)
-    finally:
-        memory.close()
+def test_without_a_pose_source_positions_are_camera_relative_and_said_so(memory):
+    ds = DetectionSet((Detection(3, 'motorcycle', 0.9, Box(115, 75, 690, 455),
+                                 position=(0.217, 0.023, 2.38)),), 741, 500, T0,
+                      'moto_optical')
+    memory.record_detections(ds, 'garage')
+    assert memory.flush(60)
+    a = memory.ask('where did you last see a motorcycle?')
+    assert '2.4 m ahead' in a.answer and 'moto_optical' in a.answer
+    assert 'no pose source' in a.answer
+    (ev,) = a.evidence
+    assert not ev.position_world and ev.position == (0.217, 0.023, 2.38)
 
 
 def test_a_memory_written_before_positions_still_opens(tmp_path):

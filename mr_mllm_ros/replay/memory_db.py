@@ -55,9 +55,10 @@ def _records(record: dict, camera: str, out: Path, poses=None, mount=None):
             position = tuple(round(c, 4) for c in to_world.apply(position))
             frame = poses.frame_id or 'odom'
         yield Observation(stamp, camera, int(d['track_id']), d['class_name'], float(d['score']),
-                          tuple(d['box']), int(ds['image_width']), int(ds['image_height']),
-                          thumbnail, position, frame if position is not None else '',
-                          position is not None and to_world is not None)
+                          tuple(d['box']), thumbnail, position,
+                          frame if position is not None else '',
+                          position is not None and to_world is not None,
+                          image_w=int(ds['image_width']), image_h=int(ds['image_height']))
     desc = record.get('description')
     if desc is not None:
         objs = desc['objects']

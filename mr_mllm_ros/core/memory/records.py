@@ -10,8 +10,9 @@ from ..types import Alert, DetectionSet, SceneDescription
 
 
 @dataclass(frozen=True)
-class Observation:
-    """One detected object in one frame. Box in pixels of an image_w x image_h frame."""
+class Evidence:
+    """One detected object in one frame, as an answer cites it (MemoryEvidence.msg).
+    Box in pixels."""
 
     stamp_ns: int
     camera: str
@@ -19,8 +20,6 @@ class Observation:
     class_name: str
     score: float
     box: tuple[float, float, float, float]
-    image_w: int
-    image_h: int
     thumbnail: str = ''
     #: Where it was (m) in `position_frame`: the odometry frame with a pose source, else
     #: the camera's optical frame; None = no position (no depth).
@@ -28,6 +27,15 @@ class Observation:
     position_frame: str = ''
     #: True: position_frame is a world (odometry) frame; False: the camera's own frame.
     position_world: bool = False
+
+
+@dataclass(frozen=True)
+class Observation(Evidence):
+    """What the memory stores of one detected object: the evidence plus the size of its
+    frame (image_w x image_h; region questions are asked in fractions of it)."""
+
+    image_w: int = field(default=0, kw_only=True)
+    image_h: int = field(default=0, kw_only=True)
 
 
 @dataclass(frozen=True)
@@ -58,22 +66,6 @@ class AlertRecord:
     message: str
     #: [{'class_name', 'track_id', 'score', 'box'}]
     objects: tuple = ()
-
-
-@dataclass(frozen=True)
-class Evidence:
-    """One observation an answer rests on (MemoryEvidence.msg)."""
-
-    stamp_ns: int
-    camera: str
-    track_id: int
-    class_name: str
-    score: float
-    box: tuple[float, float, float, float]
-    thumbnail: str = ''
-    position: tuple[float, float, float] | None = None
-    position_frame: str = ''
-    position_world: bool = False
 
 
 @dataclass(frozen=True)
@@ -108,8 +100,8 @@ def observations_of(ds: DetectionSet, camera: str, to_world=None,
             position = tuple(round(float(c), 4) for c in position)
         out.append(Observation(int(ds.stamp_ns), camera, int(d.track_id), d.class_name,
                                float(d.score), tuple(float(v) for v in d.box.corners()),
-                               int(ds.image_width), int(ds.image_height), '', position, frame,
-                               position is not None and to_world is not None))
+                               '', position, frame, position is not None and to_world is not None,
+                               image_w=int(ds.image_width), image_h=int(ds.image_height)))
     return out
 
 
