@@ -43,7 +43,9 @@ def test_description_says_distances_grounded(reasoner):
     sd = reasoner.describe(None, _ds())
     assert 'A person is 2.4 m ahead, slightly left' in sd.text
     assert 'a dog is 3.2 m ahead, slightly right' in sd.text
-    assert 'at the left top' in sd.text  # the cup: image words, no depth
+    # The cup: image words, no depth. Places read in spoken order since 140cf49
+    # ('top left', as prompts.spoken_region says them; was 'left top').
+    assert 'a cup is at the top left' in sd.text
     cited = {p.text: p.indices for p in sd.grounded_text.phrases}
     assert cited == {'A person': (0,), 'a dog': (1,), 'a cup': (2,)}
     assert 'm ahead' not in reasoner.describe(None, _ds(False)).text
