@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -30,6 +29,7 @@ import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from measure import write_json  # noqa: E402
 
 from mr_mllm_ros.app.launcher import NodeGroup, NodeSpec, ensure_local_ros_env  # noqa: E402
 from mr_mllm_ros.core.runtime.offline import apply_offline_env  # noqa: E402
@@ -153,8 +153,7 @@ def main() -> int:
     print('   mean detections/s: ' + ', '.join(
         f'{name} {out[f"{name}_mean_hz"]:.2f} ({out[f"{name}_mean_hz"] / base_hz * 100:.0f} %)'
         for name in conditions))
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=1))
+    write_json(args.json, out)
     return 0
 
 

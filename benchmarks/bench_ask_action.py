@@ -38,6 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / 'test'))
+from measure import write_json  # noqa: E402
 
 from mr_mllm_ros.app.launcher import NodeGroup, NodeSpec, ensure_local_ros_env  # noqa: E402
 from mr_mllm_ros.core.runtime.offline import apply_offline_env  # noqa: E402
@@ -282,8 +283,7 @@ def main() -> int:
         result['nodes_alive'] = group.alive()
     result['meta']['load_avg_end'] = os.getloadavg()
     print(json.dumps(result['meta']))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
+    write_json(args.json, result)
     return 0
 
 

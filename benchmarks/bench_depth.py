@@ -14,17 +14,16 @@ alone. p50/p95 in ms over --frames runs. Nothing asserts on time.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from measure import call_times_ms, write_json  # noqa: E402
 
 from mr_mllm_ros.core import depth_images  # noqa: E402
 from mr_mllm_ros.core.assets.rgbd_sample import motorcycle_rgbd  # noqa: E402
@@ -67,13 +66,7 @@ def stats(ms: list[float]) -> dict:
 
 
 def timed(fn, frames: int) -> dict:
-    fn()  # warm-up
-    ms = []
-    for _ in range(frames):
-        t0 = time.perf_counter()
-        fn()
-        ms.append((time.perf_counter() - t0) * 1e3)
-    return stats(ms)
+    return stats(call_times_ms(fn, frames))
 
 
 class _FixedDetector(Detector):
@@ -130,8 +123,7 @@ def main() -> int:
         print(section)
         for name, s in results[section].items():
             print(f'  {name:40s} p50 {s["p50_ms"]:8.3f} ms   p95 {s["p95_ms"]:8.3f} ms')
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+    write_json(args.json, results)
     return 0
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import platform
 import subprocess
@@ -32,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from measure import write_json  # noqa: E402
 
 from mr_mllm_ros.app.launcher import NodeGroup, NodeSpec, ensure_local_ros_env  # noqa: E402
 from mr_mllm_ros.core.runtime.offline import apply_offline_env  # noqa: E402
@@ -231,8 +231,7 @@ def main() -> int:
             r.get('error') or f'p50 {r["p50"]:.1f}  p95 {r["p95"]:.1f}  max {r["max"]:.1f}  '
             f'(n={r["n"]}; round trip p50 {r["round_trip_p50"]} ms, bare detector '
             f'{r["bare_detector_ms"]} ms/frame)'), flush=True)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+    write_json(args.json, results)
     return 0
 
 

@@ -20,12 +20,10 @@ Nothing asserts on time; the host is shared, so compare ratios measured in one r
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +31,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / 'test'))  # the tests' helpers package
+from measure import call_times_ms, write_json  # noqa: E402
 
 from mr_mllm_ros.core.runtime.offline import apply_offline_env  # noqa: E402
 
@@ -75,13 +74,7 @@ def qwen2vl_tokens(h: int, w: int, max_side: int) -> int:
 
 
 def median_ms(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+    return statistics.median(call_times_ms(fn, repeats))
 
 
 def detections(h: int, w: int) -> DetectionSet:
@@ -215,8 +208,7 @@ def main() -> int:
         extra = f', adapter {row["adapter_ms"]:.1f} ms' if 'adapter_ms' in row else ''
         print(f'  {name:14s} {row["input_tokens"]:5d} input tokens  {row["prefill_ms"]:7.1f} ms'
               f'{extra}')
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
+    write_json(args.json, result)
     return 0
 
 

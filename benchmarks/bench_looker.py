@@ -19,13 +19,13 @@ import os
 import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from measure import call_times_ms, write_json  # noqa: E402
 
 from mr_mllm_ros.core.assets.sample_images import load_sample  # noqa: E402
 from mr_mllm_ros.core.config import load_config, with_changes  # noqa: E402
@@ -40,16 +40,6 @@ def pct(values: list[float]) -> dict:
             'p95': round(s[min(len(s) - 1, round(0.95 * (len(s) - 1)))], 1)}
 
 
-def timed(fn, runs: int) -> list[float]:
-    fn()  # warm-up
-    out = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t0) * 1e3)
-    return out
-
-
 def runtimes(config, runs: int) -> dict:
     """Both runtimes on both models: loads?, top-1 on two photos, ms per image."""
     model = config.resolve_model_path(config.looker.model)
@@ -61,10 +51,10 @@ def runtimes(config, runs: int) -> dict:
     out['litert_efficientnet'] = {
         'loads': True,
         'top1': {n: clf.top(clf.classify([im])[0], 1)[0] for n, im in photos.items()},
-        'ms_per_image': pct(timed(lambda: clf.classify([photos['coffee']]), runs))}
+        'ms_per_image': pct(call_times_ms(lambda: clf.classify([photos['coffee']]), runs))}
     looker = Looker(config)
     square = resize_to(load_sample('camera'), (192, 192))
-    out['litert_movenet'] = {'loads': True, 'ms_per_image': pct(timed(
+    out['litert_movenet'] = {'loads': True, 'ms_per_image': pct(call_times_ms(
         lambda: looker.posture.keypoints(square), runs))}
     for key, path, size in (('opencv_efficientnet', model, 280), ('opencv_movenet', pose, 192)):
         try:
@@ -103,7 +93,7 @@ def per_step(config, runs: int, threads: int) -> dict:
             ds = DetectionSet(tuple(Detection(0, 'person', 0.9, b) for b in boxes[:n]),
                               640, 480)
             key = f'{n} crops + frame{", posture" if posture else ""}'
-            out[key] = pct(timed(lambda: looker.look(frame, ds), runs))
+            out[key] = pct(call_times_ms(lambda: looker.look(frame, ds), runs))
     return out
 
 
@@ -119,8 +109,7 @@ def main() -> None:
               'per_step_ms': {f'{t} threads': per_step(config, args.runs, t)
                               for t in (1, 2)}}
     print(json.dumps(result, indent=1))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
+    write_json(args.json, result)
 
 
 if __name__ == '__main__':

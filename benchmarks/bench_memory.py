@@ -16,7 +16,6 @@ embedding costs extra, printed once). Nothing asserts on time.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import random
@@ -29,6 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'test'))  # helpers
+from measure import write_json  # noqa: E402
 
 from mr_mllm_ros.core.runtime.offline import apply_offline_env  # noqa: E402
 
@@ -207,8 +207,7 @@ def main() -> int:
         e(['when did you last see the red bag?'])
     result['embed_question_ms'] = round((time.perf_counter() - t0) / 20 * 1e3, 1)
     print(f'one question embedding (all-MiniLM-L6-v2, CPU): {result["embed_question_ms"]} ms')
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
+    write_json(args.json, result)
     return 0
 
 

@@ -15,7 +15,6 @@ Numbers are ratios measured in one run where compared; nothing asserts on time.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -28,6 +27,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / 'test'))
+from measure import write_json  # noqa: E402
 
 from mr_mllm_ros.core.runtime.offline import apply_offline_env  # noqa: E402
 
@@ -200,8 +200,7 @@ def main() -> int:
                           'overhead': constrained / free - 1}
     print(f'\n4. per generated token: free {free * 1e3:.1f} ms, constrained '
           f'{constrained * 1e3:.1f} ms: overhead {(constrained / free - 1) * 100:+.1f} %')
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=1))
+    write_json(args.json, out)
     return 0
 
 

@@ -15,7 +15,6 @@ Nothing asserts on time.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -27,6 +26,7 @@ import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from measure import write_json  # noqa: E402
 
 from mr_mllm_ros.app.launcher import NodeGroup, NodeSpec, ensure_local_ros_env  # noqa: E402
 from mr_mllm_ros.core.runtime.offline import apply_offline_env  # noqa: E402
@@ -145,8 +145,7 @@ def main() -> int:
         kind = 'rule only' if rule == 'person_zone' else 'MLLM judgement'
         print(f'2. alert latency ({kind}): p50 {np.median(v):.0f} ms over {len(v)} frames'
               if v else f'2. alert latency ({kind}): no alert')
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=1))
+    write_json(args.json, out)
     return 0
 
 

@@ -18,7 +18,6 @@ drops.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -27,6 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from measure import write_json  # noqa: E402
 
 from mr_mllm_ros.core.runtime.offline import apply_offline_env  # noqa: E402
 
@@ -125,8 +125,7 @@ def main() -> int:
            'check_seconds': round(time.perf_counter() - t0, 1),
            'total_seconds': round(time.perf_counter() - t_start, 1)}
     print_table(rows)
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=1))
+    write_json(args.json, out)
     return 0
 
 
