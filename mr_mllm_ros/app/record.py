@@ -22,6 +22,7 @@ from pathlib import Path
 
 from ..core.errors import BagError
 from ..replay.result_messages import result_typestore
+from .common_arguments import add_duration_argument
 from .launcher import ensure_local_ros_env
 
 log = logging.getLogger(__name__)
@@ -193,8 +194,7 @@ def add_arguments(p) -> None:
     p.add_argument('--topics', nargs='+', required=True, metavar='TOPIC')
     p.add_argument('--out', required=True, metavar='BAG', help='new bag folder')
     p.add_argument('--storage', choices=('sqlite3', 'mcap'), default='sqlite3')
-    p.add_argument('--duration', type=float, default=0.0, metavar='S',
-                   help='stop after S seconds (default 0: until Ctrl-C / SIGTERM)')
+    add_duration_argument(p)
     p.add_argument('--max-messages', type=int, default=0, metavar='N',
                    help='stop after N messages in all (default 0: no limit)')
     p.add_argument('--discovery-timeout', type=float, default=10.0, metavar='S',

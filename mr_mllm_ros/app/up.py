@@ -8,6 +8,7 @@ import sys
 import threading
 
 from ..topology import DEFAULT_LOG_LEVEL, camera_list, plan_graph
+from .common_arguments import add_cameras_argument, add_duration_argument
 from .launcher import NodeGroup, NodeSpec
 
 log = logging.getLogger(__name__)
@@ -26,8 +27,7 @@ def graph_specs(kinds: list[str], namespaces: list[str], params_file: str | None
 
 def add_arguments(p) -> None:
     p.add_argument('--config', help='parameters file (default: the packaged one)')
-    p.add_argument('--namespace', action='append', default=[],
-                   help='camera namespace (repeat for several cameras; default: none)')
+    add_cameras_argument(p)
     p.add_argument('--nodes', default='perception,scene',
                    help='comma-separated: perception, scene, memory (default: perception,'
                         'scene; memory = one memory_node for every camera namespace)')
@@ -40,8 +40,7 @@ def add_arguments(p) -> None:
                         "namespace; absolute for one camera); default: <namespace>/image, "
                         "or <namespace>/image/compressed with camera.compressed")
     p.add_argument('--log-level', default=DEFAULT_LOG_LEVEL)
-    p.add_argument('--duration', type=float, default=0.0,
-                   help='stop after this many seconds (0 = until Ctrl-C / SIGTERM)')
+    add_duration_argument(p)
     p.add_argument('--view', type=int, nargs='?', const=8765, metavar='PORT',
                    help='also serve the graph to Foxglove (`mr-mllm view`) on PORT '
                         '(default 8765)')

@@ -24,6 +24,8 @@ import time
 from collections import OrderedDict, deque
 from pathlib import Path
 
+from .common_arguments import add_cameras_argument, add_duration_argument
+
 log = logging.getLogger(__name__)
 
 PAIR_WINDOW = 16        # images kept to pair with detections that arrive later
@@ -33,9 +35,7 @@ BACKLOG = 64            # messages buffered per WebSocket client before the olde
 
 
 def add_arguments(p) -> None:
-    p.add_argument('--namespace', action='append', default=[],
-                   help='camera namespace (repeat for several cameras; default: none, as '
-                        'in `mr-mllm up`)')
+    add_cameras_argument(p)
     p.add_argument('--host', default='127.0.0.1',
                    help='address to serve on (default 127.0.0.1: this machine only)')
     p.add_argument('--port', type=int, default=8765, help='WebSocket port (default 8765)')
@@ -49,8 +49,7 @@ def add_arguments(p) -> None:
                         'azure_kinect)')
     p.add_argument('--layout', metavar='FILE',
                    help='also write the Foxglove layout for these topics to FILE')
-    p.add_argument('--duration', type=float, default=0.0,
-                   help='stop after this many seconds (0 = until Ctrl-C)')
+    add_duration_argument(p)
 
 
 class CameraBridge:
