@@ -5,6 +5,7 @@ hand-labelled boxes (data/sample_photos)."""
 import numpy as np
 import pytest
 from helpers import REPO
+from helpers.builders import assert_sorted_and_inside, detect_top3
 
 from mr_mllm_ros.core.assets.sample_images import load_sample
 from mr_mllm_ros.core.config import load_config
@@ -45,15 +46,9 @@ def test_finds_the_labelled_object(detector, labels, sample, category):
 
 def test_output_is_sorted_clipped_and_filtered(yolo_config, labels):
     from mr_mllm_ros.core.config import with_changes
-    det = create_detector(with_changes(yolo_config, {'detector.conf': 0.05,
-                                                        'detector.max_detections': 3,
-                                                        'detector.warmup': False}))
-    frame = Frame(load_sample('camera'), 0, '')
-    ds = det.detect(frame)
-    scores = [d.score for d in ds]
-    assert 0 < len(ds) <= 3 and scores == sorted(scores, reverse=True)
-    assert all(0 <= d.box.x1 <= d.box.x2 <= frame.width and
-               0 <= d.box.y1 <= d.box.y2 <= frame.height for d in ds)
+    det, frame, ds = detect_top3(yolo_config, 'camera')
+    assert 0 < len(ds) <= 3
+    assert_sorted_and_inside(ds, frame)
     det.settings = with_changes(yolo_config, {'detector.classes': ['tie']}).detector
     assert all(d.class_name == 'tie' for d in det.detect(frame))
 

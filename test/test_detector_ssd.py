@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pytest
 from helpers import LABELS
+from helpers.builders import assert_sorted_and_inside, detect_top3
 
 from mr_mllm_ros.core.assets.sample_images import load_sample
 from mr_mllm_ros.core.config import load_config, with_changes
@@ -77,15 +78,9 @@ def test_class_ids_index_the_coco_names(detector):
 
 
 def test_thresholds_and_class_filter_apply(default_config):
-    det = create_detector(with_changes(default_config, {'detector.conf': 0.05,
-                                                        'detector.max_detections': 3,
-                                                        'detector.warmup': False}))
-    frame = Frame(load_sample('coffee'), 0, '')
-    ds = det.detect(frame)
-    scores = [d.score for d in ds]
-    assert len(ds) == 3 and scores == sorted(scores, reverse=True) and min(scores) >= 0.05
-    assert all(0 <= d.box.x1 <= d.box.x2 <= frame.width and
-               0 <= d.box.y1 <= d.box.y2 <= frame.height for d in ds)
+    det, frame, ds = detect_top3(default_config, 'coffee')
+    assert len(ds) == 3 and min(d.score for d in ds) >= 0.05
+    assert_sorted_and_inside(ds, frame)
     det.settings = with_changes(default_config, {'detector.classes': ['cup']}).detector
     assert [d.class_name for d in det.detect(frame)] == ['cup']
     det.settings = with_changes(default_config, {'detector.conf': 0.99}).detector

@@ -21,3 +21,24 @@ def dset(*dets, w=100, h=100, stamp=0, frame_id='cam', model='') -> DetectionSet
 def frame(w=100, h=100, stamp=0, frame_id='cam', fill=0) -> Frame:
     """A uniform RGB frame."""
     return Frame(np.full((h, w, 3), fill, np.uint8), stamp, frame_id)
+
+
+def detect_top3(config, sample: str):
+    """A detector made from `config` at conf 0.05 keeping the best 3 boxes, run on one
+    package photo: (detector, frame, detections). For the checks every backend must pass:
+    sorted by score, clipped to the frame, filtered by class."""
+    from mr_mllm_ros.core.assets.sample_images import load_sample
+    from mr_mllm_ros.core.config import with_changes
+    from mr_mllm_ros.core.detection import create_detector
+    detector = create_detector(with_changes(config, {'detector.conf': 0.05,
+                                                     'detector.max_detections': 3,
+                                                     'detector.warmup': False}))
+    image = Frame(load_sample(sample), 0, '')
+    return detector, image, detector.detect(image)
+
+
+def assert_sorted_and_inside(ds: DetectionSet, image: Frame) -> None:
+    scores = [d.score for d in ds]
+    assert scores == sorted(scores, reverse=True)
+    assert all(0 <= d.box.x1 <= d.box.x2 <= image.width and
+               0 <= d.box.y1 <= d.box.y2 <= image.height for d in ds)
