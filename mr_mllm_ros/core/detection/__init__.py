@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 from ..config import Config
+from ..runtime.lazy_import import load_class
 from .base import Detector, StageTimer
 
 __all__ = ['Detector', 'StageTimer', 'create_detector']
+
+#: detector.backend -> 'module:Class' in this package
+BACKENDS = {'opencv_ssd': 'opencv_ssd:OpenCvSsdDetector',
+            'opencv_darknet': 'opencv_darknet:OpenCvDarknetDetector',
+            'ultralytics': 'ultralytics_backend:UltralyticsDetector'}
 
 
 def create_detector(config: Config) -> Detector:
     """Load the configured detector; raises ModelLoadError with a clear message when the
     weights are missing or unusable. Imports the heavy backend only when chosen."""
-    backend = config.detector.backend
-    if backend == 'opencv_ssd':
-        from .opencv_ssd import OpenCvSsdDetector
-        return OpenCvSsdDetector(config)
-    if backend == 'opencv_darknet':
-        from .opencv_darknet import OpenCvDarknetDetector
-        return OpenCvDarknetDetector(config)
-    if backend == 'ultralytics':
-        from .ultralytics_backend import UltralyticsDetector
-        return UltralyticsDetector(config)
-    raise ValueError(f'unknown detector backend {backend!r}')  # config validation prevents it
+    return load_class(__package__, BACKENDS, config.detector.backend)(config)

@@ -3,30 +3,22 @@
 from __future__ import annotations
 
 from ..config import Config
+from ..runtime.lazy_import import load_class
 from .base import ChatMessage, MllmBackend, MllmRequest
 
 __all__ = ['ChatMessage', 'MllmBackend', 'MllmRequest', 'create_backend']
+
+#: mllm.backend -> 'module:Class' in this package ('none': no backend)
+BACKENDS = {'transformers_llm': 'transformers_llm:TransformersLlmBackend',
+            'transformers_vlm': 'transformers_vlm:TransformersVlmBackend',
+            'template': 'template_backend:TemplateBackend',
+            'llama_cpp': 'llama_cpp_backend:LlamaCppBackend',
+            'openai': 'openai_backend:OpenAiBackend'}
 
 
 def create_backend(config: Config) -> MllmBackend | None:
     """Load the configured backend (None for backend 'none'); ModelLoadError when the
     weights are missing. Heavy imports happen only for the chosen backend."""
-    backend = config.mllm.backend
-    if backend == 'none':
+    if config.mllm.backend == 'none':
         return None
-    if backend == 'transformers_llm':
-        from .transformers_llm import TransformersLlmBackend
-        return TransformersLlmBackend(config)
-    if backend == 'transformers_vlm':
-        from .transformers_vlm import TransformersVlmBackend
-        return TransformersVlmBackend(config)
-    if backend == 'template':
-        from .template_backend import TemplateBackend
-        return TemplateBackend(config)
-    if backend == 'llama_cpp':
-        from .llama_cpp_backend import LlamaCppBackend
-        return LlamaCppBackend(config)
-    if backend == 'openai':
-        from .openai_backend import OpenAiBackend
-        return OpenAiBackend(config)
-    raise ValueError(f'unknown mllm backend {backend!r}')  # config validation prevents it
+    return load_class(__package__, BACKENDS, config.mllm.backend)(config)
