@@ -45,7 +45,8 @@ from ..ros.qos import ALERTS_QOS, RESULTS_QOS, SERVICE_QOS, image_input, image_q
 from ..ros.scene_frames import SceneFrames
 
 NODE_NAME = 'scene_node'
-SECTIONS = ('camera', 'mllm', 'fusion', 'scene', 'reinforce', 'alerts')
+# looker: ScenePipeline runs it in the reasoning step, so its parameters are this node's.
+SECTIONS = ('camera', 'mllm', 'fusion', 'scene', 'reinforce', 'looker', 'alerts')
 
 
 class SceneNode(ModelLifecycleNode):
