@@ -14,9 +14,11 @@ from mr_mllm_ros.core.config import load_config
 from mr_mllm_ros.core.mllm.ngram_guard import NgramGuard, NgramLogitsProcessor
 from mr_mllm_ros.core.reasoning.grounding import parse_grounded
 from mr_mllm_ros.core.reasoning.grounding_plan import (
+    clean_connector,
     count_question,
     finish,
     first_repeat,
+    looker_labels,
     plan_mentions,
     template_sentence,
 )
@@ -267,11 +269,15 @@ def test_a_description_is_never_cut_in_the_middle_of_an_object():
     backend = ScriptedBackend(reply=lambda r: r.answer_prefix + ' are at the top right <')
     config = load_config(overrides={'mllm.describe_max_new_tokens': 48})
     sd = SceneReasoner(config, backend).describe(None, STREET)
+    # The car and the truck share a place, so they share a clause (as in the template):
+    # before, each said 'is at the top right', a repeated 5-gram in the published text.
     assert sd.text == ('Six people: three at the left, two at the top right and one at the '
-                       'bottom. A car is at the top right and a truck is at the top right.')
+                       'bottom. A car and a truck are at the top right.')
     assert not any('cut' in note for note in sd.grounded_text.problems)
     assert sd.grounded_text.cited_indices() == set(range(8))
-    assert len(backend.requests) == 2  # the spread class is the plan's words: no call
+    check_published(sd.grounded_text, STREET, one_sentence=False)
+    # one call for the car-and-truck clause; the spread class is the plan's words: no call
+    assert len(backend.requests) == 1
 
 
 def test_duplicate_boxes_of_one_object_are_counted_once():
@@ -288,3 +294,42 @@ def test_duplicate_boxes_of_one_object_are_counted_once():
     tracked = ds.with_detections([ds[0].replace(track_id=1), ds[1].replace(track_id=2),
                                   ds[2]])
     assert plan_mentions(tracked, range(3), VOCAB)[0].phrase == 'three people'
+
+
+# ------------------------------------------------ the model's words between the phrases
+
+@pytest.mark.parametrize('text', [
+    'An animal is a large cat.',      # class words of classes nobody detected
+    ' is a large cat.',
+    'a large, large, large wombat',   # a word said again and again
+    ' is a big big dog',
+    ' is,',                           # only a verb: 'a person is, a dog ...'
+])
+def test_connectors_that_name_things_or_loop_are_rejected(text):
+    assert clean_connector(text, VOCAB, ['person']) == ''
+
+
+def test_a_plain_connector_is_kept_and_looker_labels_of_other_objects_are_not():
+    assert clean_connector(' is standing near the door <gr', VOCAB, ['person']) == \
+        ' is standing near the door'
+    assert clean_connector(' is holding a wombat', VOCAB, ['person']) == \
+        ' is holding a wombat'  # no class word, no label the looker saw
+    ds = _ds(('person', 0.9, (10, 100, 250, 590)), ('dog', 0.3, (600, 400, 700, 590)))
+    ds = ds.with_detections([ds[0].replace(looks_like=(('suit', 0.6),)),
+                             ds[1].replace(looks_like=(('wombat', 0.5),))])
+    # said of the person: her own crop's label may be said, the other box's may not
+    names = ['person', 'dog'] + looker_labels(ds, exclude=(0,))
+    assert looker_labels(ds, exclude=(0,)) == ['wombat']
+    assert clean_connector(' is holding a wombat', VOCAB, names) == ''
+    assert clean_connector(' is wearing a suit', VOCAB, names) == ' is wearing a suit'
+
+
+def test_objects_at_one_place_share_a_clause_and_no_place_is_said_twice():
+    """A cup and a bowl both at the top left (SSD on the coffee photo beside Grace
+    Hopper): said once, with the model's words or the template's."""
+    ds = _ds(('cup', 0.98, (100, 50, 200, 150)), ('person', 0.9, (400, 100, 600, 590)),
+             ('bowl', 0.5, (90, 60, 210, 160)))
+    for reply in (lambda r: r.answer_prefix + ' is <', lambda r: r.answer_prefix + ' <'):
+        sd = SceneReasoner(load_config(), ScriptedBackend(reply=reply)).describe(None, ds)
+        assert sd.text == 'A cup and a bowl are at the top left and a person is at the center.'
+        check_published(sd.grounded_text, ds)

@@ -46,6 +46,7 @@ REPEAT_NGRAM_WORDS = 5
 _SENTENCE_END = re.compile(r'[.!?](\s|$)')
 _WORD = re.compile(r"[A-Za-z0-9']+")
 _REPEAT_TOKEN = re.compile(r"\d+(?:\.\d+)?|[A-Za-z0-9']+")
+_LABEL_WORD = re.compile(r'[a-z]+')  # the vocabulary's words (vocabulary._WORD_RE)
 _TRAILING = re.compile(r'(\s*[,\-]|\s+(and|or|the|a|an|while|with|of|to|in|at|is|are))+\s*$',
                        re.IGNORECASE)
 
@@ -149,23 +150,38 @@ def _sentences(items: Sequence, spread) -> list[list]:
     return [s for s in out if s]
 
 
+def _clauses(mentions: Sequence[Mention]) -> list[list[Mention]]:
+    """Mentions at the same place grouped into one clause (in order of first mention), so
+    a place is said once ('a cup and a bowl are at the top left', never '... is at the top
+    left, ... is at the top left'); a spread class is a clause of its own."""
+    clauses: dict[object, list[Mention]] = {}
+    for m in mentions:
+        clauses.setdefault(m.where if not m.spread else id(m), []).append(m)
+    return list(clauses.values())
+
+
+def _clause_mention(group: Sequence[Mention]) -> Mention:
+    """What the words after a clause's last phrase are said of: its one mention, or the
+    group as one plural subject ('are')."""
+    if len(group) == 1:
+        return group[0]
+    return dataclasses.replace(group[-1], count=sum(m.count for m in group),
+                               indices=tuple(i for m in group for i in m.indices))
+
+
 def template_sentence(mentions: Sequence[Mention], lead: str = '') -> str:
     """The template's grounded sentences (grammar form). Mentions at the same place share
     one clause: 'Two ties and a person are at the bottom, and a dog is at the right.'; a
     class in several places gets a sentence of its own: 'Six people: two at the top
     right, three at the left and one at the bottom.'"""
-    clauses: dict[str, list[Mention]] = {}
-    for m in mentions:
-        clauses.setdefault(m.where if not m.spread else f'{id(m)}', []).append(m)
     out = []
-    for k, sentence in enumerate(_sentences(list(clauses.values()), lambda g: g[0].spread)):
+    for k, sentence in enumerate(_sentences(_clauses(mentions), lambda g: g[0].spread)):
         parts, first = [lead if k == 0 else ''], not (lead and k == 0)
         for c, group in enumerate(sentence):
             for j, m in enumerate(group):
                 parts.append(_markup(m, first) + _joiner(j, len(group)))
                 first = False
-            tail = group[0].tail() if len(group) == 1 else f' are {group[0].where}'
-            parts.append(tail + _joiner(c, len(sentence)))
+            parts.append(_clause_mention(group).tail() + _joiner(c, len(sentence)))
         out.append(''.join(parts) + '.')
     return ' '.join(out)
 
@@ -189,16 +205,32 @@ def first_repeat(text: str, n: int = REPEAT_NGRAM_WORDS) -> int | None:
     return None
 
 
-def clean_connector(text: str, vocab: Vocabulary, classes: Sequence[str]) -> str:
-    """The model's words between two phrases, publishable, or '' (use the template's)."""
+def clean_connector(text: str, vocab: Vocabulary, names: Sequence[str] = ()) -> str:
+    """The model's words between two phrases, publishable, or '' (use the template's).
+    Rejected: nothing (or only a verb: 'a person is,'), numbers, a thing named without a
+    citation - any class the vocabulary knows, detected or not ('is a large cat'), or one
+    of `names` (the frame's detected classes, the looker's labels of objects the phrase
+    does not cite) - and loops: a word said twice in a row ('a large, large wombat') or a
+    repeated 3-gram."""
     for stop in CONNECTOR_STOPS:
         text = text.split(stop, 1)[0]
-    text = _TRAILING.sub('', ' '.join(text.split()))
-    words = _WORD.findall(text)
+    # the leading space lets a lone trailing word go too ('is' -> '')
+    text = _TRAILING.sub('', ' ' + ' '.join(text.split())).strip()
+    words = [w.lower() for w in _WORD.findall(text)]
     if not words or not text[:1].isalpha() or any(w[:1].isdigit() for w in words) \
-            or vocab.mentioned_classes(text, classes) or has_repeat(text, 3):
-        return ''  # nothing, numbers, or a detected object named without its citation
+            or vocab.names_a_class(text) or vocab.mentioned_classes(text, names) \
+            or any(a == b for a, b in zip(words, words[1:])) or has_repeat(text, 3):
+        return ''
     return ' ' + text
+
+
+def looker_labels(ds: DetectionSet, exclude: Sequence[int] = ()) -> list[str]:
+    """The looker's labels (core.looking: 'football helmet', 'espresso') of the objects
+    not in `exclude`, and of the whole frame, in plain words: things the model read in
+    the prompt that a phrase citing `exclude` must not name."""
+    labels = [label for i, d in enumerate(ds) if i not in exclude for label, _ in d.looks_like]
+    labels += [label for label, _ in ds.looks_like]
+    return list(dict.fromkeys(' '.join(_LABEL_WORD.findall(x.lower())) for x in labels))
 
 
 _REGION_WORDS = frozenset(('left', 'right', 'center', 'centre', 'middle', 'top', 'bottom'))
@@ -246,14 +278,18 @@ def word_plan(backend, request, mentions: Sequence[Mention], ds: DetectionSet,
     emit(lead)
     muted = stream.muted() if stream is not None else None
     budget = request.max_new_tokens  # of the whole description
-    for k, sentence in enumerate(_sentences(mentions, lambda m: m.spread)):
+    for k, sentence in enumerate(_sentences(_clauses(mentions), lambda g: g[0].spread)):
         if k:
             raw, plain = raw + ' ', plain + ' '
             emit(' ')
-        for j, m in enumerate(sentence):
-            phrase = _markup(m, j == 0 and not (lead and k == 0))
-            raw, plain = raw + phrase, plain + m.phrase
-            emit(phrase)
+        first = not (lead and k == 0)
+        for c, group in enumerate(sentence):
+            for j, m in enumerate(group):
+                phrase = _markup(m, first) + _joiner(j, len(group))
+                raw, plain = raw + phrase, plain + m.phrase + _joiner(j, len(group))
+                emit(phrase)
+                first = False
+            m = _clause_mention(group)
             words = ''
             if budget > 0 and not m.spread:  # the places of a spread class are ours
                 gen = backend.generate(dataclasses.replace(
@@ -263,10 +299,11 @@ def word_plan(backend, request, mentions: Sequence[Mention], ds: DetectionSet,
                 generations.append(gen)
                 budget -= max(gen.generated_tokens, 1)
                 cont = gen.text[len(raw):] if gen.text.startswith(raw) else gen.text
-                words = _fit(clean_connector(cont, vocab, classes), m)
+                names = classes + looker_labels(ds, exclude=m.indices)
+                words = _fit(clean_connector(cont, vocab, names), m)
                 if words and first_repeat(plain + words) is not None:
                     words = ''  # it would repeat what was said: the template's words
-            words = (words or m.tail()) + _joiner(j, len(sentence))
+            words = (words or m.tail()) + _joiner(c, len(sentence))
             raw, plain = raw + words, plain + words
             emit(words)
         raw, plain = raw + '.', plain + '.'

@@ -18,7 +18,7 @@ from typing import Mapping
 
 import yaml
 
-from ..detection.labels import DARKNET_TO_COCO
+from ..detection.labels import COCO_CLASSES, DARKNET_TO_COCO
 from ..errors import ConfigError
 
 VOCABULARY_FILE = 'vocabulary.yaml'
@@ -89,6 +89,16 @@ class Vocabulary:
     def mentioned_classes(self, text: str, class_names) -> list[str]:
         """The classes among `class_names` that `text` names, in the order given."""
         return [c for c in class_names if self.names(text, c)]
+
+    def known_classes(self) -> tuple[str, ...]:
+        """COCO-80 and every class this file lists (synonyms, hypernyms' members)."""
+        listed = [*self.synonyms, *(c for members in self.hypernyms.values() for c in members)]
+        return tuple(dict.fromkeys([*COCO_CLASSES, *listed]))
+
+    def names_a_class(self, text: str) -> bool:
+        """Whether `text` names any known class by one of its words ('a large cat',
+        'an animal', 'the people'), detected or not."""
+        return bool(self.mentioned_classes(text, self.known_classes()))
 
 
 def _words(value, key: str, path: Path) -> tuple[str, ...]:
