@@ -82,12 +82,20 @@ def write_config(tmp: Path, url: str) -> Path:
     return path
 
 
+def prompt_classes(user_text: str) -> list[str]:
+    """The classes of a prompt's object block: scene_v2 (the default) heads each class's
+    lines with 'person (2):' and leaves the class out of '<obj0> top left, ...'; scene_v1
+    writes '<obj0> person; ...'."""
+    return re.findall(r'^(\w[\w ]*) \(\d+\):$', user_text, re.M) or \
+        re.findall(r'<obj\d+> (\w[\w ]*?);', user_text)
+
+
 def script(record):
     """The scripted MLLM: every box is confirmed; the judgement says "unusual" when a
     person or a tie is in view; descriptions cite the first object."""
     from helpers.openai_stub_server import reply
     body = json.dumps(record.json)
-    objects = re.findall(r'<obj\d+> (\w+)', record.user_text)
+    objects = prompt_classes(record.user_text)
     if record.json.get('max_tokens') == 1:
         yes = 'hazard' not in body or bool({'person', 'tie'} & set(objects))
         return reply('yes' if yes else 'no',
