@@ -91,3 +91,18 @@ def test_keys_are_validated(key):
     from mr_mllm_ros.core.errors import ConfigError
     with pytest.raises(ConfigError, match=key):
         load_config(overrides={f'scene.{key}': -1.0})
+
+
+def test_a_change_settles_on_the_same_frame_wherever_the_frame_grid_lies():
+    """30 Hz, hold 2 s: a class that appears at frame s settles at s + 45 (46 of the 61
+    frames of the last 2 s, the frame exactly 2 s ago included), whatever float noise
+    makes of k / 30 - 2.0 - not a frame early on some stamps and not on others (the
+    schedule's rate step would then win or lose against the change at random)."""
+    settled = {}
+    for switch in range(30, 130):
+        changes = _changes(change_hold_s=2.0)
+        frames = [[('person', 1)]] * switch + [[('person', 1), ('dog', -1)]] * 60
+        said = [(k, r) for k, r in enumerate(changes.update(_ds(objs), k / 30)
+                                             for k, objs in enumerate(frames)) if r]
+        settled[switch] = said[1][0] - switch
+    assert set(settled.values()) == {45}, settled

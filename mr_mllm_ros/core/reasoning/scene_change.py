@@ -60,7 +60,10 @@ class SceneChanges:
         'person track 12 entered'), or '' when it does not."""
         counts = Counter(d.class_name for d in ds)
         self._window.append((now_s, counts))
-        while self._window and self._window[0][0] < now_s - self.hold_s:
+        # The frame exactly `hold_s` ago stays in (a hair of tolerance): on a camera's
+        # regular frame grid, float noise alone would otherwise decide whether it counts,
+        # and so on which frame a change settles (a frame early or late against the rate).
+        while self._window and self._window[0][0] < now_s - self.hold_s - 1e-6:
             self._window.popleft()
         if self._counts is None:
             self._counts = dict(counts)
