@@ -94,8 +94,10 @@ class PhotoDetector:
 def test_ten_minute_30hz_bag_replays_with_descriptions_at_the_default_schedule(
         tmp_path, caplog):
     """18,000 frames (the sample photos, 20 s each in turn) with descriptions on and the
-    packaged schedule (0.2 Hz, on change, >= 2 s apart): 4 steps per 20-s scene (the change,
-    then 5, 10, 15 s later), 120 in all instead of 18,000."""
+    packaged schedule (0.2 Hz, on change, >= 2 s apart, a change once it held 1.5 s of
+    scene.change_hold_s 2 s): 4 steps per 20-s scene (the change, then 5, 10, 15 s later),
+    one more per replay unit (ReplayOptions.segment_s 300 s: 2 units, each starting
+    afresh), 122 in all instead of 18,000."""
     minutes, rate = 10, 30.0
     bag = tmp_path / 'long'
     write_bag(bag, '/cam/image/compressed', photo_scenes(minutes * 60, rate, 20.0, side=96),
@@ -103,13 +105,24 @@ def test_ten_minute_30hz_bag_replays_with_descriptions_at_the_default_schedule(
     photos = list(photo_scenes(len(SAMPLES) * 20, 1 / 20, 20.0, side=96))
     backend = ScriptedBackend(reply=lambda r: '<ground>A photo</ground><objects><obj0>'
                               '</objects>.' if r.task == 'describe' else '')
-    pipeline = Pipeline(load_config(), detector=PhotoDetector(photos), backend=backend)
+    # No looker: it would add objects it sees and no box explains (the tripod in the
+    # camera photo), and each object is one more connector call of the word plan; with
+    # one box per frame a description is one MLLM call, so the calls count the steps.
+    config = load_config(overrides={'looker.enabled': False})
+    pipeline = Pipeline(config, detector=PhotoDetector(photos), backend=backend)
     with caplog.at_level(logging.INFO, logger='mr_mllm_ros.replay.runner'):
         result = run_replay(ReplayOptions(bags=(str(bag),), out=str(tmp_path / 'out')),
-                            load_config(), pipeline=pipeline)
+                            config, pipeline=pipeline)
     assert result.frames_ok == result.frames == minutes * 60 * rate
-    assert result.mllm_calls == {'change': 30, 'rate': 90, 'every_frame': 0, 'question': 0}
-    assert sum(1 for r in backend.requests if r.task == 'describe') == 120
+    # A unit's first frame is a change at once (nothing described yet), every later
+    # scene's change settles 1.5 s after its switch. So the unit's first scene gets a rate
+    # step 20 s in, on the next scene's first frame, and that scene's change waits for the
+    # 2 s interval (22 s); from then on a change settles just when the rate falls due
+    # (every 20 s) and takes its place. Per unit: 15 changes, 46 rate steps.
+    assert result.mllm_calls == {'change': 30, 'rate': 92, 'every_frame': 0, 'question': 0}
+    assert sum(1 for r in backend.requests if r.task == 'describe') == 122
+    described = [r for r in records(tmp_path / 'out') if r['description'] is not None]
+    assert len(described) == 122 and all(r['trigger'] for r in described)
     # stderr is not a terminal here: a progress line per PROGRESS_LINE_FRAMES frames
     lines = [m for m in caplog.messages if m.startswith('replay: ') and 'ETA' in m]
     assert len(lines) == result.frames // PROGRESS_LINE_FRAMES

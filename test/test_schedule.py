@@ -167,15 +167,17 @@ def describing(**overrides):
 
 def test_pipeline_reasons_when_the_schedule_says_in_message_time():
     p, backend = describing()
-    # 30 Hz for 12 s: scene 1 until 6 s, then scene 2; header stamps all 0 (a frame
+    # 30 Hz for 12 s: scene 1 until 4.5 s, then scene 2; header stamps all 0 (a frame
     # counter, not the stamp, tells frames apart)
     triggers = {}
     for k in range(360):
-        r = p.process(frame(k, 1 if k < 180 else 2), now_s=k / 30)
+        r = p.process(frame(k, 1 if k < 135 else 2), now_s=k / 30)
         assert (r.description is not None) == (r.trigger is not None)
         if r.trigger:
             triggers[round(k / 30, 3)] = r.trigger
-    # the change at 6 s waits for the 2 s interval after the 5 s step
+    # The switch at 4.5 s is a change once it held (scene.change_hold_s 2 s: scene 2 in
+    # 75 % of the last 2 s) at 6.0 s, 1 s after the 5 s rate step: it waits for the 2 s
+    # interval (7.0 s), then runs on the newest frame.
     assert triggers == {0.0: 'change', 5.0: 'rate', 7.0: 'change'}
     assert sum(1 for r in backend.requests if r.task == 'describe') == 3
     assert p.scene.step_counts()['rate'] == 1
