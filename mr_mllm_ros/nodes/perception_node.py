@@ -51,7 +51,7 @@ from ..ros.node_runtime import run_node
 from ..ros.qos import DEBUG_IMAGE_QOS, RESULTS_QOS, depth_inputs, image_input, image_qos
 
 NODE_NAME = 'perception_node'
-SECTIONS = ('camera', 'detector', 'tracker', 'perception')
+SECTIONS = ('camera', 'detector', 'tracker', 'depth', 'perception')
 
 
 class PerceptionNode(ModelLifecycleNode):
