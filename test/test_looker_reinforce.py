@@ -58,8 +58,10 @@ def test_a_cup_boxed_as_a_toilet_is_relabelled_original_kept(config, looker, lab
                 [_det('toilet', 0.42, _box(labels, 'coffee', 'cup'))])
     (cup,) = r.refined
     assert (cup.class_name, cup.original_class_name) == ('cup', 'toilet')
-    # the MLLM still checks the uncertain box (template: P(yes) 0.5 re-scores it)
-    assert cup.class_id == COCO_CLASSES.index('cup') and cup.original_score == 0.42
+    # the template MLLM does not see the image: it is not asked (reinforce.verify_blind
+    # false), the detector's score stands
+    assert cup.class_id == COCO_CLASSES.index('cup') and cup.score == 0.42
+    assert cup.original_score is None
     assert r.looker_counts['relabelled'] == 1
     assert 'cup' in r.description.text and 'toilet' not in r.description.text
     assert any(a.code == 'detector_mllm_disagreement' and 'relabelled' in a.message

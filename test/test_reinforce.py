@@ -31,7 +31,10 @@ def _det(name, score, x=0, cid=0):
 
 
 def _reinforcer(backend, redetector=None, rescorer=None, **overrides):
-    config = load_config(overrides=overrides)
+    # The scripted backends stand in for any MLLM, most of them blind (sees_images False):
+    # the mechanism is tested with blind verification on (the default asks only models
+    # that see; test_a_blind_backend_is_not_asked_by_default).
+    config = load_config(overrides={'reinforce.verify_blind': True, **overrides})
     prompts = PromptBuilder(load_template(config.mllm.prompt_template), config.mllm,
                             backend.count_tokens, backend.sees_images)
     return Reinforcer(config, backend, prompts, redetector, rescorer)
@@ -111,6 +114,17 @@ def test_vlm_backends_get_a_crop_text_backends_get_none():
     blind = ScriptedBackend(yes=lambda r: 0.9)
     _reinforcer(blind).refine(frame, ds)
     assert blind.requests[0].image is None
+
+
+def test_a_blind_backend_is_not_asked_by_default():
+    ds = _ds(_det('person', 0.3), _det('tie', 0.4, x=200, cid=27))
+    blind = ScriptedBackend(yes=lambda r: 0.05)
+    out = _reinforcer(blind, **{'reinforce.verify_blind': False}).refine(None, ds)
+    assert blind.requests == [] and out.checked == {}
+    assert [d.score for d in out.refined] == [0.3, 0.4]  # kept as detected
+    seen = ScriptedBackend(yes=lambda r: 0.05, sees_images=True)
+    out = _reinforcer(seen, **{'reinforce.verify_blind': False}).refine(None, ds)
+    assert len(out.checked) == 2 and len(out.refined) == 0  # both rejected
 
 
 class _OpenVocab:

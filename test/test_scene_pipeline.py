@@ -61,7 +61,8 @@ def test_reasoning_verifies_before_describing_so_the_text_cites_the_refined_set(
         yes=lambda r: 0.0 if 'dog (1):\n<obj0>' in r.user and 'Is <obj0>' in r.user else 0.9,
         reply=lambda r: '<ground>A person</ground><objects><obj0></objects>.'
         if r.task == 'describe' else '')
-    config = load_config(overrides={'alerts.enabled': False})
+    # the scripted MLLM is blind: asked to verify only with reinforce.verify_blind
+    config = load_config(overrides={'alerts.enabled': False, 'reinforce.verify_blind': True})
     sp = ScenePipeline(config, backend=backend)
     ds = DetectionSet((Detection(0, 'dog', 0.3, Box(0, 0, 50, 50)),
                        Detection(1, 'person', 0.45, Box(100, 0, 200, 200))), 640, 480, 7, 'c')

@@ -287,6 +287,12 @@ class ReinforceConfig:
                                 low=0.0, high=1.0)
     max_checks: int = spec('At most this many boxes are checked per frame (highest scores '
                            'first).', low=0, high=100)
+    verify_blind: bool = spec('Also ask a backend that does not see the image (sees_images '
+                              'false, no fusion adapter: a text LLM) to verify boxes. Its '
+                              'P(yes) rests on the box\'s words, not its pixels (on a street '
+                              'video it stayed 0.41-0.54 for every box, never crossing '
+                              'accept/reject) and costs 1-2 s of a CPU step; the looker checks '
+                              'pixels instead. false = only backends that see verify.')
     unknown_labels: list[str] = spec('Detector labels that mean "not sure what this is": '
                                      'such boxes get an open-vocabulary label from the MLLM.')
     label_max_score: float = spec('Boxes scoring below this also get an open-vocabulary '

@@ -203,6 +203,10 @@ class Reinforcer:
                 skip: 'dict[int, Detection] | None' = None) -> dict[int, float]:
         """Index -> P(yes) for the boxes in the uncertain band, in one batched call."""
         rc = self.config.reinforce
+        # A model that sees neither the image nor the adapter's soft tokens (the rescorer
+        # comes with the adapter) answers from the box's words: no evidence about the box.
+        if not (self.backend.sees_images or self.rescorer is not None or rc.verify_blind):
+            return {}
         band = [i for i, d in enumerate(ds) if d.source == Source.DETECTOR
                 and not d.verified and rc.verify_min_score <= d.score < rc.verify_max_score
                 and not (skip and i in skip)]
