@@ -11,7 +11,7 @@ import re
 from ..detection.labels import COCO_CLASSES
 from ..types import DetectionSet, GroundedText
 from .grounding import GROUND_CLOSE, GROUND_OPEN, OBJECTS_CLOSE, OBJECTS_OPEN, ref
-from .grounding_plan import CountQuestion, grounded_sentence
+from .grounding_plan import CountQuestion, asked_about, grounded_sentence
 from .vocabulary import Vocabulary, canonical_class
 
 _APPEARANCE = re.compile(r'\b(hold|holds|holding|carry|carries|carrying|wear|wears|wearing|'
@@ -26,14 +26,12 @@ def appearance_question(question: str, ds: DetectionSet,
     """A question about what objects hold, wear or look like, and the detections it asks
     about: the classes it names; every detection the looker saw when it names none; none
     when it names a class that is not detected. None for other questions."""
-    q = ' '.join(re.sub(r'[^a-z ]', ' ', question.lower()).split())
-    if not _APPEARANCE.search(q):
+    asked = asked_about(question, _APPEARANCE, 'appearance', ds, vocab)
+    if asked is None:
         return None
-    classes = sorted({d.class_name for d in ds})
-    named = vocab.mentioned_classes(q, classes)
-    if named:
-        return CountQuestion('appearance', vocab.noun(named[0]),
-                             tuple(i for i, d in enumerate(ds) if d.class_name in named))
+    q, named = asked
+    if named is not None:
+        return named
     m = _TARGET.search(q)
     noun = m.group(1) if m else 'object'
     if any(vocab.names(noun, c) for c in COCO_CLASSES):
