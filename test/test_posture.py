@@ -8,15 +8,19 @@ import pytest
 from mr_mllm_ros.core.alerts import AlertEngine, parse_rule
 from mr_mllm_ros.core.assets.sample_images import load_sample
 from mr_mllm_ros.core.config import load_config, with_changes
-from mr_mllm_ros.core.looking.looker import Looker
+from mr_mllm_ros.core.looking.looker import Looker, posture_settings
 from mr_mllm_ros.core.looking.posture import (
     KEYPOINTS,
-    PostureSettings,
     _turn_back,
     classify_keypoints,
 )
 from mr_mllm_ros.core.pipeline import ScenePipeline
 from mr_mllm_ros.core.types import Box, Detection, DetectionSet, Frame, Severity
+
+
+def _settings():
+    """The posture settings of config/mr_mllm.yaml (their one default)."""
+    return posture_settings(load_config().looker)
 
 
 def _turned_camera(k: int, labels) -> tuple[np.ndarray, Box]:
@@ -84,11 +88,11 @@ BODY = {'nose': (0.1, 0.5), 'left_eye': (0.08, 0.52), 'right_eye': (0.08, 0.48),
     ({}, 'upright'),                                                      # a portrait
 ])
 def test_keypoint_rules(legs, expected):
-    assert classify_keypoints(_kp({**BODY, **legs}), PostureSettings()).label == expected
+    assert classify_keypoints(_kp({**BODY, **legs}), _settings()).label == expected
 
 
 def test_lying_missing_and_weak_keypoints():
-    s = PostureSettings()
+    s = _settings()
     lying = {'left_shoulder': (0.5, 0.2), 'right_shoulder': (0.45, 0.2),
              'left_hip': (0.5, 0.6), 'right_hip': (0.45, 0.6), 'nose': (0.48, 0.05),
              'left_eye': (0.46, 0.06)}

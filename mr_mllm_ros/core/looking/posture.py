@@ -43,11 +43,14 @@ _SHOULDERS, _HIPS, _KNEES = (5, 6), (11, 12), (13, 14)
 
 @dataclass(frozen=True)
 class PostureSettings:
-    min_keypoint_score: float = 0.3
-    min_person_score: float = 0.35         # mean of the 5 best keypoint scores
-    lying_min_angle: float = 60.0          # degrees of the torso from vertical
-    sitting_min_thigh_angle: float = 50.0  # degrees of a thigh from vertical
-    turn_min_aspect: float = 1.0           # boxes wider than tall x this are also turned
+    """The looker.* posture keys (core.looking.looker.posture_settings); their defaults
+    live in config/mr_mllm.yaml only."""
+
+    min_keypoint_score: float
+    min_person_score: float         # mean of the 5 best keypoint scores
+    lying_min_angle: float          # degrees of the torso from vertical
+    sitting_min_thigh_angle: float  # degrees of a thigh from vertical
+    turn_min_aspect: float          # boxes wider than tall x this are also turned
 
 
 @dataclass(frozen=True)
