@@ -64,7 +64,10 @@ def test_up_one_process_then_publish_images_then_ask(tmp_path):
                           stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         # both nodes subscribe to the camera; scene_node only once its MLLM is loaded
+        # bgr8: a frame the two nodes share decoded (ros/decoded_frames.py; an rgb8
+        # frame is a view on its message and not shared), read-only in both
         pub = _run(['publish-images', 'sample:grace_hopper', '--topic', '/cli_cam/image',
+                    '--encoding', 'bgr8',
                     '--rate', '2', '--count', '6', '--wait-subscribers', '2',
                     '--wait-timeout', '120'], timeout=200, env=env)
         assert pub.returncode == 0, pub.stdout + pub.stderr

@@ -22,6 +22,7 @@ from ..core import image_codecs
 from ..core.types import (Alert, Box, Detection, DetectionSet, Frame, GroundedPhrase,
                           GroundedText, SceneDescription, Severity, Source)
 from . import message_mapping as mapping
+from .decoded_frames import DecodedFrames
 
 _SOURCE_FROM_MSG = {v: k for k, v in mapping.SOURCE_CODES.items()}
 
@@ -52,13 +53,33 @@ def check_image_msg(msg: Image | CompressedImage, max_pixels: int | None = None)
                                max_pixels=max_pixels)
 
 
+_shared_frames: DecodedFrames | None = None
+
+
+def share_decoded_frames(frames: DecodedFrames | None) -> None:
+    """Nodes of one process share the frames frame_from_msg decodes (ros/decoded_frames.py;
+    nodes/combined.py turns it on); None turns it off."""
+    global _shared_frames
+    _shared_frames = frames
+
+
 def frame_from_msg(msg: Image | CompressedImage, *, camera: str = '',
                    max_pixels: int | None = None) -> Frame:
     """An Image or CompressedImage message -> Frame (RGB8): the one decoder of camera
     messages. Raises ImageConversionError on a malformed image."""
-    return frame_from_compressed(msg, camera=camera, max_pixels=max_pixels) \
-        if isinstance(msg, CompressedImage) \
-        else frame_from_image(msg, camera=camera, max_pixels=max_pixels)
+    def decode() -> Frame:
+        return frame_from_compressed(msg, camera=camera, max_pixels=max_pixels) \
+            if isinstance(msg, CompressedImage) \
+            else frame_from_image(msg, camera=camera, max_pixels=max_pixels)
+
+    shared = _shared_frames
+    if shared is None:
+        return decode()
+    compressed = isinstance(msg, CompressedImage)
+    key = (compressed, stamp_to_ns(msg.header.stamp), msg.header.frame_id,
+           msg.format if compressed else (msg.encoding, msg.height, msg.width, msg.step),
+           len(msg.data), max_pixels)
+    return shared.frame(msg, key, camera, decode)
 
 
 def frame_from_image(msg: Image, *, camera: str = '', max_pixels: int | None = None) -> Frame:

