@@ -322,6 +322,9 @@ def test_a_plain_connector_is_kept_and_looker_labels_of_other_objects_are_not():
     assert looker_labels(ds, exclude=(0,)) == ['wombat']
     assert clean_connector(' is holding a wombat', VOCAB, names) == ''
     assert clean_connector(' is wearing a suit', VOCAB, names) == ' is wearing a suit'
+    # the whole frame looks like a suit too (a portrait): still the person's own label
+    portrait = ds.with_detections(ds.detections, looks_like=(('suit', 0.7), ('wombat', 0.2)))
+    assert looker_labels(portrait, exclude=(0,)) == ['wombat']
 
 
 def test_objects_at_one_place_share_a_clause_and_no_place_is_said_twice():

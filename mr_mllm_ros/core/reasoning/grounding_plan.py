@@ -228,9 +228,13 @@ def looker_labels(ds: DetectionSet, exclude: Sequence[int] = ()) -> list[str]:
     """The looker's labels (core.looking: 'football helmet', 'espresso') of the objects
     not in `exclude`, and of the whole frame, in plain words: things the model read in
     the prompt that a phrase citing `exclude` must not name."""
+    own = {label for i in exclude for label, _ in ds[i].looks_like}
     labels = [label for i, d in enumerate(ds) if i not in exclude for label, _ in d.looks_like]
     labels += [label for label, _ in ds.looks_like]
-    return list(dict.fromkeys(' '.join(_LABEL_WORD.findall(x.lower())) for x in labels))
+    # what the cited objects look like themselves stays sayable, even when another box or
+    # the whole frame looks alike (Grace Hopper's crop and frame: 'military uniform')
+    return list(dict.fromkeys(' '.join(_LABEL_WORD.findall(x.lower())) for x in labels
+                              if x not in own))
 
 
 _REGION_WORDS = frozenset(('left', 'right', 'center', 'centre', 'middle', 'top', 'bottom'))
