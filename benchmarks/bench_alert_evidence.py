@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import sys
@@ -29,7 +28,7 @@ import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from measure import write_json  # noqa: E402
+from measure import arguments, write_json  # noqa: E402
 
 from mr_mllm_ros.app.launcher import NodeGroup, NodeSpec, ensure_local_ros_env  # noqa: E402
 from mr_mllm_ros.core.runtime.offline import apply_offline_env  # noqa: E402
@@ -117,10 +116,9 @@ def graph_rates(ns: str, scene_params: dict, seconds: float) -> tuple[float, flo
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap = arguments(__doc__)
     ap.add_argument('--seconds', type=float, default=20.0)
     ap.add_argument('--rounds', type=int, default=2)
-    ap.add_argument('--json')
     args = ap.parse_args()
     out: dict = {'machine': f'{platform.machine()}, {os.cpu_count()} CPUs',
                  'load': os.getloadavg()[0]}

@@ -13,7 +13,6 @@ alone. p50/p95 in ms over --frames runs. Nothing asserts on time.
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import sys
@@ -23,7 +22,7 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from measure import call_times_ms, write_json  # noqa: E402
+from measure import arguments, call_times_ms, write_json  # noqa: E402
 
 from mr_mllm_ros.core import depth_images  # noqa: E402
 from mr_mllm_ros.core.assets.rgbd_sample import motorcycle_rgbd  # noqa: E402
@@ -86,9 +85,8 @@ class _FixedDetector(Detector):
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap = arguments(__doc__)
     ap.add_argument('--frames', type=int, default=300)
-    ap.add_argument('--json', help='write the numbers to this file')
     args = ap.parse_args()
     settings = load_config().depth
     rgb, depth, k = vga_sample()

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from measure import write_json  # noqa: E402
+from measure import arguments, write_json  # noqa: E402
 
 from mr_mllm_ros.app.launcher import NodeGroup, NodeSpec, ensure_local_ros_env  # noqa: E402
 from mr_mllm_ros.core.runtime.offline import apply_offline_env  # noqa: E402
@@ -200,13 +200,12 @@ def node_run(frames: int, image) -> dict:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap = arguments(__doc__)
     ap.add_argument('--trips', type=int, default=40, help='echo round trips per config')
     ap.add_argument('--frames', type=int, default=60, help='closed-loop frames')
     ap.add_argument('--busy-ms', type=float, default=40.0)
     ap.add_argument('--only', choices=('echo', 'node'))
     ap.add_argument('--executors', default=','.join(EXECUTORS))
-    ap.add_argument('--json', help='write the results here')
     ap.add_argument('--echo-server', choices=EXECUTORS, help=argparse.SUPPRESS)
     ap.add_argument('--work', choices=('in', 'out'), default='in', help=argparse.SUPPRESS)
     args = ap.parse_args()

@@ -19,7 +19,6 @@ Nothing asserts on time; the host is shared, so compare ratios measured in one r
 
 from __future__ import annotations
 
-import argparse
 import platform
 import statistics
 import sys
@@ -31,7 +30,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / 'test'))  # the tests' helpers package
-from measure import call_times_ms, write_json  # noqa: E402
+from measure import arguments, call_times_ms, write_json  # noqa: E402
 
 from mr_mllm_ros.core.runtime.offline import apply_offline_env  # noqa: E402
 
@@ -167,10 +166,9 @@ def tiny_end_to_end(k: int, repeats: int) -> dict:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p = arguments(__doc__)
     p.add_argument('--num-queries', type=int, default=8, help='K soft tokens')
     p.add_argument('--repeats', type=int, default=5)
-    p.add_argument('--json', help='write the results here')
     args = p.parse_args()
     from mr_mllm_ros.core.fusion import AdapterConfig
     k = args.num_queries

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -25,7 +24,7 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from measure import call_times_ms, write_json  # noqa: E402
+from measure import arguments, call_times_ms, write_json  # noqa: E402
 
 from mr_mllm_ros.core.assets.sample_images import load_sample  # noqa: E402
 from mr_mllm_ros.core.config import load_config, with_changes  # noqa: E402
@@ -98,9 +97,8 @@ def per_step(config, runs: int, threads: int) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p = arguments(__doc__)
     p.add_argument('--runs', type=int, default=10)
-    p.add_argument('--json', help='write the results here too')
     args = p.parse_args()
     config = load_config()
     result = {'machine': f'{platform.processor() or platform.machine()}, '

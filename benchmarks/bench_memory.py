@@ -15,7 +15,6 @@ embedding costs extra, printed once). Nothing asserts on time.
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import random
@@ -28,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'test'))  # helpers
-from measure import write_json  # noqa: E402
+from measure import arguments, write_json  # noqa: E402
 
 from mr_mllm_ros.core.runtime.offline import apply_offline_env  # noqa: E402
 
@@ -146,14 +145,13 @@ def _region(rng, t_end):
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap = arguments(__doc__)
     ap.add_argument('--sizes', type=int, nargs='+', default=[10_000, 100_000, 1_000_000])
     ap.add_argument('--queries', type=int, default=40)
     ap.add_argument('--insert-n', type=int, default=100_000)
     ap.add_argument('--postgres', metavar='URL', help='also measure this PostgreSQL server')
     ap.add_argument('--postgres-temp', action='store_true',
                     help='also measure a throwaway local PostgreSQL (test/helpers/postgres_server.py)')
-    ap.add_argument('--json', metavar='F')
     args = ap.parse_args()
     result = {'machine': f'{platform.machine()} {os.cpu_count()} cpu, {platform.platform()}',
               'date': time.strftime('%Y-%m-%d'), 'backends': {}}

@@ -14,7 +14,6 @@ Numbers are ratios measured in one run where compared; nothing asserts on time.
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import sys
@@ -27,7 +26,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / 'test'))
-from measure import write_json  # noqa: E402
+from measure import arguments, write_json  # noqa: E402
 
 from mr_mllm_ros.core.runtime.offline import apply_offline_env  # noqa: E402
 
@@ -147,8 +146,7 @@ def tiny_vlm_rates() -> dict[str, float]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    ap.add_argument('--json')
+    ap = arguments(__doc__)
     ap.add_argument('--skip-vlm', action='store_true')
     args = ap.parse_args()
     out: dict = {'machine': f'{platform.machine()}, {os.cpu_count()} CPUs, torch '

@@ -14,7 +14,6 @@ Nothing asserts on time.
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import sys
@@ -26,7 +25,7 @@ import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from measure import write_json  # noqa: E402
+from measure import arguments, write_json  # noqa: E402
 
 from mr_mllm_ros.app.launcher import NodeGroup, NodeSpec, ensure_local_ros_env  # noqa: E402
 from mr_mllm_ros.core.runtime.offline import apply_offline_env  # noqa: E402
@@ -111,9 +110,8 @@ def alert_latency(ros, ns: str, n: int = 8) -> dict[str, list[float]]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap = arguments(__doc__)
     ap.add_argument('--seconds', type=float, default=20.0)
-    ap.add_argument('--json')
     args = ap.parse_args()
     out: dict = {'machine': f'{platform.machine()}, {os.cpu_count()} CPUs'}
     print(out['machine'])

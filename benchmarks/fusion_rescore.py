@@ -17,7 +17,6 @@ drops.
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import sys
@@ -26,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from measure import write_json  # noqa: E402
+from measure import arguments, write_json  # noqa: E402
 
 from mr_mllm_ros.core.runtime.offline import apply_offline_env  # noqa: E402
 
@@ -60,14 +59,13 @@ def print_table(rows: dict[str, dict]) -> None:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p = arguments(__doc__)
     p.add_argument('--steps', type=int, default=60)
     p.add_argument('--adapter', help='a trained toy adapter folder (skips training)')
     p.add_argument('--train-scenes', type=int, default=2000)
     p.add_argument('--eval-scenes', type=int, default=100, help='held-out scenes')
     p.add_argument('--out', default=str(ROOT / 'output' / 'fusion_rescore'),
                    help='adapter folder when training')
-    p.add_argument('--json', help='write the results here')
     args = p.parse_args()
     t_start = time.perf_counter()
     config = with_changes(load_config(), {'mllm.prompt_template': TEMPLATE})

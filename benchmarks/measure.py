@@ -1,12 +1,21 @@
-"""What the benchmarks here do alike: time a call (after one warm-up call) and write
-their numbers as JSON. Imported by the scripts beside it (a script's own folder is on
+"""What the benchmarks here do alike: a command line with --json, time a call (after one
+warm-up call) and write their numbers as JSON. Imported by the scripts beside it (a script's own folder is on
 sys.path when it runs)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from pathlib import Path
+
+
+def arguments(doc: str) -> argparse.ArgumentParser:
+    """A benchmark's command line: its docstring's first line as the description and
+    --json FILE (for write_json); the script adds its own options."""
+    parser = argparse.ArgumentParser(description=doc.split('\n')[0])
+    parser.add_argument('--json', metavar='FILE', help='also write the numbers to FILE')
+    return parser
 
 
 def call_times_ms(fn, runs: int) -> list[float]:

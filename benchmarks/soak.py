@@ -11,7 +11,6 @@ run). Prints the samples and a verdict; --json writes them.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from measure import arguments  # noqa: E402
 
 from mr_mllm_ros.app.launcher import NodeGroup, NodeSpec, ensure_local_ros_env  # noqa: E402
 from mr_mllm_ros.core.runtime.offline import apply_offline_env  # noqa: E402
@@ -38,10 +38,9 @@ from mr_mllm_ros.ros.qos import RESULTS_QOS  # noqa: E402
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap = arguments(__doc__)
     ap.add_argument('--frames', type=int, default=10000)
     ap.add_argument('--rate', type=float, default=20.0)
-    ap.add_argument('--json')
     args = ap.parse_args()
     photos = [load_sample(s) for s in SAMPLES]
     specs = [NodeSpec('perception', 'soak'), NodeSpec('scene', 'soak')]
