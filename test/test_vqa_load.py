@@ -113,6 +113,10 @@ def test_fifty_concurrent_questions_from_ten_processes(tmp_path):
             loaded = ((n_dets_end - n_dets) / window,
                       (int(st1[1]['frames_paired']) - int(st0[1]['frames_paired'])) / window,
                       (n_sent_end - n_sent) / window)
+            # idle again once the clients are gone: the window is compared with the idle
+            # rates on both sides of it, so load that others put on the machine before or
+            # after it (a drift, not the questions) moves both baselines alike
+            idle_after = _rates(dets, diag, sent, IDLE_S)
         finally:
             stop.set()
             cam.join()
@@ -126,7 +130,8 @@ def test_fifty_concurrent_questions_from_ten_processes(tmp_path):
     answered = [r for r in results if r['ok']]
     busy = [r for r in results if not r['ok'] and r['error'] == 'busy']
     timed_out = [r for r in results if not r['ok'] and r['error'].startswith('timeout')]
-    assert len(answered) + len(busy) + len(timed_out) == len(results), results
+    others = [r for r in results if r not in answered + busy + timed_out]
+    assert not others, f'neither an answer, busy nor a timeout: {others}'
     assert answered
     assert all(r['wall_s'] <= IMMEDIATE_S for r in busy), sorted(r['wall_s'] for r in busy)
     assert all(r['wall_s'] <= TIMEOUT_S + 2.0 for r in results)
@@ -135,11 +140,14 @@ def test_fifty_concurrent_questions_from_ten_processes(tmp_path):
           f'(wall p50 {latencies[len(latencies) // 2]:.1f} s, max {latencies[-1]:.1f} s), '
           f'{len(busy)} busy (max {max([r["wall_s"] for r in busy] or [0]):.2f} s), '
           f'{len(timed_out)} timed out; window {window:.1f} s; camera {idle[2]:.2f} -> '
-          f'{loaded[2]:.2f} frames/s, detections/s {idle[0]:.2f} -> {loaded[0]:.2f}, scene '
-          f'frames paired/s {idle[1]:.2f} -> {loaded[1]:.2f}; descriptions in the window '
-          f'{len(descriptions) - n_desc}')
+          f'{loaded[2]:.2f} -> {idle_after[2]:.2f} frames/s, detections/s {idle[0]:.2f} -> '
+          f'{loaded[0]:.2f} -> {idle_after[0]:.2f}, scene frames paired/s {idle[1]:.2f} -> '
+          f'{loaded[1]:.2f} -> {idle_after[1]:.2f} (idle, loaded, idle); descriptions in '
+          f'the window {len(descriptions) - n_desc}')
     # The nodes keep their rate: the share of the camera's frames they handle stays within
-    # 10 % of idle. (Shares, not Hz: this test's own camera thread shares the 2 cores
-    # with everything else, and a frame it did not send is not the nodes' loss.)
+    # 10 % of idle (the mean of the idle shares before and after). (Shares, not Hz: this
+    # test's own camera thread shares the 2 cores with everything else, and a frame it did
+    # not send is not the nodes' loss.)
     for node in (0, 1):
-        assert loaded[node] / loaded[2] >= 0.9 * idle[node] / idle[2], (idle, loaded)
+        idle_share = (idle[node] / idle[2] + idle_after[node] / idle_after[2]) / 2
+        assert loaded[node] / loaded[2] >= 0.9 * idle_share, (idle, loaded, idle_after)
