@@ -27,7 +27,7 @@ from measure import arguments, call_times_ms, write_json  # noqa: E402
 from mr_mllm_ros.core import depth_images  # noqa: E402
 from mr_mllm_ros.core.assets.rgbd_sample import motorcycle_rgbd  # noqa: E402
 from mr_mllm_ros.core.config import load_config  # noqa: E402
-from mr_mllm_ros.core.detection.base import Detector  # noqa: E402
+from mr_mllm_ros.core.detection.detector import Detector  # noqa: E402
 from mr_mllm_ros.core.geometry import CameraIntrinsics, DepthFrame, locate  # noqa: E402
 from mr_mllm_ros.core.pipeline import PerceptionPipeline  # noqa: E402
 from mr_mllm_ros.core.types import Box, Detection, DetectionSet, Frame  # noqa: E402

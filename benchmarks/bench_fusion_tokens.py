@@ -123,7 +123,7 @@ def tiny_end_to_end(k: int, repeats: int) -> dict:
         save_adapter,
     )
     from mr_mllm_ros.core.mllm import create_backend
-    from mr_mllm_ros.core.mllm.base import MllmRequest
+    from mr_mllm_ros.core.mllm.backend import MllmRequest
     out = {}
     image = toy_scenes(1, 0)[0].image
     frame = np.ascontiguousarray(np.resize(image, (480, 640, 3)))

@@ -395,7 +395,7 @@ def test_refcoco_converter(tmp_path):
 
 def test_soft_token_placeholder_in_prompts():
     from mr_mllm_ros.core.config import load_config
-    from mr_mllm_ros.core.mllm.base import SOFT_TOKENS_MARKER
+    from mr_mllm_ros.core.mllm.backend import SOFT_TOKENS_MARKER
     from mr_mllm_ros.core.reasoning.prompts import PromptBuilder, load_template
     config = load_config()
     ds = fusion_data.toy_scenes(1, seed=1)[0].detections

@@ -22,7 +22,7 @@ from mr_mllm_ros.core.config import load_config
 from mr_mllm_ros.core.errors import BackendError, ModelLoadError
 from mr_mllm_ros.core.fusion import AdapterConfig, SharedQueryFusion, save_adapter
 from mr_mllm_ros.core.mllm import create_backend
-from mr_mllm_ros.core.mllm.base import SOFT_TOKENS_MARKER, ChatMessage, MllmRequest
+from mr_mllm_ros.core.mllm.backend import SOFT_TOKENS_MARKER, ChatMessage, MllmRequest
 from mr_mllm_ros.core.reasoning.scene import SceneReasoner
 from mr_mllm_ros.core.types import Box, Detection, DetectionSet, Frame
 

@@ -10,7 +10,7 @@ import typing
 
 import pytest
 
-from mr_mllm_ros.core.fusion.config import AdapterConfig, TrainConfig, yaml_defaults
+from mr_mllm_ros.core.fusion.fusion_config import AdapterConfig, TrainConfig, yaml_defaults
 
 #: fields with no default at all (they come from the LLM being trained)
 REQUIRED = {'llm_hidden'}

@@ -30,7 +30,7 @@ from mr_mllm_ros.core.config import load_config
 from mr_mllm_ros.core.errors import BackendError, ConfigError
 from mr_mllm_ros.core.image_codecs import decode_compressed
 from mr_mllm_ros.core.mllm import create_backend
-from mr_mllm_ros.core.mllm.base import ChatMessage, MllmRequest
+from mr_mllm_ros.core.mllm.backend import ChatMessage, MllmRequest
 from mr_mllm_ros.core.mllm.http_post import retry_after as _retry_after
 from mr_mllm_ros.core.mllm.openai_backend import OpenAiBackend
 from mr_mllm_ros.core.reasoning.scene import SceneReasoner

@@ -21,7 +21,7 @@ from helpers.openai_stub_server import StubOpenAiServer, cut_stream, fail, raw, 
 from mr_mllm_ros.core.config import load_config
 from mr_mllm_ros.core.errors import BackendError
 from mr_mllm_ros.core.mllm import create_backend
-from mr_mllm_ros.core.mllm.base import ChatMessage, MllmRequest
+from mr_mllm_ros.core.mllm.backend import ChatMessage, MllmRequest
 from mr_mllm_ros.core.mllm.openai_backend import OpenAiBackend
 from mr_mllm_ros.core.mllm.streaming import (GenerationCancelled, IncrementalDecoder,
                                               TokenStream)

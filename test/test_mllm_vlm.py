@@ -27,7 +27,7 @@ from mr_mllm_ros.core.config import load_config  # noqa: E402
 from mr_mllm_ros.core.errors import BackendError, ModelLoadError  # noqa: E402
 from mr_mllm_ros.core.mllm import create_backend  # noqa: E402
 from mr_mllm_ros.core.mllm import transformers_vlm as tvlm  # noqa: E402
-from mr_mllm_ros.core.mllm.base import ChatMessage, MllmRequest  # noqa: E402
+from mr_mllm_ros.core.mllm.backend import ChatMessage, MllmRequest  # noqa: E402
 from mr_mllm_ros.core.reasoning.scene import SceneReasoner  # noqa: E402
 from mr_mllm_ros.core.types import Box, Detection, DetectionSet, Frame  # noqa: E402
 

@@ -17,7 +17,7 @@ import yaml
 
 from ..core.config import Config, load_config
 from ..core.errors import ConfigError
-from ..eval import metrics, report, tasks
+from ..eval import metrics, result_files, tasks
 
 
 def add_arguments(p) -> None:
@@ -133,7 +133,7 @@ def run(args) -> int:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         name = args.name or args.eval_task
-        report.write_json(out / f'{name}.json', result)
+        result_files.write_json(out / f'{name}.json', result)
         (out / f'{name}.md').write_text(markdown, encoding='utf-8')
         for suffix, draw in plots:
             draw(out / f'{name}{suffix}')

@@ -13,7 +13,7 @@ The adapter is written to --out (adapter.safetensors + adapter.json, checkpoints
 metrics.jsonl); point `fusion.adapter_path` at that folder. The MLLM is the one the
 config names (mllm.backend transformers_llm or transformers_vlm); records without
 detections are run through the configured detector first. Training settings
-(core.fusion.config.TrainConfig) are the packaged config/fusion.yaml (`train:`), changed by
+(core.fusion.fusion_config.TrainConfig) are the packaged config/fusion.yaml (`train:`), changed by
 --train-config (YAML/JSON, only what differs) and the flags below.
 """
 

@@ -6,7 +6,7 @@ metrics   pure functions (no ROS, no models): box matching at IoU 0.5, per-class
           descriptions, event-based alert precision/recall and latency
 datasets  COCO json, referring-expression JSONL (and RefCOCO pickles), alert labels over
           image sequences or rosbag2 recordings; `sample:<name>` images
-report    JSON, markdown tables and a matplotlib PNG (Agg)
+result_files  JSON, markdown tables and a matplotlib PNG (Agg)
 grounding_floor  the template backend's descriptions of the same detections (the
           baseline `eval grounding` reports beside the MLLM)
 tasks     the procedures: run the models through core.pipeline.Pipeline (the code path

@@ -26,7 +26,7 @@ from ..core.detection.labels import COCO_CLASSES
 from ..core.errors import ConfigError
 from ..core.pipeline import FrameResult, Pipeline
 from ..core.types import DetectionSet, Frame, Source
-from . import datasets, grounding_floor, metrics, report
+from . import datasets, grounding_floor, metrics, result_files
 
 log = logging.getLogger(__name__)
 
@@ -189,8 +189,8 @@ def run_detections(config: Config, *, gt: str, images: str | None, class_map: di
               'class_map': class_map, 'detector': score(raw_preds),
               'with_mllm': score(refined_preds) if with_mllm else None,
               'per_image': per_image, 'timing': _timing(results)}
-    return result, report.detections_markdown(result), [
-        ('_pr.png', lambda path: report.plot_precision_recall(result, path))]
+    return result, result_files.detections_markdown(result), [
+        ('_pr.png', lambda path: result_files.plot_precision_recall(result, path))]
 
 
 def _image_level_truth(data: datasets.CocoSet, image_labels: str | None,
@@ -324,7 +324,7 @@ def run_grounding(config: Config, *, data: str | None, refer_file: str | None,
               'descriptions_template': grounding_floor.template_descriptions(config,
                                                                              described_sets),
               'timing': _timing(results)}
-    return result, report.grounding_markdown(result), []
+    return result, result_files.grounding_markdown(result), []
 
 
 # ---------------------------------------------------------------------------- alerts
@@ -429,4 +429,4 @@ def run_alerts(config: Config, *, labels: str, bag: str | None, images: str | No
               'packaged config/alert_rules.yaml', 'scores': scores,
               'not_evaluated': not_evaluated, 'per_frame': per_frame,
               'timing': _timing(results)}
-    return result, report.alerts_markdown(result), []
+    return result, result_files.alerts_markdown(result), []

@@ -22,7 +22,7 @@ from ..core.config import Config
 from ..core.errors import ConfigError
 from ..core.pipeline import PerceptionPipeline
 from ..core.types import Frame
-from . import report
+from . import result_files
 from .tasks import _percentiles, _progress
 
 log = logging.getLogger(__name__)
@@ -101,9 +101,9 @@ def _markdown(r: dict) -> str:
     if r['labelled_frames']:
         rows.append(['count error at the labelled frames (mean |found - labelled|)',
                      r['count_mean_abs_error']])
-    out = report.table(['metric', 'value'], rows)
+    out = result_files.table(['metric', 'value'], rows)
     if r['labelled_frames']:
-        out += '\n\n' + report.table(
+        out += '\n\n' + result_files.table(
             ['frame', f'{c} labelled', f'{c} found'],
             [[a['frame'], a['labelled'], a['found']] for a in r['labelled_frames']])
     return (out + f'\n\n{r["frames"]} frames of {r["video"]} at {r["fps"]:g} fps, detector '

@@ -1,4 +1,4 @@
-"""A scripted MLLM backend (a test double implementing core.mllm.base.MllmBackend):
+"""A scripted MLLM backend (a test double implementing core.mllm.backend.MllmBackend):
 replies and yes-probabilities come from functions of the request, and every request is
 recorded; a request with a stream gets the reply a word at a time (and honours its cancel).
 For unit tests of the scene logic; graph tests use the real backends."""

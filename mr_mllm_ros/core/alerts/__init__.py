@@ -11,7 +11,7 @@ window, values and rationale).
 from .arrivals import FrameArrivals
 from .conditions import APPEARANCE_IOU
 from .engine import FEEDBACK_TYPES, PER_FRAME_TYPES, AlertEngine, rationale
-from .geometry import anchor_point, box_overlaps_polygon, in_region, point_in_polygon
+from .regions import anchor_point, box_overlaps_polygon, in_region, point_in_polygon
 from .quality import QUALITY_SIDE, SATURATED_LEVEL, FrameQuality, frame_quality
 from .rules import (ANCHORS, DISAGREEMENT_KINDS, RULE_TYPES, RULES_FILE_NAME, Rule,
                     default_rules_path, load_rules, packaged_defaults, parse_rule)

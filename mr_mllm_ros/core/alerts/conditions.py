@@ -15,7 +15,7 @@ from typing import Iterator, NamedTuple, Sequence
 
 from ..geometry import distance, distance_words, metres
 from ..types import Detection, DetectionSet, Frame, Source
-from .geometry import anchor_point, in_region
+from .regions import anchor_point, in_region
 from .quality import FrameQuality
 from .rules import Rule
 

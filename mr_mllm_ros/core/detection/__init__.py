@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..config import Config
 from ..runtime.lazy_import import load_class
-from .base import Detector, StageTimer
+from .detector import Detector, StageTimer
 
 __all__ = ['Detector', 'StageTimer', 'create_detector']
 

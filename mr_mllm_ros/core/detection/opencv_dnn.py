@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import BackendError, ImageConversionError, ModelLoadError
 from ..types import DetectionSet, Frame
-from .base import StageTimer, finalize_detections, make_detection_set
+from .detector import StageTimer, finalize_detections, make_detection_set
 
 #: (boxes (N, 4) xyxy float pixels, scores (N,), class indexes (N,) into class_names)
 Candidates = tuple[np.ndarray, np.ndarray, np.ndarray]

@@ -31,7 +31,7 @@ from ..config import Config
 from ..errors import BackendError, ModelLoadError, MrMllmError
 from ..runtime.offline import apply_offline_env
 from ..types import DetectionSet, Frame
-from .base import StageTimer, finalize_detections, make_detection_set
+from .detector import StageTimer, finalize_detections, make_detection_set
 
 log = logging.getLogger(__name__)
 

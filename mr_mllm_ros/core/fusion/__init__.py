@@ -14,13 +14,13 @@ Split by role, like a transformers model folder:
 The run-time names are importable from here; training and data from their modules.
 """
 
-from .config import AdapterConfig, TrainConfig
+from .fusion_config import AdapterConfig, TrainConfig
 from .features import Featurizer, TextEmbedder, embedding_rms, mentioned_objects, vlm_vision_fn
 from .io import (CONFIG_FILE, WEIGHTS_FILE, check_fits_llm, load_adapter, read_adapter_config,
                  save_adapter)
 from .model import (CropEncoder, FusionBatch, FusionOutput, SharedQueryFusion,
                     parameter_count, sine_box_embedding)
-from .runtime import FusionRuntime
+from .adapter_runtime import FusionRuntime
 
 __all__ = ['AdapterConfig', 'TrainConfig', 'Featurizer', 'TextEmbedder', 'embedding_rms',
            'mentioned_objects', 'vlm_vision_fn', 'CONFIG_FILE', 'WEIGHTS_FILE',

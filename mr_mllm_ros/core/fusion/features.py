@@ -13,7 +13,7 @@ from torch import nn
 
 from ..errors import ModelLoadError
 from ..types import DetectionSet
-from .config import AdapterConfig
+from .fusion_config import AdapterConfig
 from .model import FusionBatch
 
 

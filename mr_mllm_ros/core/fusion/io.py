@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelLoadError
-from .config import VISION_GRID_FAMILIES, AdapterConfig
+from .fusion_config import VISION_GRID_FAMILIES, AdapterConfig
 from .model import SharedQueryFusion, parameter_count
 
 ADAPTER_FORMAT = 'mr_mllm_ros.shared_query_fusion'

@@ -74,7 +74,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .config import AdapterConfig
+from .fusion_config import AdapterConfig
 
 
 @dataclass

@@ -33,7 +33,7 @@ from ..config import Config
 from ..errors import ConfigError, ModelLoadError
 from ..reasoning.prompts import PromptBuilder, load_template
 from ..runtime.progress import progress as make_progress
-from .config import AdapterConfig, TrainConfig
+from .fusion_config import AdapterConfig, TrainConfig
 from .data import QA, Scene
 from .features import Featurizer, embedding_rms, mentioned_objects
 from .hosts import Rows, TextLlmHost, VlmHost, common_prefix, make_host

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..config import Config
 from ..runtime.lazy_import import load_class
-from .base import ChatMessage, MllmBackend, MllmRequest
+from .backend import ChatMessage, MllmBackend, MllmRequest
 
 __all__ = ['ChatMessage', 'MllmBackend', 'MllmRequest', 'create_backend']
 

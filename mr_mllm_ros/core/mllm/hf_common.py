@@ -267,7 +267,7 @@ def soft_placeholder_id(tokenizer, avoid_ids=()) -> int:
 def expand_soft_marker(text: str, tokenizer, placeholder_id: int, count: int) -> str:
     """`text` with its one SOFT_TOKENS_MARKER replaced by `count` placeholder tokens."""
     from ..errors import BackendError
-    from .base import SOFT_TOKENS_MARKER
+    from .backend import SOFT_TOKENS_MARKER
     found = text.count(SOFT_TOKENS_MARKER)
     if found != 1:
         raise BackendError(f'a request with soft tokens needs the prompt marker '
@@ -280,7 +280,7 @@ def expand_soft_marker(text: str, tokenizer, placeholder_id: int, count: int) ->
 
 def check_no_marker(text: str) -> None:
     from ..errors import BackendError
-    from .base import SOFT_TOKENS_MARKER
+    from .backend import SOFT_TOKENS_MARKER
     if SOFT_TOKENS_MARKER in text:
         raise BackendError(f'the prompt holds the soft-token marker {SOFT_TOKENS_MARKER} but '
                            'the request carries no soft tokens (MllmRequest.soft_tokens)')

@@ -35,7 +35,7 @@ from ..errors import BackendError, ModelLoadError
 from ..reasoning.grounding import ReferenceConstraint, TokenTable
 from ..types import Generation
 from . import hf_common, streaming
-from .base import MllmRequest
+from .backend import MllmRequest
 from .ngram_guard import NgramGuard
 
 log = logging.getLogger(__name__)

@@ -62,7 +62,7 @@ from ..errors import BackendError
 from ..image_codecs import encode_compressed
 from ..types import Generation
 from . import http_post, streaming
-from .base import MllmRequest
+from .backend import MllmRequest
 from .http_post import AttemptError
 from .openai_protocol import (decode_json, endpoint, reply_text, stream_chunk,
                               yes_probability_from_logprobs, yes_probability_from_text)

@@ -15,7 +15,7 @@ from typing import Sequence
 from ..config import Config
 from ..types import Generation
 from . import streaming
-from .base import MllmRequest
+from .backend import MllmRequest
 
 
 class TemplateBackend:

@@ -27,7 +27,7 @@ from ..config import Config
 from ..errors import BackendError, ModelLoadError
 from ..types import Generation
 from . import hf_common, streaming
-from .base import ChatMessage, MllmRequest
+from .backend import ChatMessage, MllmRequest
 
 log = logging.getLogger(__name__)
 

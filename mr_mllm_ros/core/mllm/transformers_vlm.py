@@ -52,7 +52,7 @@ from ..config import Config
 from ..errors import BackendError, ModelLoadError
 from ..types import Generation
 from . import hf_common, streaming
-from .base import MllmRequest
+from .backend import MllmRequest
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ import yaml
 from ..config import MllmConfig
 from ..errors import ConfigError
 from ..geometry.words import distance_words
-from ..mllm.base import SOFT_TOKENS_MARKER, ChatMessage, MllmRequest
+from ..mllm.backend import SOFT_TOKENS_MARKER, ChatMessage, MllmRequest
 from ..types import DetectionSet
 from .duplicates import object_units
 
