@@ -151,8 +151,10 @@ def test_newcomer_up_then_publish_one_photo_then_ask():
     try:
         ready, out = _read_until(up, 'ready:', 180)
         assert ready, out
+        # both nodes read the image: wait for the two (with the default 1, a slow machine
+        # may publish when only perception_node has matched, and scene_node never sees it)
         pub = subprocess.run(CLI + ['publish-images', 'sample:grace_hopper', '--topic',
-                                    f'/{ns}/image'],
+                                    f'/{ns}/image', '--wait-subscribers', '2'],
                              capture_output=True, text=True, timeout=120)
         assert pub.returncode == 0, pub.stderr
         assert 'scene_node' in pub.stderr and 'perception_node' in pub.stderr, pub.stderr
