@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from action_msgs.msg import GoalStatus, GoalStatusArray
 from helpers.graph_helpers import DISCOVERY_S
+from helpers.waiting import client_output
 from rclpy.qos import qos_profile_action_status_default
 from sensor_msgs.msg import Image
 
@@ -199,18 +200,9 @@ def _clients(tmp_path, n, *options):
     return procs
 
 
-def _communicate(proc, timeout):
-    try:
-        return proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        _, err = proc.communicate(timeout=10)
-        raise AssertionError(f'a client hung; its stderr: {err[-3000:]}')
-
-
 def test_concurrent_goals_from_several_processes_some_cancelled_all_end(graph, tmp_path):
     procs = _clients(tmp_path, 2, '--clients', '3', '--cancel', '1.0')  # 6, 4 cancel
-    outs = [_communicate(p, 200) for p in procs]
+    outs = [client_output(p, 200) for p in procs]
     assert all(p.returncode == 0 for p in procs), [o[1][-800:] for o in outs]
     results = [json.loads(line) for out, _ in outs for line in out.splitlines()]
     assert len(results) == 6
@@ -238,7 +230,7 @@ def test_concurrent_goals_from_several_processes_some_cancelled_all_end(graph, t
 
 def test_a_client_that_leaves_gets_its_goal_cancelled(graph, tmp_path):
     proc = _clients(tmp_path, 1, '--leave')[0]
-    out, err = _communicate(proc, 200)
+    out, err = client_output(proc, 200)
     assert proc.returncode == 0, err[-2000:]
     left = time.monotonic()
     goal_id = bytes.fromhex(json.loads(out.splitlines()[-1])['goal_id'])

@@ -13,6 +13,7 @@ import cv2
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from helpers.graph_helpers import DISCOVERY_S, first_exchange, latest_status
+from helpers.waiting import client_output
 from sensor_msgs.msg import Image
 
 from mr_mllm_interfaces.msg import DetectionArray, SceneDescription
@@ -29,16 +30,6 @@ CLIENTS, CALLS, TIMEOUT_S = 10, 5, 30.0
 CAMERA_HZ, IDLE_S = 10.0, 8.0
 CLIENT_SCRIPT = Path(__file__).parent / 'helpers' / 'vqa_load_client.py'
 IMMEDIATE_S = 2.0  # a `busy` must come back about at once (a loaded 2-core machine)
-
-
-def _communicate(client, timeout):
-    try:
-        return client.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        client.kill()
-        _, err = client.communicate(timeout=10)
-        raise AssertionError(f'a client did not exit within {timeout:.0f} s; its stderr: '
-                             + err[-3000:])
 
 
 def _paired(diag):
@@ -109,7 +100,7 @@ def test_fifty_concurrent_questions_from_ten_processes(tmp_path):
             window = time.monotonic() - t0
             n_dets_end, n_sent_end = len(dets), sent[0]
             st1 = latest_status(diag, '/load/scene_node')
-            outs = [_communicate(c, TIMEOUT_S + 60) for c in clients]
+            outs = [client_output(c, TIMEOUT_S + 60) for c in clients]
             loaded = ((n_dets_end - n_dets) / window,
                       (int(st1[1]['frames_paired']) - int(st0[1]['frames_paired'])) / window,
                       (n_sent_end - n_sent) / window)

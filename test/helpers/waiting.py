@@ -14,3 +14,16 @@ def wait_until(predicate, timeout: float = 10.0, every: float = 0.01):
             return value
         time.sleep(every)
     return predicate()
+
+
+def client_output(proc, timeout: float) -> tuple[str, str]:
+    """(stdout, stderr) of a client process that must end by itself within `timeout` s;
+    a client that does not is killed and the test fails with its stderr's tail."""
+    import subprocess
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate(timeout=10)
+        raise AssertionError(f'a client did not exit within {timeout:.0f} s (hung); its '
+                             f'stderr: {err[-3000:]}') from None
