@@ -39,17 +39,20 @@ class Observation(Evidence):
 
 
 @dataclass(frozen=True)
-class FrameSeen:
-    """A processed frame (with or without objects): what makes "never observed" honest."""
+class CameraRecord:
+    """Something one camera's pipeline produced for the frame stamped `stamp_ns`."""
 
     stamp_ns: int
     camera: str
 
 
 @dataclass(frozen=True)
-class DescriptionRecord:
-    stamp_ns: int
-    camera: str
+class FrameSeen(CameraRecord):
+    """A processed frame (with or without objects): what makes "never observed" honest."""
+
+
+@dataclass(frozen=True)
+class DescriptionRecord(CameraRecord):
     text: str
     mllm_model: str
     #: [{'text': phrase, 'objects': [{'class_name', 'track_id', 'score', 'box'}]}]
@@ -57,9 +60,7 @@ class DescriptionRecord:
 
 
 @dataclass(frozen=True)
-class AlertRecord:
-    stamp_ns: int
-    camera: str
+class AlertRecord(CameraRecord):
     severity: str
     code: str
     rule: str

@@ -447,35 +447,32 @@ _ANYTHING = ('it', 'that', 'they', 'them', 'everything', 'anything', 'there', 'a
 
 
 def asked_about(question: str, trigger: re.Pattern, kind: str, ds: DetectionSet,
-                vocab: Vocabulary) -> tuple[str, CountQuestion | None] | None:
-    """A question of one kind (`trigger` finds it in the lower-case words): (the words,
-    the question about the detected classes it names, or None when it names none). None
-    when the trigger is absent."""
+                vocab: Vocabulary, unnamed) -> CountQuestion | None:
+    """A question of one kind (`trigger` finds it in the lower-case words) about the
+    detected classes it names; unnamed(words) when it names none. None when the trigger
+    is absent."""
     q = ' '.join(re.sub(r'[^a-z ]', ' ', question.lower()).split())
     if not trigger.search(q):
         return None
     named = vocab.mentioned_classes(q, sorted({d.class_name for d in ds}))
     if not named:
-        return q, None
-    return q, CountQuestion(kind, vocab.noun(named[0]),
-                            tuple(i for i, d in enumerate(ds) if d.class_name in named))
+        return unnamed(q)
+    return CountQuestion(kind, vocab.noun(named[0]),
+                         tuple(i for i, d in enumerate(ds) if d.class_name in named))
 
 
 def distance_question(question: str, ds: DetectionSet, vocab: Vocabulary) -> CountQuestion | None:
     """A question about how far objects are ('how far is the person?'), and the detections
     it asks about: the classes it names; every detection when it names none ('how far is
     it?'); none when it names an object that is not detected. None for other questions."""
-    asked = asked_about(question, _HOW_FAR, 'distance', ds, vocab)
-    if asked is None:
-        return None
-    q, named = asked
-    if named is not None:
-        return named
-    m = _TARGET.search(q)
-    target = m.group(1).split()[0] if m else 'it'
-    if target in _ANYTHING:
-        return CountQuestion('distance', 'object', tuple(range(len(ds))))
-    return CountQuestion('distance', target, ())
+    def unnamed(q: str) -> CountQuestion:
+        m = _TARGET.search(q)
+        target = m.group(1).split()[0] if m else 'it'
+        if target in _ANYTHING:
+            return CountQuestion('distance', 'object', tuple(range(len(ds))))
+        return CountQuestion('distance', target, ())
+
+    return asked_about(question, _HOW_FAR, 'distance', ds, vocab, unnamed)
 
 
 def distance_answer(q: CountQuestion, ds: DetectionSet, vocab: Vocabulary) -> GroundedText:

@@ -26,18 +26,15 @@ def appearance_question(question: str, ds: DetectionSet,
     """A question about what objects hold, wear or look like, and the detections it asks
     about: the classes it names; every detection the looker saw when it names none; none
     when it names a class that is not detected. None for other questions."""
-    asked = asked_about(question, _APPEARANCE, 'appearance', ds, vocab)
-    if asked is None:
-        return None
-    q, named = asked
-    if named is not None:
-        return named
-    m = _TARGET.search(q)
-    noun = m.group(1) if m else 'object'
-    if any(vocab.names(noun, c) for c in COCO_CLASSES):
-        return CountQuestion('appearance', noun, ())  # names an object that is not here
-    return CountQuestion('appearance', 'object', tuple(i for i, d in enumerate(ds)
-                                                        if d.looks_like))
+    def unnamed(q: str) -> CountQuestion:
+        m = _TARGET.search(q)
+        noun = m.group(1) if m else 'object'
+        if any(vocab.names(noun, c) for c in COCO_CLASSES):
+            return CountQuestion('appearance', noun, ())  # names an object that is not here
+        return CountQuestion('appearance', 'object', tuple(i for i, d in enumerate(ds)
+                                                            if d.looks_like))
+
+    return asked_about(question, _APPEARANCE, 'appearance', ds, vocab, unnamed)
 
 
 def _article(word: str) -> str:
