@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / 'test'))
 from measure import write_json  # noqa: E402
+from proc_cpu import cpu_delta, cpu_snapshot  # noqa: E402
 
 from mr_mllm_ros.app.launcher import NodeGroup, NodeSpec, ensure_local_ros_env  # noqa: E402
 from mr_mllm_ros.core.runtime.offline import apply_offline_env  # noqa: E402
@@ -47,6 +48,7 @@ apply_offline_env()
 ensure_local_ros_env()
 
 import cv2  # noqa: E402
+import yaml  # noqa: E402
 from action_msgs.msg import GoalStatus  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from helpers.graph_helpers import latest_status  # noqa: E402
@@ -170,11 +172,13 @@ def rates(dets, diag, cam, seconds):
     return (len(dets) - n0) / dt, (paired(diag) - p0) / dt, (cam.sent - s0) / dt
 
 
-def load(ros, dets, diag, cam, procs, clients, rounds, service=False):
+def load(ros, dets, diag, cam, procs, clients, rounds, node_pids, service=False):
     """`rounds` rounds of procs x clients concurrent goals, each after an idle window as
     long as the round before it (the machine's other load drifts: compare in pairs).
     `service`: one round of the same number of questions through the ask_scene service
-    instead (test/helpers/vqa_load_client.py, no cancels), for comparison."""
+    instead (test/helpers/vqa_load_client.py, no cancels), for comparison.
+    node_pids: {'perception': pid, 'scene': pid}; each window's CPU seconds per second
+    of them, of the client processes, of this process and of the rest of the machine."""
     work = Path(tempfile.mkdtemp(prefix='bench_ask_'))
     go = work / 'go'
     command = [sys.executable, str(SERVICE_CLIENT), ACTION, str(clients), '60', str(go),
@@ -187,22 +191,28 @@ def load(ros, dets, diag, cam, procs, clients, rounds, service=False):
     while len(list(work.glob('ready_*'))) < procs and time.monotonic() < deadline:
         time.sleep(0.1)
     time.sleep(3.0)  # client start-up load (and the nodes' discovery of them) has passed
+    groups = {**{k: [v] for k, v in node_pids.items()},
+              'clients': [c.pid for c in children], 'bench': [os.getpid()]}
     pairs, window = [], IDLE_S
     for r in range(rounds if not service else 1):
         suffix = f'.{r}' if r else ''
+        cpu0 = cpu_snapshot(groups, node_pids['scene'])
         idle = rates(dets, diag, cam, max(IDLE_S, window))
+        cpu1 = cpu_snapshot(groups, node_pids['scene'])
         n_dets, n_pairs, n_sent, t0 = len(dets), paired(diag), cam.sent, time.monotonic()
         Path(str(go) + suffix).touch()
         while len(list(work.glob(f'done{suffix}_*'))) < procs and time.monotonic() - t0 < 200:
             time.sleep(0.05)
         window = time.monotonic() - t0
+        cpu2 = cpu_snapshot(groups, node_pids['scene'])
         loaded = ((len(dets) - n_dets) / window, (paired(diag) - n_pairs) / window,
                   (cam.sent - n_sent) / window)
         pairs.append({'window_s': round(window, 1),
                       'detections_share': [round(idle[0] / idle[2], 3),
                                            round(loaded[0] / loaded[2], 3)],
                       'paired_share': [round(idle[1] / idle[2], 3),
-                                       round(loaded[1] / loaded[2], 3)]})
+                                       round(loaded[1] / loaded[2], 3)],
+                      'cpu_idle': cpu_delta(cpu0, cpu1), 'cpu_loaded': cpu_delta(cpu1, cpu2)})
         print(f'round {r}: {json.dumps(pairs[-1])}', flush=True)
     results, hung = [], 0
     for child in children:
@@ -254,6 +264,8 @@ def main() -> int:
                     help='a params file for both nodes, e.g. config/demo.yaml (the MLLM '
                          'describes every frame: busy before the questions too, as in '
                          'test_vqa_load.py)')
+    ap.add_argument('--scene-param', action='append', default=[], metavar='KEY=VALUE',
+                    help='a scene_node parameter, e.g. scene.nice=0 (repeatable)')
     ap.add_argument('--skip-load', action='store_true')
     ap.add_argument('--compare-service', action='store_true',
                     help='then the same load through the ask_scene service')
@@ -261,23 +273,28 @@ def main() -> int:
     args = ap.parse_args()
     logs = Path(tempfile.mkdtemp(prefix='bench_ask_logs_'))
     params = [args.params] if args.params else []
-    specs = [NodeSpec('perception', NS, params), NodeSpec('scene', NS, params)]
+    scene_params = dict(kv.split('=', 1) for kv in args.scene_param)
+    specs = [NodeSpec('perception', NS, params),
+             NodeSpec('scene', NS, params,
+                      {k: yaml.safe_load(v) for k, v in scene_params.items()})]
     result = {'meta': {'machine': f'{platform.machine()}, {os.cpu_count()} CPUs (shared)',
-                       'params': args.params or 'defaults', 'load_avg_start': os.getloadavg()}}
+                       'params': args.params or 'defaults', 'scene_params': scene_params,
+                       'load_avg_start': os.getloadavg(), 'start': time.strftime('%F %T')}}
     with NodeGroup(specs, log_dir=logs) as group, RosClient('bench_ask') as ros:
         dets = ros.collect(DetectionArray, f'/{NS}/detections', RESULTS_QOS)
         diag = ros.collect(DiagnosticArray, '/diagnostics', 50)
         cam = Camera(ros)
+        pids = {'perception': group.procs[0].pid, 'scene': group.procs[1].pid}
         try:
             if not wait_ready(ros):
                 raise SystemExit(f'the graph never answered; logs in {logs}')
             result['cancel'] = cancels(ros, args.cancels)
             if not args.skip_load:
                 result['load'] = load(ros, dets, diag, cam, args.procs, args.clients,
-                                      args.rounds)
+                                      args.rounds, pids)
             if args.compare_service:
                 result['load_service'] = load(ros, dets, diag, cam, args.procs, args.clients,
-                                              1, service=True)
+                                              1, pids, service=True)
         finally:
             cam.stop()
         result['nodes_alive'] = group.alive()

@@ -248,6 +248,12 @@ class SceneConfig:
     threads: int = spec('CPU threads of the MLLM in scene_node (torch, OpenCV); 0 = half the '
                         'CPUs the process may use: the detector node needs the rest.',
                         low=0, high=1024, read_only=True)
+    nice: int = spec('Niceness added to scene_node\'s MLLM thread (and the threads it starts) '
+                     'over the rest of the process, and, when scene_node runs alone in a '
+                     'session of its own (mr-mllm up), to its Linux autogroup: on a CPU-only '
+                     'robot the detector keeps its rate while the MLLM answers, and the MLLM '
+                     'gets the CPU left. 0 = same priority. Linux only.', low=0, high=19,
+                     read_only=True)
     pair_buffer_size: int = spec('Frames (and detections) kept to pair them by stamp and '
                                  'to answer questions about recent frames.', low=1, high=1000)
     vqa_queue_size: int = spec('ask_scene requests waiting at most; more get an immediate '

@@ -21,6 +21,7 @@ Concurrency (SingleThreadedExecutor + two threads of our own; why: ros/node_runt
 
 from __future__ import annotations
 
+import os
 import time
 
 from rclpy.callback_groups import ReentrantCallbackGroup
@@ -33,7 +34,8 @@ from ..core.alerts import FrameArrivals
 from ..core.errors import ConfigError, MrMllmError
 from ..core.pipeline import ScenePipeline, StepFailed
 from ..core.reasoning.vqa import VqaJob, answer_job
-from ..core.runtime.cpu_threads import apply_cpu_threads, node_threads
+from ..core.runtime.cpu_threads import (apply_cpu_threads, lower_group_priority,
+                                        lower_thread_priority, node_threads)
 from ..core.runtime.inference_worker import InferenceWorker
 from ..core.runtime.stats import RollingStats
 from ..ros import ask_flow, ask_service
@@ -74,7 +76,7 @@ class SceneNode(ModelLifecycleNode):
         except (MrMllmError, ConfigError, ValueError) as e:
             return self._configure_failed(e)
         threads = apply_cpu_threads(node_threads(config.scene.threads))
-        self.get_logger().info(f'CPU threads: {threads}')
+        self.get_logger().info(f'CPU threads: {threads}; {self._lower_priority(config)}')
         self._config, self._pipeline = config, pipeline
         self._pairs = SceneFrames(config.scene.pair_buffer_size, config.max_image_pixels)
         self._pubs = {
@@ -96,6 +98,19 @@ class SceneNode(ModelLifecycleNode):
                                        on_answer=lambda out: self._vqa_stats.add(
                                            out.latency_s * 1e3))
         return self._configured(pipeline.summary())
+
+    def _lower_priority(self, config) -> str:
+        """scene.nice: the MLLM thread yields the CPU to the detector (the executor,
+        answering feedback and cancels, keeps the process's priority). A node alone in its process
+        and session (`mr-mllm up` starts each in its own) is an autogroup of its own, whose
+        threads' niceness does not count against perception_node's: the group is made
+        nicer too. The combined node's group holds the detector: only the thread there."""
+        out = 'MLLM thread ' + lower_thread_priority(self._worker.native_id, config.scene.nice)
+        executor = self.executor  # configure runs once every node of the process is added
+        alone = executor is not None and len(executor.get_nodes()) == 1
+        if config.scene.nice > 0 and alone and os.getsid(0) == os.getpid():
+            out += ', ' + lower_group_priority(config.scene.nice)
+        return out
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         cam = self._config.camera

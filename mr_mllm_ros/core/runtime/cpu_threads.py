@@ -57,3 +57,46 @@ def apply_cpu_threads(n: int) -> str:
         torch.set_num_threads(n)
         done.append(f'torch {n}')
     return ', '.join(done)
+
+
+def lower_thread_priority(native_id: int | None, nice: int) -> str:
+    """Make the thread `native_id` of this process `nice` steps nicer than the calling
+    thread (Linux keeps a niceness per thread, and a thread's children - e.g. the OpenMP
+    team it starts - inherit it); never raises a priority. Returns what was done, for the
+    node's log. Why: on a CPU-only robot the MLLM must not starve the detector
+    (`scene.nice`, docs/BENCHMARKS.md "asking")."""
+    if nice <= 0:
+        return 'niceness unchanged'
+    if native_id is None or not sys.platform.startswith('linux'):
+        return f'niceness +{nice} not applied (per-thread niceness needs Linux)'
+    try:
+        target = min(19, os.getpriority(os.PRIO_PROCESS, 0) + nice)
+        if os.getpriority(os.PRIO_PROCESS, native_id) < target:
+            os.setpriority(os.PRIO_PROCESS, native_id, target)
+        return f'niceness {os.getpriority(os.PRIO_PROCESS, native_id)}'
+    except OSError as e:  # the thread ended, or a policy forbids it
+        return f'niceness +{nice} not applied: {e}'
+
+
+#: Linux's autogroup of this process's session: with autogroups on (the default of many
+#: distributions), a thread's niceness counts only against threads of the same group, and
+#: each session (e.g. each node that `mr-mllm up` starts) is a group of its own.
+AUTOGROUP = '/proc/self/autogroup'
+
+
+def lower_group_priority(nice: int, path: str = AUTOGROUP) -> str:
+    """Make this process's autogroup `nice` steps nicer (never nicer-than-now back), for a
+    process that leads its own session and runs one node: otherwise its thread niceness
+    does not count against the other nodes' processes. Returns what was done, for the log."""
+    if nice <= 0:
+        return 'group niceness unchanged'
+    try:
+        with open(path) as f:
+            current = int(f.read().split('nice')[1])
+        if current < nice:
+            with open(path, 'w') as f:
+                f.write(str(min(19, nice)))
+        with open(path) as f:
+            return f'group niceness {int(f.read().split("nice")[1])}'
+    except (OSError, IndexError, ValueError) as e:  # no autogroups here (not Linux, off)
+        return f'group niceness not applied: {e}'

@@ -87,6 +87,11 @@ class InferenceWorker(Generic[J]):
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
+    @property
+    def native_id(self) -> int | None:
+        """The thread's id for the OS (None before start): its CPU priority can be set."""
+        return self._thread.native_id if self._thread is not None else None
+
     # --------------------------------------------------------------------- input
     def tick(self) -> None:
         """Ask for one `on_tick` run (coalesced with any not yet started)."""
