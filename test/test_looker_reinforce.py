@@ -82,9 +82,10 @@ def test_a_tripod_boxed_as_a_person_is_rejected_and_named_the_man_stays(config, 
     assert tripod.original_class_name == 'person' and tripod.box == TRIPOD_LEGS
     assert r.looker_counts['rejected'] == 1 and r.looker_counts['verified'] == 1
     assert 'tripod' in r.description.text and 'person' in r.description.text
-    kinds = [dict(a.values).get('kind') for a in r.alerts
-             if a.code == 'detector_mllm_disagreement']
-    assert kinds == ['rejected']  # once, not also as relabelled
+    disagreements = [a for a in r.alerts if a.code == 'detector_mllm_disagreement']
+    assert [dict(a.values).get('kind') for a in disagreements] == ['rejected']  # not also
+    # as relabelled; and said as what it was: the looker's pixels, not the (blind) MLLM
+    assert 'person rejected by the looker' in disagreements[0].message
 
 
 def test_an_unknown_box_is_named(config, looker, labels):

@@ -51,6 +51,7 @@ def test_confirmed_box_is_verified_and_rescored_rejected_box_dropped():
     out = _reinforcer(backend).refine(None, ds)
     assert out.checked == {0: 0.95, 1: 0.05}  # the 0.9 car is outside the band
     assert [d.class_name for d in out.rejected] == ['dog']
+    assert out.rejected_by == ('MLLM verification',)
     person, car = out.refined.detections
     assert person.verified and person.original_score == 0.45
     assert person.score == pytest.approx(0.5 * 0.45 + 0.5 * 0.95)

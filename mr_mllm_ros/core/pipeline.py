@@ -281,10 +281,11 @@ class ScenePipeline:
             ds = looks.detections.with_detections(
                 looks.detections.detections,
                 timings_ms={**ds.timings_ms, **looks.timings_ms})
-        refined, rejected, looker_counts = ds, (), {}
+        refined, rejected, rejected_by, looker_counts = ds, (), (), {}
         if self.reinforcer is not None:
             refinement = self.reinforcer.refine(frame, ds, looks)
             refined, rejected = refinement.refined, refinement.rejected
+            rejected_by = refinement.rejected_by
             if looks is not None:
                 looker_counts = refinement.looker_counts()
                 with self._lock:
@@ -296,7 +297,8 @@ class ScenePipeline:
                 refined = refined.with_detections(refined.detections + tuple(added))
         alerts: list[Alert] = []
         if self.alerts is not None:
-            alerts += self.alerts.evaluate(None, refined, now_s, rejected, types=FEEDBACK_TYPES)
+            alerts += self.alerts.evaluate(None, refined, now_s, rejected, types=FEEDBACK_TYPES,
+                                           rejected_by=rejected_by)
             alerts += self._judge(frame, refined, now_s)
         alerts = self._with_evidence(alerts, frame, refined)
         return Reasoning(refined, tuple(rejected), description, tuple(alerts), looker_counts)

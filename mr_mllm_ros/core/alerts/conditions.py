@@ -57,6 +57,8 @@ class Context:
     width: int
     height: int
     quality: FrameQuality | None = None
+    #: who rejected each of `rejected` (core.reasoning.reinforce); empty = MLLM verification
+    rejected_by: tuple[str, ...] = ()
 
 
 def _hazard(rule: Rule, ctx: Context, _state) -> Iterator[Hit]:
@@ -98,10 +100,11 @@ def _disagreement(rule: Rule, ctx: Context, _state) -> Iterator[Hit]:
                       f'{d.class_name} named by {who} but not found by the detector',
                       {'kind': 'missed_by_detector', **_object_values(d)})
     if 'rejected' in kinds:
-        for d in ctx.rejected:
+        for k, d in enumerate(ctx.rejected):
             if d.score >= min_score:
-                yield Hit(f'rejected:{object_key(d)}', d, f'{d.class_name} rejected by MLLM '
-                          f'verification ({_details(d)})',
+                who = ctx.rejected_by[k] if k < len(ctx.rejected_by) else 'MLLM verification'
+                yield Hit(f'rejected:{object_key(d)}', d, f'{d.class_name} rejected by {who} '
+                          f'({_details(d)})',
                           {'kind': 'rejected', **_object_values(d)})
 
 

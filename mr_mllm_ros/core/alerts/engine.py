@@ -62,16 +62,19 @@ class AlertEngine:
 
     def evaluate(self, frame: Frame | None, detections: DetectionSet, now_s: float,
                  rejected: Sequence[Detection] = (),
-                 types: Iterable[str] | None = None) -> list[Alert]:
+                 types: Iterable[str] | None = None,
+                 rejected_by: Sequence[str] = ()) -> list[Alert]:
         """Alerts raised on this frame (rules in file order). `rejected`: detections the
-        MLLM verification removed; `frame` None skips the frame_* rules; `types` limits
+        MLLM side removed, `rejected_by` who removed each (the looker or MLLM
+        verification; empty = MLLM verification); `frame` None skips the frame_* rules; `types` limits
         the rule types evaluated (the scene node evaluates detector_mllm_disagreement
         after the MLLM's feedback, the others on every frame: once each per frame)."""
         rules = self._active(FRAME_CONDITIONS if types is None
                              else set(types) & set(FRAME_CONDITIONS))
         width = detections.image_width or (frame.width if frame is not None else 0)
         height = detections.image_height or (frame.height if frame is not None else 0)
-        ctx = Context(frame, detections, rejected, now_s, width, height)
+        ctx = Context(frame, detections, rejected, now_s, width, height,
+                      rejected_by=tuple(rejected_by))
         if frame is not None and any(r.type in QUALITY_TYPES for r in rules):
             ctx.quality = frame_quality(frame.image)  # once per frame, shared by the rules
         stamp_ns = detections.stamp_ns or (frame.stamp_ns if frame is not None else 0)

@@ -46,6 +46,8 @@ class Refinement:
     refined: DetectionSet
     #: detections the MLLM rejected (dropped from `refined`)
     rejected: tuple[Detection, ...] = ()
+    #: who rejected each of `rejected`: 'the looker' (its pixels) or 'MLLM verification'
+    rejected_by: tuple[str, ...] = ()
     #: index in the input set -> P(right) of every box that was checked: the MLLM's P(yes),
     #: blended with the fusion adapter's re-scoring head when one is loaded
     checked: dict[int, float] = field(default_factory=dict)
@@ -93,6 +95,8 @@ def clean_label(text: str) -> str:
 
 #: (frame, detections) -> {detection index: P(the box is right)}
 Rescorer = Callable[[Frame, DetectionSet], dict[int, float]]
+#: who rejected a box, as the detector_mllm_disagreement alert says it
+LOOKER_REJECTS, MLLM_REJECTS = 'the looker', 'MLLM verification'
 
 
 class Reinforcer:
@@ -125,10 +129,12 @@ class Reinforcer:
         checked = self._verify(frame, ds, skip=dropped)
         keep: list[Detection] = []
         rejected: list[Detection] = []
+        rejected_by: list[str] = []
         relabeled: list[int] = []
         for i, d in enumerate(ds):
             if i in dropped:
                 rejected.append(dropped[i])
+                rejected_by.append(LOOKER_REJECTS)
                 if i in renamed:
                     keep.append(renamed[i])
                 continue
@@ -136,6 +142,7 @@ class Reinforcer:
                 p = checked[i]
                 if p < rc.reject_probability:
                     rejected.append(d)
+                    rejected_by.append(MLLM_REJECTS)
                     continue
                 d = d.replace(score=(1 - rc.mllm_weight) * d.score + rc.mllm_weight * p,
                               verified=p >= rc.accept_probability, original_score=d.score)
@@ -148,7 +155,8 @@ class Reinforcer:
                     relabeled.append(len(keep))
             keep.append(d)
         refined, added = self._with_frame_object(ds.with_detections(keep), looks)
-        return Refinement(refined, tuple(rejected), checked, tuple(relabeled), votes, added)
+        return Refinement(refined, tuple(rejected), tuple(rejected_by), checked,
+                          tuple(relabeled), votes, added)
 
     def apply_looks(self, looks: 'Looks') -> DetectionSet:
         """The looker's votes alone, no MLLM call (questions take them on their frame)."""
