@@ -14,8 +14,6 @@ stage and the ratio of the p50 totals; nothing asserts on time.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import platform
 import sys
@@ -26,6 +24,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from measure import arguments, write_json  # noqa: E402
 
 from mr_mllm_ros.core.assets.sample_images import SAMPLES, load_sample  # noqa: E402
 from mr_mllm_ros.core.config import load_config  # noqa: E402
@@ -48,12 +47,11 @@ def pct(values: list[float]) -> tuple[float, float]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap = arguments(__doc__)
     ap.add_argument('--frames', type=int, default=120)
     ap.add_argument('--config', action='append', default=[], metavar='NAME=FILE',
                     help='a detector to compare: a config YAML merged over the defaults '
                          '(default: the offline default and YOLOv3-tiny)')
-    ap.add_argument('--json', help='write the results here')
     args = ap.parse_args()
     runs = dict(item.split('=', 1) for item in args.config) if args.config else DEFAULT_RUNS
     detectors = {}
@@ -91,9 +89,8 @@ def main() -> int:
         print(f'\n{name} / {first} (p50 detect wall time): {ratio:.2f}')
     for det in detectors.values():
         det.close()
-    if args.json:
-        Path(args.json).write_text(json.dumps({'frames': args.frames, 'load': os.getloadavg(),
-                                               'detectors': result}, indent=1))
+    write_json(args.json, {'frames': args.frames, 'load': os.getloadavg(),
+                           'detectors': result})
     return 0
 
 

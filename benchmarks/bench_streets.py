@@ -33,7 +33,6 @@ The load average is printed with each part: the development machine is shared.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 import os
@@ -48,6 +47,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from measure import arguments, write_json  # noqa: E402
 
 from mr_mllm_ros.core.config import load_config  # noqa: E402
 from mr_mllm_ros.core.runtime.cpu_threads import apply_inference_env  # noqa: E402
@@ -432,7 +432,7 @@ def part_live(frames, fps, alone: bool, params: dict, files: list) -> dict:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap = arguments(__doc__)
     ap.add_argument('--video', required=True)
     ap.add_argument('--parts', default='tracking,prompt,replay,live')
     ap.add_argument('--detectors', default='ssd,yolo')
@@ -443,7 +443,6 @@ def main() -> int:
                     help='a node parameter for the live part, e.g. scene.threads=2')
     ap.add_argument('--live-config', action='append', default=[], metavar='YAML',
                     help='a params file for the live nodes (e.g. config/detector_yolov3_tiny.yaml)')
-    ap.add_argument('--json')
     args = ap.parse_args()
     apply_offline_env()
     apply_inference_env()  # as the CLI and the nodes do, before torch loads
@@ -473,9 +472,7 @@ def main() -> int:
     if 'live' in parts:
         params = {k: json.loads(v) for k, v in (s.split('=', 1) for s in args.set)}
         out['live'] = part_live(frames, fps, args.live_alone, params, args.live_config)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(out, indent=1, default=str))
+    write_json(args.json, out)
     return 0
 
 

@@ -13,6 +13,7 @@ declare as ROS parameters.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import sys
@@ -111,6 +112,17 @@ def default_config_path() -> Path:
 
 
 # ----------------------------------------------------------------------------- loading
+
+def read_json_file(path: str | os.PathLike, what: str):
+    """A JSON input file (ground truth, labels, datasets), or a ConfigError naming it as
+    `what` and saying why."""
+    try:
+        return json.loads(Path(path).read_text(encoding='utf-8'))
+    except OSError as e:
+        raise ConfigError(f'cannot read {what} {path}: {e.strerror}') from e
+    except json.JSONDecodeError as e:
+        raise ConfigError(f'{what} {path} is not valid JSON: {e}') from e
+
 
 def read_parameters_file(path: str | os.PathLike, node: str | None = None) -> dict[str, Any]:
     """The nested parameter dict of a YAML file.

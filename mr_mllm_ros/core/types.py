@@ -65,6 +65,14 @@ class Box:
     def iou(self, other: 'Box') -> float:
         return box_iou(self.corners(), other.corners())
 
+    def overlap_share(self, other: 'Box') -> float:
+        """Share of the smaller box's area that lies inside the other one (a box drawn
+        inside another: a duplicate of one object, or what a crop is also about)."""
+        ix = max(0.0, min(self.x2, other.x2) - max(self.x1, other.x1))
+        iy = max(0.0, min(self.y2, other.y2) - max(self.y1, other.y1))
+        smaller = min(self.area, other.area)
+        return ix * iy / smaller if smaller > 0 else 0.0
+
     def normalized_1000(self, width: int, height: int) -> tuple[int, int, int, int]:
         """Corners scaled to 0..1000 (the integer box format of the prompts, as in ChatRex
         and Qwen-VL): resolution-independent and short in tokens."""

@@ -38,6 +38,7 @@ import cv2
 import numpy as np
 
 from ..core.assets.sample_images import SAMPLES, load_sample
+from ..core.config import read_json_file
 from ..core.errors import BagError, ConfigError, ImageConversionError
 from ..core.images import read_rgb
 from ..replay import bag_reader
@@ -120,21 +121,12 @@ class CocoSet:
     categories: tuple[str, ...]     # evaluated categories (all listed in the file)
 
 
-def _read_json(path: Path, what: str):
-    try:
-        return json.loads(path.read_text(encoding='utf-8'))
-    except OSError as e:
-        raise ConfigError(f'cannot read {what} {path}: {e.strerror}') from e
-    except json.JSONDecodeError as e:
-        raise ConfigError(f'{what} {path} is not valid JSON: {e}') from e
-
-
 def load_coco(path: str | os.PathLike, class_map: Mapping[str, str] | None = None,
               image_ids: Sequence[int] | None = None, limit: int | None = None) -> CocoSet:
     """Read a COCO instances json. `class_map` renames classes after canonicalisation
     ({'*': 'object'} = class-agnostic); `image_ids` / `limit` select images."""
     path = Path(path)
-    data = _read_json(path, 'ground truth')
+    data = read_json_file(path, 'ground truth')
     try:
         cat_names = {c['id']: canonical_class(c['name'], class_map) for c in data['categories']}
         images = [ImageRef(int(im['id']), str(im['file_name']), int(im['width']),
@@ -165,7 +157,7 @@ def load_image_labels(path: str | os.PathLike, class_map: Mapping[str, str] | No
     ignored) -> {file_name: (classes present, don't-care classes)}. A `maybe` entry is a
     class name, optionally followed by a note: "vase (the planter itself)", "apple?"."""
     path = Path(path)
-    data = _read_json(path, 'image labels')
+    data = read_json_file(path, 'image labels')
     if not isinstance(data, dict):
         raise _bad(path, '', 'expected {file_name: {"classes": [...], "maybe": [...]}}')
     out = {}

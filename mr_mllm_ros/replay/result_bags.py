@@ -15,8 +15,6 @@ from .outputs import (BAGS_DIR, EVIDENCE_DIR, RESULTS, alert_from_json, descript
                       detection_set_from_json, iter_results, output_bag_names,
                       result_namespace)
 
-RESULT_TOPICS = ('detections', 'detections_refined', 'scene_description', 'alerts', 'markers')
-
 
 def offered_qos(name: str) -> list:
     """The QoS the nodes publish a result topic with (ros/qos.py: reliable; alerts also

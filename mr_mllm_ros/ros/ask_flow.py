@@ -166,11 +166,12 @@ class AskDesk:
         """True when a new question would get 'busy' now: as many wait (for a fresh frame
         or in the MLLM queue) as scene.vqa_queue_size allows."""
         state = self._state()
-        return not isinstance(state, str) and self._waiting() >= state[2].scene.vqa_queue_size
+        return not isinstance(state, str) and self._full(state[2].scene)
 
-    def _waiting(self) -> int:
+    def _full(self, scene_config) -> bool:
         with self._lock:
-            return self._worker.pending() + self._frame_waiters
+            waiting = self._worker.pending() + self._frame_waiters
+        return waiting >= scene_config.vqa_queue_size
 
     # ------------------------------------------------------------------ a question
     async def ask(self, q: Question, on_progress: ProgressFn | None = None,
@@ -217,7 +218,7 @@ class AskDesk:
                     sent[1] = (stage, text, stamp)
                     on_progress(stage, text, stamp, time.monotonic() - received)
 
-        if self._waiting() >= cfg.vqa_queue_size:  # busy at once, never after a wait
+        if self._full(cfg):  # busy at once, never after a wait
             out.error = 'busy'
             return self._end(out)
         if q.stamp_ns == 0 and max_age is not None:

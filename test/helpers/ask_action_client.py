@@ -28,6 +28,7 @@ import time
 from mr_mllm_interfaces.action import AskScene
 from mr_mllm_ros.core.runtime.leftover_threads import exit_process
 from mr_mllm_ros.ros.client import RosClient
+from waiting import wait_until  # this script's folder (test/helpers) is on sys.path
 
 QUESTION = 'What is the person doing?'  # the MLLM's own words (no looker or count answer)
 
@@ -77,12 +78,6 @@ def canceller(goal: Goal, deadline: float) -> None:
         goal.call.cancel(timeout=10.0)
 
 
-def wait_for(path: str, limit_s: float = 300.0) -> None:
-    deadline = time.monotonic() + limit_s
-    while not os.path.exists(path) and time.monotonic() < deadline:
-        time.sleep(0.02)
-
-
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument('action')
@@ -104,7 +99,7 @@ def main() -> int:
                 return 3
         open(os.path.join(args.out_dir, f'ready_{pid}'), 'w').close()
         if args.leave:
-            wait_for(args.go_file)
+            wait_until(lambda: os.path.exists(args.go_file), 300.0, 0.02)
             goal = Goal(ros, action, args.timeout, -1)
             goal.text_seen.wait(args.timeout)
             print(json.dumps({'goal_id': bytes(goal.call.handle.goal_id.uuid).hex(),
@@ -114,7 +109,7 @@ def main() -> int:
         for r in range(args.rounds):
             # round 0 starts at GO_FILE, round r at GO_FILE.r; each ends with done[.r]_<pid>
             suffix = f'.{r}' if r else ''
-            wait_for(args.go_file + suffix)
+            wait_until(lambda p=args.go_file + suffix: os.path.exists(p), 300.0, 0.02)
             every = [c for _ in range(args.goals) for c in range(args.clients)]
             sent = [Goal(ros, action, args.timeout,
                          args.cancel if args.cancel >= 0 and i % 2 == 0 else -1, c)

@@ -48,6 +48,11 @@ def _object_values(d: Detection) -> dict[str, str]:
     return values
 
 
+#: who rejected a box, as the detector_mllm_disagreement alert says it
+#: (core.reasoning.reinforce.Refinement.rejected_by)
+LOOKER_REJECTS, MLLM_REJECTS = 'the looker', 'MLLM verification'
+
+
 @dataclass
 class Context:
     frame: Frame | None
@@ -102,7 +107,7 @@ def _disagreement(rule: Rule, ctx: Context, _state) -> Iterator[Hit]:
     if 'rejected' in kinds:
         for k, d in enumerate(ctx.rejected):
             if d.score >= min_score:
-                who = ctx.rejected_by[k] if k < len(ctx.rejected_by) else 'MLLM verification'
+                who = ctx.rejected_by[k] if k < len(ctx.rejected_by) else MLLM_REJECTS
                 yield Hit(f'rejected:{object_key(d)}', d, f'{d.class_name} rejected by {who} '
                           f'({_details(d)})',
                           {'kind': 'rejected', **_object_values(d)})

@@ -34,6 +34,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from ..config import read_json_file
 from ..errors import ConfigError, ImageConversionError
 from ..images import read_rgb, write_rgb
 from ..types import Box, Detection, DetectionSet
@@ -288,15 +289,6 @@ def toy_scenes(count: int, seed: int, spec: ToySpec = ToySpec(),
 
 # ------------------------------------------------------------------ converters
 
-def _load_json(path: str | Path, what: str):
-    try:
-        return json.loads(Path(path).read_text(encoding='utf-8'))
-    except OSError as e:
-        raise ConfigError(f'cannot read {what} {path}: {e.strerror}') from e
-    except json.JSONDecodeError as e:
-        raise ConfigError(f'{what} {path} is not valid JSON: {e}') from e
-
-
 def _coco_objects(instances: dict | None) -> tuple[dict, dict]:
     """image id -> [(annotation id, class, xyxy box)], category id -> name."""
     if instances is None:
@@ -327,8 +319,8 @@ def convert_coco_captions(captions_json: str | Path, images_dir: str | Path,
     `captions_per_image` captions as answers to DESCRIBE_QUESTION. With `instances_json`
     the image's ground-truth boxes become the detections (score 1, correct); without it
     the records have none and the detector runs at training time. Returns the count."""
-    caps = _load_json(captions_json, 'COCO captions')
-    per_image, _ = _coco_objects(_load_json(instances_json, 'COCO instances')
+    caps = read_json_file(captions_json, 'COCO captions')
+    per_image, _ = _coco_objects(read_json_file(instances_json, 'COCO instances')
                                  if instances_json else None)
     by_image: dict[int, list[str]] = {}
     for a in caps.get('annotations', []):
@@ -370,8 +362,8 @@ def convert_refcoco(refs_json: str | Path, instances_json: str | Path,
     (score 1), one question per expression, "Which object is <expression>?", answered by
     the referred box `<objN>`, with every `<objN>` as choices (restricted-choice accuracy =
     referring accuracy). Returns the number of records."""
-    refs = _load_json(refs_json, 'referring expressions')
-    inst = _load_json(instances_json, 'COCO instances')
+    refs = read_json_file(refs_json, 'referring expressions')
+    inst = read_json_file(instances_json, 'COCO instances')
     per_image, _ = _coco_objects(inst)
     images = {im['id']: im for im in inst.get('images', [])}
     by_image: dict[int, list] = {}

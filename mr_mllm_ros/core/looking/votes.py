@@ -61,17 +61,10 @@ class Vote:
     duplicate_of: int = -1    # rejected as a second class of detection N's object
 
 
-def _overlap_share(a: Box, b: Box) -> float:
-    """Intersection of two boxes over the area of the smaller one."""
-    ix = max(0.0, min(a.x2, b.x2) - max(a.x1, b.x1))
-    iy = max(0.0, min(a.y2, b.y2) - max(a.y1, b.y1))
-    return ix * iy / max(min(a.area, b.area), 1e-9)
-
-
 def _shown_by_others(i: int, ds: DetectionSet) -> set[str]:
     """Classes of other detections the crop of detection i may be about."""
     return {canonical_class(other.class_name) for j, other in enumerate(ds)
-            if j != i and _overlap_share(other.box, ds[i].box) >= _OVERLAP_SHARE}
+            if j != i and other.box.overlap_share(ds[i].box) >= _OVERLAP_SHARE}
 
 
 def vote_box(i: int, ds: DetectionSet, looks: Looks, mapping: ImagenetCoco,

@@ -19,14 +19,6 @@ from .vocabulary import canonical_class
 MIN_CONTAINMENT = 0.8
 
 
-def containment(a, b) -> float:
-    """Share of the smaller box's area that lies inside the other box."""
-    ix = max(0.0, min(a.x2, b.x2) - max(a.x1, b.x1))
-    iy = max(0.0, min(a.y2, b.y2) - max(a.y1, b.y1))
-    smaller = min(a.area, b.area)
-    return ix * iy / smaller if smaller > 0 else 0.0
-
-
 def object_units(ds: DetectionSet, indices: Sequence[int]) -> list[tuple[int, ...]]:
     """`indices` grouped into objects (each group sorted, groups in order of their first
     index): duplicate boxes of one object share a group."""
@@ -46,7 +38,7 @@ def object_units(ds: DetectionSet, indices: Sequence[int]) -> list[tuple[int, ..
                 continue
             if a.track_id >= 0 and b.track_id >= 0 and a.track_id != b.track_id:
                 continue  # the tracker holds them apart: two objects
-            if containment(a.box, b.box) >= MIN_CONTAINMENT:
+            if a.box.overlap_share(b.box) >= MIN_CONTAINMENT:
                 parent[root(j)] = root(i)
     groups: dict[int, list[int]] = {}
     for i in indices:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
+from ..alerts.conditions import LOOKER_REJECTS, MLLM_REJECTS
 from ..config import Config
 from ..detection import Detector
 from ..looking.votes import VOTE_KINDS, Vote, coco_class_id, frame_object, vote_box
@@ -95,8 +96,6 @@ def clean_label(text: str) -> str:
 
 #: (frame, detections) -> {detection index: P(the box is right)}
 Rescorer = Callable[[Frame, DetectionSet], dict[int, float]]
-#: who rejected a box, as the detector_mllm_disagreement alert says it
-LOOKER_REJECTS, MLLM_REJECTS = 'the looker', 'MLLM verification'
 
 
 class Reinforcer:

@@ -90,6 +90,7 @@ class Vocabulary:
         """The classes among `class_names` that `text` names, in the order given."""
         return [c for c in class_names if self.names(text, c)]
 
+    @functools.lru_cache(maxsize=1)  # asked once per connector the model writes
     def known_classes(self) -> tuple[str, ...]:
         """COCO-80 and every class this file lists (synonyms, hypernyms' members)."""
         listed = [*self.synonyms, *(c for members in self.hypernyms.values() for c in members)]
