@@ -243,14 +243,6 @@ class VlmHost(_FrozenHost):
         return out
 
 
-def common_prefix(seqs: Sequence[Sequence[int]]) -> int:
-    """Length of the token prefix all sequences share."""
-    n = 0
-    while all(len(x) > n for x in seqs) and len({x[n] for x in seqs}) == 1:
-        n += 1
-    return n
-
-
 def make_host(backend, prompts: PromptBuilder, num_tokens: int):
     if getattr(backend, 'sees_images', False):
         return VlmHost(backend, prompts, num_tokens)

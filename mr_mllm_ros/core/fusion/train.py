@@ -36,7 +36,8 @@ from ..runtime.progress import progress as make_progress
 from .fusion_config import AdapterConfig, TrainConfig
 from .data import QA, Scene
 from .features import Featurizer, embedding_rms, mentioned_objects
-from .hosts import Rows, TextLlmHost, VlmHost, common_prefix, make_host
+from ..mllm.hf_common import common_prefix
+from .hosts import Rows, TextLlmHost, VlmHost, make_host
 from .io import load_adapter, save_adapter
 from .model import SharedQueryFusion, parameter_count
 

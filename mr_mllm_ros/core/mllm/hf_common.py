@@ -14,6 +14,14 @@ YES_WORDS = ('yes', 'Yes', ' yes', ' Yes', 'YES')
 NO_WORDS = ('no', 'No', ' no', ' No', 'NO')
 
 
+def common_prefix(seqs: Sequence[Sequence[int]]) -> int:
+    """Length of the token prefix all sequences share (KV reuse, shared-prefix batches)."""
+    n = 0
+    while all(len(x) > n for x in seqs) and len({x[n] for x in seqs}) == 1:
+        n += 1
+    return n
+
+
 def resolve_model_source(config: Config) -> str:
     """A local folder (relative paths in models_dir) or, only when hub access is allowed,
     a hub id. Never silently downloads: offline + missing folder is an error."""

@@ -34,11 +34,7 @@ log = logging.getLogger(__name__)
 
 def _common_prefix(rows: Sequence[list[int]]) -> int:
     """Tokens every row starts with, leaving each row at least one of its own."""
-    n = min(len(r) for r in rows) - 1
-    for k in range(max(n, 0)):
-        if any(r[k] != rows[0][k] for r in rows[1:]):
-            return k
-    return max(n, 0)
+    return max(0, min(hf_common.common_prefix(rows), min(len(r) for r in rows) - 1))
 
 
 class TransformersLlmBackend(hf_common.SoftTokenInput):
@@ -151,11 +147,8 @@ class TransformersLlmBackend(hf_common.SoftTokenInput):
         session, self._session = self._session, None
         if session is not None and soft is None and self.config.mllm.kv_reuse:
             done, cache = session
-            shared = 0
-            for a, b in zip(done, ids[:len(ids) - 1]):  # at least one token left to run
-                if a != b:
-                    break
-                shared += 1
+            # at least one token left to run
+            shared = hf_common.common_prefix([done, ids[:len(ids) - 1]])
             prefix_len = len(self.prefix_kv(request.prefix)[0]) if request.prefix else 0
             if shared > prefix_len:
                 cache.crop(shared - len(done))  # transformers 5: minus the tokens to drop
