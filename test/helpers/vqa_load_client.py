@@ -22,6 +22,20 @@ def main() -> int:
         if not client.wait_for_service(timeout_sec=60.0):
             print(json.dumps({'ok': False, 'error': 'service not found'}))
             return 3
+        # wait_for_service says our requests reach the server, not that its responses
+        # reach us: until the server's writer has matched our reader, a response is lost
+        # (seen in CI: 3 of 50 'no response' under load). An empty question is refused at
+        # once, without the MLLM: its reply proves the way back.
+        for _ in range(20):
+            ping = client.call_async(AskScene.Request(question='', timeout_s=1.0))
+            limit = time.monotonic() + 3.0
+            while not ping.done() and time.monotonic() < limit:
+                time.sleep(0.02)
+            if ping.done():
+                break
+        else:
+            print(json.dumps({'ok': False, 'error': 'no reply to an empty question'}))
+            return 3
         open(os.path.join(ready_dir, f'ready_{os.getpid()}'), 'w').close()
         deadline = time.monotonic() + 120.0
         while not os.path.exists(go_file) and time.monotonic() < deadline:
