@@ -2,7 +2,10 @@
 the status topic lists although its goal response never came is taken as accepted and its
 result asked for; a result that never came for a goal the status says ended is asked for
 again. Driven with a stand-in action client (no middleware): the recovery is the client's
-own logic."""
+own logic. The same status topic confirms a cancel whose response never came."""
+
+import threading
+import time
 
 from action_msgs.msg import GoalStatus
 from rclpy.task import Future
@@ -71,3 +74,45 @@ def test_a_lost_result_is_asked_for_again_once_the_status_says_the_goal_ended():
     assert len(client.result_futures) == 2 and call.recovered == 1
     client.result_futures[1].set_result(result_response(GoalStatus.STATUS_CANCELED))
     assert call.wait(1.0) and call.status == GoalStatus.STATUS_CANCELED
+
+
+class NoExecutor:
+    """Takes the cancel request and never runs it: its response is as good as lost."""
+
+    def __init__(self):
+        self.tasks = []
+
+    def create_task(self, fn):
+        self.tasks.append(fn)
+
+
+def _running_call():
+    from rclpy.action.client import ClientGoalHandle
+    client = StandIn()
+    call = GoalCall(client, AskScene, AskScene.Goal(question='x'), None, executor=NoExecutor())
+    call._send()
+    accepted = AskScene.Impl.SendGoalService.Response(accepted=True)
+    call._goal_answered(ClientGoalHandle(client, call.goal_id, accepted))
+    call._on_status(GoalStatus.STATUS_EXECUTING)
+    return call
+
+
+def test_a_lost_cancel_response_is_confirmed_by_the_status_topic():
+    call = _running_call()
+    timer = threading.Timer(0.2, call._on_status, (GoalStatus.STATUS_CANCELING,))
+    timer.start()
+    t0 = time.monotonic()
+    assert call.cancel(timeout=10.0)                 # taken: the status shows CANCELING
+    assert time.monotonic() - t0 < 5.0 and call.cancel_accepted_at is None
+    assert not call.wait_ended(0.2)                   # not over yet
+    threading.Timer(0.2, call._on_status, (GoalStatus.STATUS_CANCELED,)).start()
+    assert call.wait_ended(10.0) and not call.done   # ended, its result still on the way
+    timer.join()
+
+
+def test_no_sign_of_the_cancel_is_false_at_the_limit():
+    call = _running_call()
+    t0 = time.monotonic()
+    assert not call.cancel(timeout=0.5)
+    assert not call.wait_ended(0.3)
+    assert time.monotonic() - t0 >= 0.8

@@ -47,7 +47,8 @@ def graph(tmp_path_factory):
         assert wait_until(lambda: ros.node.count_subscribers(f'/{NS}/detections') >= 2,
                           DISCOVERY_S, every=0.2), f'logs in {logs}'
         assert ros.call(QueryMemory, '/query_memory', QueryMemory.Request(
-            question='what did you see?', timeout_s=5.0), timeout=DISCOVERY_S) is not None
+            question='what did you see?', timeout_s=5.0), timeout=DISCOVERY_S,
+            resend_s=5.0) is not None
         yield ros, pub, dets, group, logs
 
 
@@ -65,7 +66,7 @@ def _warm_up(pub, image, dets, timeout=120.0):
 
 def _ask(ros, question, camera=''):
     req = QueryMemory.Request(question=question, camera=camera, timeout_s=10.0)
-    return ros.call(QueryMemory, '/query_memory', req, timeout=30.0)
+    return ros.call(QueryMemory, '/query_memory', req, timeout=30.0, resend_s=10.0)
 
 
 def test_last_seen_tie_and_never_observed_with_the_watched_span(graph):

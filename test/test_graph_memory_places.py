@@ -64,7 +64,8 @@ def graph(tmp_path_factory):
 
 def _ask(ros, question):
     r = ros.call(QueryMemory, '/query_memory',
-                 QueryMemory.Request(question=question, timeout_s=5.0), timeout=DISCOVERY_S)
+                 QueryMemory.Request(question=question, timeout_s=5.0), timeout=DISCOVERY_S,
+                 resend_s=5.0)
     assert r is not None and r.success, r
     return r
 

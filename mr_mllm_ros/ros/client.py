@@ -172,21 +172,38 @@ class RosClient:
         return False
 
     def call(self, srv_type: type, name: str, request: Any, timeout: float = 30.0,
-             wait_service_s: float = 10.0):
+             wait_service_s: float = 10.0, resend_s: float | None = None):
         """Call a service and return its response. Raises ServiceNotFound when the
         service is not discovered within `wait_service_s` (naming what the graph does
-        offer) and ServiceTimeout when no response comes within `timeout` s."""
+        offer) and ServiceTimeout when no response comes within `timeout` s.
+
+        `resend_s`, for requests that are safe to repeat (a read-only query): send the
+        request again each `resend_s` s without a response; the first response wins.
+        The server may drop a response to a client whose reader it has not matched yet
+        (rmw_fastrtps: "failed to send response (timeout)", see ros/goal_call.py), and
+        wait_for_service only proves the way to the server, not the way back."""
         client = self.service_client(srv_type, name)
         if not client.wait_for_service(timeout_sec=wait_service_s):
             raise ServiceNotFound(self._not_found(name, wait_service_s))
-        future = client.call_async(request)
         done = threading.Event()
-        future.add_done_callback(lambda _: done.set())
-        if not done.wait(timeout):
-            client.remove_pending_request(future)
-            raise ServiceTimeout(f'{client.srv_name}: no response within {timeout:.0f} s '
-                                 f'(the server is there but did not answer in time)')
-        return future.result()
+        futures = []
+        deadline = time.monotonic() + timeout
+        while not done.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                for future in futures:
+                    client.remove_pending_request(future)
+                raise ServiceTimeout(f'{client.srv_name}: no response within {timeout:.0f} s '
+                                     f'(the server is there but did not answer in time)')
+            future = client.call_async(request)
+            future.add_done_callback(lambda _: done.set())
+            futures.append(future)
+            done.wait(min(left, resend_s) if resend_s else left)
+        answered = next(f for f in futures if f.done())
+        for future in futures:
+            if future is not answered:
+                client.remove_pending_request(future)
+        return answered.result()
 
     def service_client(self, srv_type: type, name: str):
         """This client's one rclpy client for (type, name), made on first use and kept

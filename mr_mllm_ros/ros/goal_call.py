@@ -29,6 +29,8 @@ from unique_identifier_msgs.msg import UUID
 RECOVER_AFTER_S = 2.0
 CHECK_PERIOD_S = 1.0
 TERMINAL = (GoalStatus.STATUS_SUCCEEDED, GoalStatus.STATUS_CANCELED, GoalStatus.STATUS_ABORTED)
+#: What the status topic shows once the server took a cancel request.
+CANCEL_TAKEN = (GoalStatus.STATUS_CANCELING, GoalStatus.STATUS_CANCELED)
 
 
 class GoalCall:
@@ -57,6 +59,7 @@ class GoalCall:
         self.done_at: float | None = None
         self._server_status: int | None = None   # from the status topic
         self._server_status_at = 0.0
+        self._status_seen = threading.Condition()  # notified on each new server status
         self._result_asked_at = 0.0
 
     # ------------------------------------------------------ on the client's executor
@@ -97,7 +100,9 @@ class GoalCall:
 
     def _on_status(self, status: int) -> None:
         if status != self._server_status:
-            self._server_status, self._server_status_at = status, time.monotonic()
+            with self._status_seen:
+                self._server_status, self._server_status_at = status, time.monotonic()
+                self._status_seen.notify_all()
 
     def _check(self, now: float) -> None:
         """Recover a response the status shows is overdue (on the executor, periodic)."""
@@ -117,7 +122,18 @@ class GoalCall:
             if future.result().goals_canceling:
                 self.cancel_accepted_at = time.monotonic()
             self._cancel_answered.set()
+            with self._status_seen:
+                self._status_seen.notify_all()
         self.handle.cancel_goal_async().add_done_callback(answered)
+
+    def _server_shows(self, statuses: tuple[int, ...], timeout: float,
+                      also: Callable[[], bool]) -> bool:
+        """Bounded wait until the status topic shows one of `statuses` or `also()` holds.
+        The status topic is the witness that cannot be lost: a cancel or result response
+        can be (see the module docstring), and on a loaded machine either may come late."""
+        with self._status_seen:
+            return self._status_seen.wait_for(
+                lambda: self._server_status in statuses or also(), timeout)
 
     # ------------------------------------------------------------ the caller's side
     def wait_accepted(self, timeout: float) -> bool | None:
@@ -125,17 +141,25 @@ class GoalCall:
         return self.accepted if self._accepted.wait(timeout) else None
 
     def cancel(self, timeout: float = 5.0) -> bool:
-        """Ask the server to cancel the goal; True when it accepted (the goal is then
-        CANCELING; `wait` gives its end). False: not accepted yet, or no answer in time."""
+        """Ask the server to cancel the goal; True when it took the request: its cancel
+        response accepted it, or the status topic shows the goal CANCELING or CANCELED
+        (`wait_ended` gives its end). False: not accepted yet, refused, or no sign of it
+        within `timeout` s."""
         if not self._accepted.is_set() or not self.accepted or self._done.is_set():
             return False
         self.cancel_sent_at = time.monotonic()
         self._executor.create_task(self._send_cancel)
-        return self._cancel_answered.wait(timeout) and self.cancel_accepted_at is not None
+        self._server_shows(CANCEL_TAKEN, timeout, self._cancel_answered.is_set)
+        return self.cancel_accepted_at is not None or self._server_status in CANCEL_TAKEN
 
     def wait(self, timeout: float) -> bool:
         """True once the result (or a rejection) is in."""
         return self._done.wait(timeout)
+
+    def wait_ended(self, timeout: float) -> bool:
+        """True once the goal has ended: its result is in, or the status topic shows it
+        ended (its result response may still be on the way, or lost)."""
+        return self._server_shows(TERMINAL, timeout, self._done.is_set)
 
     @property
     def done(self) -> bool:
