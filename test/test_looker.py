@@ -53,13 +53,37 @@ def test_look_fills_looks_like_for_crops_and_frame(looker, labels):
     assert all(p >= looker.settings.min_probability for _, p in cup.looks_like)
     assert len(cup.looks_like) <= looker.settings.top_k
     assert [p for _, p in cup.looks_like] == sorted((p for _, p in cup.looks_like), reverse=True)
-    assert spoon.looks_like and tiny.looks_like == () and 2 not in looks.crop_probs
+    # the spoon's crop is mostly the cup beside it ('espresso'): none of the cup's labels
+    cup_labels = {looker.mapping.names[k] for k in looker.mapping.seen_members['cup']}
+    assert 1 in looks.crop_probs and not {n for n, _ in spoon.looks_like} & cup_labels
+    assert tiny.looks_like == () and 2 not in looks.crop_probs
     assert looks.detections.looks_like[0][0] in ('espresso', 'cup')
     assert looks.frame_probs is not None and looks.frame_probs.shape == (1000,)
     # int8 softmax: each of the 1000 probabilities is floored to a 1/256 step
     assert 0.85 < float(looks.frame_probs.sum()) <= 1.01
     assert looks.detections.stamp_ns == 7 and looks.timings_ms['looker_total'] > 0
     assert not cup.posture and 0 not in looks.postures  # posture only for people
+
+
+def test_a_crop_of_another_object_is_not_its_look(looker, labels):
+    """The dining table's crop is the whole coffee photo, which the classifier calls an
+    espresso: the cup's label stays off the table (nothing may say "a dining table is an
+    espresso"); the votes still read the crop's full probabilities."""
+    image = load_sample('coffee')
+    cup_box = _box(labels, 'coffee', 'cup')
+    dets = (Detection(41, 'cup', 0.9, cup_box),
+            Detection(60, 'dining table', 0.76, Box(2.6, 0.2, 596.7, 398.2)))
+    looks = looker.look(Frame(image, 7, 'cam'), DetectionSet(dets, 600, 400, 7, 'cam'))
+    cup, table = looks.detections
+    mapping = looker.mapping
+    cup_labels = {mapping.names[k] for k in mapping.seen_members['cup']}
+    assert cup.looks_like[0][0] in ('espresso', 'cup')
+    assert not {name for name, _ in table.looks_like} & cup_labels, table.looks_like
+    full_top = looker.classifier.top(looks.crop_probs[1], 1)[0][0]
+    assert full_top in cup_labels  # what the table's crop shows most is the cup
+    # alone in the frame, the same crop keeps its labels
+    alone = looker.look(Frame(image, 7, 'cam'), DetectionSet(dets[1:], 600, 400, 7, 'cam'))
+    assert alone.detections[0].looks_like[0][0] == full_top
 
 
 def test_max_crops_takes_the_largest_boxes(default_config, labels):

@@ -3,7 +3,12 @@ looks at the box crops (largest first, at most max_crops) and the whole frame wi
 classifier, and at the person crops with the posture model; every detection it looked at
 gets `looks_like` (its top ImageNet labels) and, for people, `posture`; the DetectionSet
 gets `looks_like` of the whole frame. The probabilities stay in `Looks` for the
-reinforcement's votes (core.looking.votes)."""
+reinforcement's votes (core.looking.votes).
+
+A crop that takes in another detected object may be about that object: the dining
+table's crop is the whole photo of an espresso cup. Its `looks_like` leaves out the labels
+of the other objects' classes (unless they are of its own class too), so nothing says "a
+dining table is an espresso"; the votes read the full probabilities."""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..config import Config, LookerConfig
+from ..reasoning.vocabulary import canonical_class
 from ..types import DetectionSet, Frame
 from .classifier import ImageClassifier, square_crop
 from .imagenet_coco import ImagenetCoco, load_mapping
@@ -22,6 +28,15 @@ from .posture import Posture, PostureEstimator, PostureSettings
 log = logging.getLogger(__name__)
 
 PERSON = 'person'
+#: a crop may be about another detected object when their intersection is this share of
+#: the smaller of the two boxes
+OVERLAP_SHARE = 0.5
+
+
+def shown_by_others(i: int, ds: DetectionSet) -> set[str]:
+    """Classes of other detections the crop of detection i may be about."""
+    return {canonical_class(other.class_name) for j, other in enumerate(ds)
+            if j != i and other.box.overlap_share(ds[i].box) >= OVERLAP_SHARE}
 
 
 @dataclass(frozen=True)
@@ -73,7 +88,7 @@ class Looker:
         t3 = time.perf_counter()
         dets = list(ds.detections)
         for i, p in crop_probs.items():
-            dets[i] = dets[i].replace(looks_like=self._top(p))
+            dets[i] = dets[i].replace(looks_like=self._top(self._own_view(p, i, ds)))
         for i, p in postures.items():
             if p.label:
                 dets[i] = dets[i].replace(posture=p.label, posture_score=round(p.score, 3))
@@ -84,6 +99,20 @@ class Looker:
         looked = ds.with_detections(dets, looks_like=frame_looks)
         return Looks(looked, crop_probs, frame_probs, postures, timings)
 
+    def _own_view(self, probs: np.ndarray, i: int, ds: DetectionSet) -> np.ndarray:
+        """Detection i's crop probabilities with the labels of the other objects it shows
+        set to 0, except labels of its own class (is or seen_with)."""
+        members = self.mapping.seen_members
+        drop = [members[c] for c in shown_by_others(i, ds) if c in members]
+        if not drop:
+            return probs
+        own = members.get(canonical_class(ds[i].class_name))
+        drop_at = np.concatenate(drop)
+        if own is not None:
+            drop_at = np.setdiff1d(drop_at, own)
+        view = probs.copy()
+        view[drop_at] = 0.0
+        return view
 
     def _top(self, probs: np.ndarray) -> tuple[tuple[str, float], ...]:
         """The top_k labels at min_probability or above."""

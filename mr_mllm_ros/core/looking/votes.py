@@ -38,16 +38,13 @@ from ..detection.labels import COCO_CLASSES
 from ..reasoning.vocabulary import canonical_class
 from ..types import Box, Detection, DetectionSet, Source
 from .imagenet_coco import ImagenetCoco
-from .looker import PERSON, Looks
+from .looker import PERSON, Looks, shown_by_others
 
 VOTE_KINDS = ('verified', 'relabelled', 'rejected', 'named', 'unsure')
 #: COCO's animal classes, and the name of an animal the looker cannot name better
 ANIMALS = frozenset({'bird', 'cat', 'dog', 'horse', 'sheep', 'cow', 'elephant', 'bear',
                      'zebra', 'giraffe'})
 ANIMAL = 'animal'
-#: a crop may be about another detected object when their intersection is this share of
-#: the smaller of the two boxes
-_OVERLAP_SHARE = 0.5
 #: two boxes this alike (IoU) are one object
 _SAME_OBJECT_IOU = 0.8
 
@@ -59,12 +56,6 @@ class Vote:
     probability: float = 0.0  # of `label` (relabelled, rejected, named)
     support: float = 0.0      # P(the box's own class or what it is seen with)
     duplicate_of: int = -1    # rejected as a second class of detection N's object
-
-
-def _shown_by_others(i: int, ds: DetectionSet) -> set[str]:
-    """Classes of other detections the crop of detection i may be about."""
-    return {canonical_class(other.class_name) for j, other in enumerate(ds)
-            if j != i and other.box.overlap_share(ds[i].box) >= _OVERLAP_SHARE}
 
 
 def vote_box(i: int, ds: DetectionSet, looks: Looks, mapping: ImagenetCoco,
@@ -92,7 +83,7 @@ def vote_box(i: int, ds: DetectionSet, looks: Looks, mapping: ImagenetCoco,
         return Vote('verified', support=support)
     if support >= s.contradict_max_support:
         return Vote('unsure', support=support)
-    shown = _shown_by_others(i, ds)
+    shown = shown_by_others(i, ds)
     strengths = {c: p for c, p in mapping.strengths(probs).items() if c != cls}
     if strengths:
         other, p_other = max(strengths.items(), key=lambda kv: kv[1])
