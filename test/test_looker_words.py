@@ -61,6 +61,23 @@ def test_the_plan_says_a_posture_only_when_the_looker_saw_it():
     assert plan._fit(' waves at the left', upright) == ' waves at the left'
 
 
+def test_the_model_says_what_an_object_is_only_in_the_lookers_words():
+    """'is a coffee' of the cup whose crop looks like an espresso / coffee mug; not of the
+    dining table next to it (the model copies the clause before: it cannot see)."""
+    vocab = load_vocabulary()
+    cup = Detection(41, 'cup', 0.9, Box(170, 10, 410, 240),
+                    looks_like=(('espresso', 0.86), ('coffee mug', 0.02)))
+    table = Detection(60, 'dining table', 0.76, Box(0, 0, 600, 400))
+    ds = DetectionSet((cup, table), 600, 400)
+    m_cup, m_table = plan.plan_mentions(ds, [0, 1], vocab)
+    assert plan.own_label_words(ds, [0]) == {'espresso', 'coffee', 'mug'}
+    assert plan._fit(' is a coffee', m_cup, plan.own_label_words(ds, [0])) == ' is a coffee'
+    assert plan._fit(' is an espresso', m_cup, plan.own_label_words(ds, [0])) \
+        == ' is an espresso'
+    assert plan._fit(' is a coffee', m_table, plan.own_label_words(ds, [1])) == ''
+    assert plan._fit(' is the big one', m_cup, plan.own_label_words(ds, [0])) == ''
+
+
 @pytest.fixture(scope='module')
 def pipeline():
     config = load_config(overrides={'mllm.backend': 'template'})

@@ -248,10 +248,22 @@ _POSTURE_WORDS = {'standing': 'upright', 'stands': 'upright', 'upright': 'uprigh
                   'laying': 'lying', 'fallen': 'lying'}
 
 
-def _fit(words: str, m: Mention) -> str:
+#: 'is a coffee', 'are the red ones': the model saying what an object is
+_IDENTITY = re.compile(r"\b(?:is|are)\s+(?:an?|the)\s+([a-z' ]+)", re.IGNORECASE)
+
+
+def own_label_words(ds: DetectionSet, indices: Sequence[int]) -> frozenset[str]:
+    """The words of the looker's labels of the objects `indices` ('coffee', 'mug')."""
+    return frozenset(w for i in indices for label, _ in ds[i].looks_like
+                     for w in _LABEL_WORD.findall(label.lower()))
+
+
+def _fit(words: str, m: Mention, looks: frozenset[str] = frozenset()) -> str:
     """The model's words for mention `m`, or '' when they place it where the detector
-    did not (region words absent from m.where) or give it a posture the looker did not see
-    (a text LLM cannot see one); 'is'/'are' made to agree with the count."""
+    did not (region words absent from m.where), give it a posture the looker did not see,
+    or say what it is ('is a coffee') in a word that is not the looker's for it (`looks`:
+    own_label_words): a text LLM sees neither, and copies the clause before ("a dining
+    table is a coffee"). 'is'/'are' made to agree with the count."""
     if not words:
         return ''
     said_words = {w.lower() for w in _WORD.findall(words)}
@@ -261,6 +273,10 @@ def _fit(words: str, m: Mention) -> str:
     if {_POSTURE_WORDS[w] for w in said_words & set(_POSTURE_WORDS)} \
             - (set(m.where.split()) & set(SAID_POSTURES)):
         return ''
+    for claim in _IDENTITY.finditer(words):
+        head = claim.group(1).split()
+        if head and head[-1].lower() not in looks:
+            return ''
     return _VERB.sub(' ' + m.verb, words)
 
 
@@ -304,7 +320,8 @@ def word_plan(backend, request, mentions: Sequence[Mention], ds: DetectionSet,
                 budget -= max(gen.generated_tokens, 1)
                 cont = gen.text[len(raw):] if gen.text.startswith(raw) else gen.text
                 names = classes + looker_labels(ds, exclude=m.indices)
-                words = _fit(clean_connector(cont, vocab, names), m)
+                words = _fit(clean_connector(cont, vocab, names), m,
+                             own_label_words(ds, m.indices))
                 if words and first_repeat(plain + words) is not None:
                     words = ''  # it would repeat what was said: the template's words
             words = (words or m.tail()) + _joiner(c, len(sentence))
