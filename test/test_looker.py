@@ -21,6 +21,11 @@ def looker(default_config):
     return Looker(default_config)
 
 
+def _labels_of(looker, coco_class):
+    """The short names of the ImageNet labels the mapping puts under a COCO class."""
+    return {looker.mapping.names[k] for k in looker.mapping.seen_members[coco_class]}
+
+
 def _box(labels, sample, category):
     return next(Box(*b) for c, b in labels[sample] if c == category)
 
@@ -54,7 +59,7 @@ def test_look_fills_looks_like_for_crops_and_frame(looker, labels):
     assert len(cup.looks_like) <= looker.settings.top_k
     assert [p for _, p in cup.looks_like] == sorted((p for _, p in cup.looks_like), reverse=True)
     # the spoon's crop is mostly the cup beside it ('espresso'): none of the cup's labels
-    cup_labels = {looker.mapping.names[k] for k in looker.mapping.seen_members['cup']}
+    cup_labels = _labels_of(looker, 'cup')
     assert 1 in looks.crop_probs and not {n for n, _ in spoon.looks_like} & cup_labels
     assert tiny.looks_like == () and 2 not in looks.crop_probs
     assert looks.detections.looks_like[0][0] in ('espresso', 'cup')
@@ -75,8 +80,7 @@ def test_a_crop_of_another_object_is_not_its_look(looker, labels):
             Detection(60, 'dining table', 0.76, Box(2.6, 0.2, 596.7, 398.2)))
     looks = looker.look(Frame(image, 7, 'cam'), DetectionSet(dets, 600, 400, 7, 'cam'))
     cup, table = looks.detections
-    mapping = looker.mapping
-    cup_labels = {mapping.names[k] for k in mapping.seen_members['cup']}
+    cup_labels = _labels_of(looker, 'cup')
     assert cup.looks_like[0][0] in ('espresso', 'cup')
     assert not {name for name, _ in table.looks_like} & cup_labels, table.looks_like
     full_top = looker.classifier.top(looks.crop_probs[1], 1)[0][0]
