@@ -80,7 +80,8 @@ def test_fifty_concurrent_questions_from_ten_processes(tmp_path):
             clients += [subprocess.Popen(
                 [sys.executable, str(CLIENT_SCRIPT), '/load/ask_scene', str(CALLS),
                  str(TIMEOUT_S), str(go), str(tmp_path)],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                start_new_session=True)  # an autogroup of its own (vqa_load_client.py)
                 for _ in range(CLIENTS)]
             deadline = time.monotonic() + 120
             while len(list(tmp_path.glob('ready_*'))) < CLIENTS and \
