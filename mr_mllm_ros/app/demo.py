@@ -96,7 +96,10 @@ def run(args) -> int:
                 return 1
             ds = conv.detection_set_from_msg(det)
             sd = descriptions.wait_for(_stamp_is(stamp), min(120.0, left()))
-            write_rgb(out / f'{name}.jpg', draw_detections(rgb, ds))
+            # The picture numbers its boxes as the description cites them: the refined set
+            # (the looker's names, rejected boxes gone), or the detector's when none came.
+            drawn = ds if sd is None else conv.scene_description_from_msg(sd).detections
+            write_rgb(out / f'{name}.jpg', draw_detections(rgb, drawn))
             found = ', '.join(f'obj{i} {d.class_name} {d.score:.2f}'
                               for i, d in enumerate(ds)) or 'nothing'
             print(f'\n{name} ({rgb.shape[1]}x{rgb.shape[0]}): {found}  '
@@ -124,8 +127,10 @@ def run(args) -> int:
                                        stamp=conv.ns_to_stamp(stamps[ask_name]))
             print(f'\nask_scene about {ask_name}: "{question}"')
             try:
+                # a question about a past frame is safe to repeat: resent if its
+                # response to our brand-new client is lost (RosClient.call)
                 reply = ros.call(AskScene, f'/{CAMERA_NS}/ask_scene', request,
-                                 timeout=min(130.0, left() + 1))
+                                 timeout=min(130.0, left() + 1), resend_s=30.0)
             except RosCallError as e:
                 reply = None
                 print(f'  {e}')
