@@ -91,7 +91,8 @@ def test_lower_group_priority_in_a_session_of_its_own():
 
 def test_scene_node_nices_its_group_only_alone_in_its_session():
     """scene_node alone in its process and session: its MLLM thread and its autogroup;
-    sharing the process with perception_node (the combined node): the thread only."""
+    sharing the process with perception_node (the combined node): the thread only; with
+    no MLLM (rules only): neither."""
     import os
     import subprocess
     import sys
@@ -106,18 +107,21 @@ from mr_mllm_ros.core.config import load_config
 from mr_mllm_ros.core.runtime import cpu_threads as c
 from mr_mllm_ros.core.runtime.inference_worker import InferenceWorker
 from mr_mllm_ros.nodes.scene_node import SceneNode
-nodes = int(sys.argv[1])
+nodes, with_mllm = int(sys.argv[1]), sys.argv[2] == 'mllm'
 worker = InferenceWorker('mllm', lambda: None)
 worker.start()
 fake = NS(_worker=worker, executor=NS(get_nodes=lambda: [None] * nodes))
-print(SceneNode._lower_priority(fake, load_config()))
+pipeline = NS(reasoner=object() if with_mllm else None)
+print(SceneNode._lower_priority(fake, load_config(), pipeline))
 print(open(c.AUTOGROUP).read().split()[-1])
 worker.stop()
 '''
-    outs = [subprocess.run([sys.executable, '-c', code, str(n)], capture_output=True,
+    outs = [subprocess.run([sys.executable, '-c', code, str(n), mllm], capture_output=True,
                            text=True, timeout=120, start_new_session=True,
-                           check=True).stdout.split('\n')[:2] for n in (1, 2)]
+                           check=True).stdout.split('\n')[:2]
+            for n, mllm in ((1, 'mllm'), (2, 'mllm'), (1, 'none'))]
     base = os.getpriority(os.PRIO_PROCESS, 0)
     thread = f'MLLM thread niceness {min(19, base + 10)}'
     assert outs[0] == [f'{thread}, group niceness 10', '10']
     assert outs[1] == [thread, '0']  # the combined node: perception shares the group
+    assert outs[2] == ['niceness unchanged (no MLLM)', '0']

@@ -252,7 +252,8 @@ class SceneConfig:
                      'over the rest of the process, and, when scene_node runs alone in a '
                      'session of its own (mr-mllm up), to its Linux autogroup: on a CPU-only '
                      'robot the detector keeps its rate while the MLLM answers, and the MLLM '
-                     'gets the CPU left. 0 = same priority. Linux only.', low=0, high=19,
+                     'gets the CPU left. 0 = same priority; mllm.backend none: not applied. '
+                     'Linux only.', low=0, high=19,
                      read_only=True)
     pair_buffer_size: int = spec('Frames (and detections) kept to pair them by stamp and '
                                  'to answer questions about recent frames.', low=1, high=1000)

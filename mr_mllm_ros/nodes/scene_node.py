@@ -76,7 +76,8 @@ class SceneNode(ModelLifecycleNode):
         except (MrMllmError, ConfigError, ValueError) as e:
             return self._configure_failed(e)
         threads = apply_cpu_threads(node_threads(config.scene.threads))
-        self.get_logger().info(f'CPU threads: {threads}; {self._lower_priority(config)}')
+        self.get_logger().info(f'CPU threads: {threads}; '
+                               f'{self._lower_priority(config, pipeline)}')
         self._config, self._pipeline = config, pipeline
         self._pairs = SceneFrames(config.scene.pair_buffer_size, config.max_image_pixels)
         self._pubs = {
@@ -99,12 +100,16 @@ class SceneNode(ModelLifecycleNode):
                                            out.latency_s * 1e3))
         return self._configured(pipeline.summary())
 
-    def _lower_priority(self, config) -> str:
+    def _lower_priority(self, config, pipeline: ScenePipeline) -> str:
         """scene.nice: the MLLM thread yields the CPU to the detector (the executor,
-        answering feedback and cancels, keeps the process's priority). A node alone in its process
-        and session (`mr-mllm up` starts each in its own) is an autogroup of its own, whose
-        threads' niceness does not count against perception_node's: the group is made
-        nicer too. The combined node's group holds the detector: only the thread there."""
+        answering feedback and cancels, keeps the process's priority). A node alone in its
+        process and session (`mr-mllm up` starts each in its own) is an autogroup of its
+        own, whose threads' niceness does not count against perception_node's: the group is
+        made nicer too. The combined node's group holds the detector: only the thread there.
+        With no MLLM (mllm.backend none: rule alerts only) there is nothing to yield, and a
+        nicer group would only slow the intake (a flood test lost 103 of 900 messages)."""
+        if pipeline.reasoner is None:
+            return 'niceness unchanged (no MLLM)'
         out = 'MLLM thread ' + lower_thread_priority(self._worker.native_id, config.scene.nice)
         executor = self.executor  # configure runs once every node of the process is added
         alone = executor is not None and len(executor.get_nodes()) == 1
