@@ -27,14 +27,37 @@ from mr_mllm_ros.ros.qos import RESULTS_QOS
 pytestmark = pytest.mark.graph
 DEMO_PARAMS = str(share_dir() / 'config' / 'demo.yaml')
 CLIENTS, CALLS, TIMEOUT_S = 10, 5, 30.0
-CAMERA_HZ, IDLE_S = 10.0, 8.0
+# A camera the detector keeps up with when idle: the question is whether asking costs the
+# nodes frames. The default SSD-MobileNet-v2 takes ~110 ms a frame on its one thread here,
+# so at 10 Hz it already dropped 11-13 % of frames idle and the shares measured its
+# saturation jitter (one CI run: 0.77 loaded vs 0.99 idle; local runs 0.87-0.96).
+CAMERA_HZ, IDLE_S = 5.0, 8.0
 CLIENT_SCRIPT = Path(__file__).parent / 'helpers' / 'vqa_load_client.py'
 IMMEDIATE_S = 2.0  # a `busy` must come back about at once (a loaded 2-core machine)
 
 
 def _paired(diag):
-    st = latest_status(diag, '/load/scene_node')
-    return int(st[1]['frames_paired']) if st else 0
+    """(frames scene_node has paired, when it said so: its status's stamp in s). Rates are
+    taken between two statuses' own stamps: the 1 Hz status read at the test's window
+    edges would be up to 1 s stale at either end (+-12 % of an 8 s window at 5 Hz)."""
+    for msg in reversed(diag.snapshot()):
+        for st in msg.status:
+            if st.name.startswith('/load/scene_node:'):
+                paired = next(int(kv.value) for kv in st.values if kv.key == 'frames_paired')
+                return paired, msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+    return 0, 0.0
+
+
+def _paired_rate(before, after):
+    return (after[0] - before[0]) / max(1e-6, after[1] - before[1])
+
+
+def _perception(diag):
+    """perception_node's own figures: what it received, detected and dropped, its latency."""
+    st = latest_status(diag, '/load/perception_node')
+    keys = ('frames_received', 'frames_processed', 'frames_dropped', 'latency_ms_p50',
+            'latency_ms_p95')
+    return {k: st[1][k] for k in keys} if st else {}
 
 
 def _rates(dets, diag, sent, seconds):
@@ -42,7 +65,7 @@ def _rates(dets, diag, sent, seconds):
     n0, p0, s0, t0 = len(dets), _paired(diag), sent[0], time.monotonic()
     time.sleep(seconds)
     dt = time.monotonic() - t0
-    return (len(dets) - n0) / dt, (_paired(diag) - p0) / dt, (sent[0] - s0) / dt
+    return (len(dets) - n0) / dt, _paired_rate(p0, _paired(diag)), (sent[0] - s0) / dt
 
 
 def test_fifty_concurrent_questions_from_ten_processes(tmp_path):
@@ -90,7 +113,8 @@ def test_fifty_concurrent_questions_from_ten_processes(tmp_path):
             assert len(list(tmp_path.glob('ready_*'))) == CLIENTS
             time.sleep(1.0)  # client start-up load has passed
             n_dets, n_desc, n_sent = len(dets), len(descriptions), sent[0]
-            st0 = latest_status(diag, '/load/scene_node')
+            paired0 = _paired(diag)
+            perc0 = _perception(diag)
             t0 = time.monotonic()
             go.touch()
             # The window: from the go until every client has all its responses (their
@@ -100,10 +124,10 @@ def test_fifty_concurrent_questions_from_ten_processes(tmp_path):
                 time.sleep(0.05)
             window = time.monotonic() - t0
             n_dets_end, n_sent_end = len(dets), sent[0]
-            st1 = latest_status(diag, '/load/scene_node')
+            paired1 = _paired(diag)
+            perc1 = _perception(diag)
             outs = [client_output(c, TIMEOUT_S + 60) for c in clients]
-            loaded = ((n_dets_end - n_dets) / window,
-                      (int(st1[1]['frames_paired']) - int(st0[1]['frames_paired'])) / window,
+            loaded = ((n_dets_end - n_dets) / window, _paired_rate(paired0, paired1),
                       (n_sent_end - n_sent) / window)
             # idle again once the clients are gone: the window is compared with the idle
             # rates on both sides of it, so load that others put on the machine before or
@@ -135,7 +159,8 @@ def test_fifty_concurrent_questions_from_ten_processes(tmp_path):
           f'{loaded[2]:.2f} -> {idle_after[2]:.2f} frames/s, detections/s {idle[0]:.2f} -> '
           f'{loaded[0]:.2f} -> {idle_after[0]:.2f}, scene frames paired/s {idle[1]:.2f} -> '
           f'{loaded[1]:.2f} -> {idle_after[1]:.2f} (idle, loaded, idle); descriptions in '
-          f'the window {len(descriptions) - n_desc}')
+          f'the window {len(descriptions) - n_desc}; perception before/after the window '
+          f'{perc0} / {perc1}')
     # The nodes keep their rate: the share of the camera's frames they handle stays within
     # 10 % of idle (the mean of the idle shares before and after). (Shares, not Hz: this
     # test's own camera thread shares the 2 cores with everything else, and a frame it did
