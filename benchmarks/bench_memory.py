@@ -151,7 +151,8 @@ def main() -> int:
     ap.add_argument('--insert-n', type=int, default=100_000)
     ap.add_argument('--postgres', metavar='URL', help='also measure this PostgreSQL server')
     ap.add_argument('--postgres-temp', action='store_true',
-                    help='also measure a throwaway local PostgreSQL (test/helpers/postgres_server.py)')
+                    help='also measure a throwaway local PostgreSQL '
+                         '(test/helpers/postgres_server.py)')
     args = ap.parse_args()
     result = {'machine': f'{platform.machine()} {os.cpu_count()} cpu, {platform.platform()}',
               'date': time.strftime('%Y-%m-%d'), 'backends': {}}

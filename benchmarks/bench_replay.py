@@ -59,7 +59,7 @@ from mr_mllm_ros.core.types import DetectionSet  # noqa: E402
 from mr_mllm_ros.replay import outputs as o  # noqa: E402
 from mr_mllm_ros.replay.bag_reader import open_bag  # noqa: E402
 from mr_mllm_ros.replay.bag_writer import image_message  # noqa: E402
-from mr_mllm_ros.replay.bag_writer import write_bag as bag_writer
+from mr_mllm_ros.replay.bag_writer import write_bag as bag_writer  # noqa: E402
 from mr_mllm_ros.replay.processing import UnitProcessor  # noqa: E402
 from mr_mllm_ros.replay.result_messages import result_typestore  # noqa: E402
 from mr_mllm_ros.replay.runner import ReplayOptions, plan_units, run_replay  # noqa: E402

@@ -226,8 +226,9 @@ def main() -> int:
                 f'{r["training"]["seconds"] / 60:6.1f}')
         d = r.get('diagnostics')
         if d:
-            line += (f'   {d["probe_roi"].get("colour", 0):.2f}/{d["probe_soft"].get("colour", 0):.2f}'
-                     f', {d["probe_roi"].get("size", 0):.2f}/{d["probe_soft"].get("size", 0):.2f}'
+            roi, soft = d['probe_roi'], d['probe_soft']
+            line += (f'   {roi.get("colour", 0):.2f}/{soft.get("colour", 0):.2f}'
+                     f', {roi.get("size", 0):.2f}/{soft.get("size", 0):.2f}'
                      f'; {d["scene_share"]:.3f}')
         print(line)
     for key, s in summary.items():

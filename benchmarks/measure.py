@@ -1,6 +1,6 @@
 """What the benchmarks here do alike: a command line with --json, time a call (after one
-warm-up call) and write their numbers as JSON. Imported by the scripts beside it (a script's own folder is on
-sys.path when it runs)."""
+warm-up call) and write their numbers as JSON. Imported by the scripts beside it (a
+script's own folder is on sys.path when it runs)."""
 
 from __future__ import annotations
 

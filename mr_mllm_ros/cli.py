@@ -1,9 +1,10 @@
 """`mr-mllm`: one command line for everything that is not a node.
 
 Each subcommand lives in its own module under mr_mllm_ros/app/ with two functions,
-`add_arguments(parser)` (its options, on the subcommand's parser) and `run(args) -> int`, and is imported only when chosen, so
-`mr-mllm --help` is fast and works without ROS. Commands that start ROS use localhost
-discovery and a random domain unless the environment already sets them.
+`add_arguments(parser)` (its options, on the subcommand's parser) and `run(args) -> int`,
+and is imported only when chosen, so `mr-mllm --help` is fast and works without ROS.
+Commands that start ROS use localhost discovery and a random domain unless the environment
+already sets them.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
-"""Grounded output right by construction (core.reasoning.grounding_plan, core.reasoning.vocabulary): every
-published phrase names the objects it cites, no object is cited twice, groups are counted,
-answers are one sentence without prompt syntax or loops - whatever the model writes.
+"""Grounded output right by construction (core.reasoning.grounding_plan,
+core.reasoning.vocabulary): every published phrase names the objects it cites, no object
+is cited twice, groups are counted, answers are one sentence without prompt syntax or
+loops - whatever the model writes.
 
 The adversarial backend below writes the worst of what SmolLM2 was seen to write (wrong
 class names, prompt syntax, loops, citations of other objects); the real-model checks are

@@ -203,7 +203,8 @@ def test_constrained_decoding_with_reference_bias(family, tiny_models, monkeypat
     monkeypatch.setattr(backend.model, 'generate', biased_generate)
 
     reasoner = SceneReasoner(backend.config, backend)
-    # A free answer: descriptions are planned (core.reasoning.grounding_plan) and cite no model index.
+    # A free answer: descriptions are planned (core.reasoning.grounding_plan) and cite no
+    # model index.
     answer = reasoner.answer(Frame(image(), 1, 'cam'), detections(), 'What is there?')
     refs = cited(answer.grounded_text.raw_text)
     assert len(refs) >= 3, answer.grounded_text.raw_text

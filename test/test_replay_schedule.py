@@ -1,5 +1,5 @@
-"""`mr-mllm replay` reasons when the live graph would (core.reasoning.schedule in message time), says
-why, and replays a long bag with descriptions on.
+"""`mr-mllm replay` reasons when the live graph would (core.reasoning.schedule in message
+time), says why, and replays a long bag with descriptions on.
 
 The MLLM is scripted (an OpenAI-compatible stub server, or a ScriptedBackend in process):
 these tests check when the MLLM is called and what is counted, not what it says."""

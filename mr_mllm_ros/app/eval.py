@@ -2,9 +2,9 @@
 on labelled data.
 
 This module parses the command line, prints and writes; the procedures are in
-mr_mllm_ros/eval/tasks.py, eval/video.py and eval/looker_gain.py (formats and metrics: eval/datasets.py,
-eval/metrics.py; results: docs/EVALUATION.md). Prints a markdown table; --out DIR also
-writes <name>.json, <name>.md (and a PNG plot).
+mr_mllm_ros/eval/tasks.py, eval/video.py and eval/looker_gain.py (formats and metrics:
+eval/datasets.py, eval/metrics.py; results: docs/EVALUATION.md). Prints a markdown table;
+--out DIR also writes <name>.json, <name>.md (and a PNG plot).
 """
 
 from __future__ import annotations

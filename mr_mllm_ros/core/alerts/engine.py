@@ -66,8 +66,8 @@ class AlertEngine:
                  rejected_by: Sequence[str] = ()) -> list[Alert]:
         """Alerts raised on this frame (rules in file order). `rejected`: detections the
         MLLM side removed, `rejected_by` who removed each (the looker or MLLM
-        verification; empty = MLLM verification); `frame` None skips the frame_* rules; `types` limits
-        the rule types evaluated (the scene node evaluates detector_mllm_disagreement
+        verification; empty = MLLM verification); `frame` None skips the frame_* rules;
+        `types` limits the rule types evaluated (the scene node evaluates detector_mllm_disagreement
         after the MLLM's feedback, the others on every frame: once each per frame)."""
         rules = self._active(FRAME_CONDITIONS if types is None
                              else set(types) & set(FRAME_CONDITIONS))

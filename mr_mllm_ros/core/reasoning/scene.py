@@ -3,8 +3,8 @@ MLLM judgement (every MLLM prompt of a reasoning step is built here or in core.r
 
 The same object serves scene_node, `mr-mllm describe`, the demo and replay: prompt from
 detections (core.reasoning.prompts) -> grounding plan worded by the backend, or the backend's free
-answer -> grounding parser (core.reasoning.grounding) -> finishing checks (core.reasoning.grounding_plan), so
-every published phrase names the objects it cites.
+answer -> grounding parser (core.reasoning.grounding) -> finishing checks
+(core.reasoning.grounding_plan), so every published phrase names the objects it cites.
 
 With `fusion.adapter_path` set, a trained shared-query fusion adapter (core.fusion) turns
 the frame and the prompt's detections into K soft tokens for every description and
