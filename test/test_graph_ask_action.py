@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from action_msgs.msg import GoalStatus, GoalStatusArray
-from helpers.graph_helpers import DISCOVERY_S
+from helpers.graph_helpers import DISCOVERY_S, open_ask_route
 from helpers.waiting import client_output
 from rclpy.qos import qos_profile_action_status_default
 from sensor_msgs.msg import Image
@@ -99,6 +99,7 @@ def graph(tmp_path_factory):
                     break
                 time.sleep(1.0)
             assert call.result.success, f'{call.result.error}; logs in {logs}'
+            open_ask_route(ros, ACTION)  # the service of the same name answers us too
             g.logs = logs
             yield g
         finally:

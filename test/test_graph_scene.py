@@ -15,6 +15,7 @@ from helpers.graph_helpers import (
     first_exchange,
     latest_status,
     node_status,
+    open_ask_route,
     publish_and_wait,
     stamp_is,
 )
@@ -89,6 +90,7 @@ def live(tmp_path_factory):
         assert first_exchange(cam.pub, lambda t: conv.image_msg(photo, 'rgb8', t, 'cam'),
                               cam.descriptions, 120, every=15.0) is not None, \
             f'no first description; logs in {logs}'
+        open_ask_route(ros, '/live/ask_scene')
         cam.group = group
         yield cam
 

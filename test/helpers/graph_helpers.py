@@ -2,6 +2,7 @@
 
 import time
 
+from mr_mllm_interfaces.srv import AskScene
 from mr_mllm_ros.ros import conversions as conv
 
 DISCOVERY_S = 30.0  # generous: late joiners need 2.6-3.3 s here, model loads a few more
@@ -37,6 +38,16 @@ def first_exchange(pub, make_msg, replies, timeout=RESULT_S, every=2.0, start=0,
         if reply is not None:
             return reply
     return None
+
+
+def open_ask_route(ros, service, timeout=60.0):
+    """Make sure `ros` gets ask_scene's responses before a test relies on one:
+    wait_for_service proves the way to the server, not the way back, and the server drops
+    a response to a client reader it has not matched yet (seen in CI: 3 of 50 'no
+    response' under load). An empty question is refused at once, without the MLLM, so it
+    is safe to resend until a reply comes. Returns that reply (success False, an error)."""
+    return ros.call(AskScene, service, AskScene.Request(question='', timeout_s=1.0),
+                    timeout=timeout, wait_service_s=timeout, resend_s=3.0)
 
 
 def node_status(diag, node_path, predicate, timeout=15.0, start=0):

@@ -14,7 +14,9 @@ from mr_mllm_interfaces.srv import AskScene
 from mr_mllm_ros.core.runtime.cpu_threads import lower_group_priority
 from mr_mllm_ros.core.runtime.leftover_threads import exit_process
 from mr_mllm_ros.ros.client import RosClient, ServiceNotFound, ServiceTimeout
-from waiting import wait_until  # this script's folder (test/helpers) is on sys.path
+# this script's folder (test/helpers) is on sys.path
+from graph_helpers import open_ask_route
+from waiting import wait_until
 
 
 def main() -> int:
@@ -25,14 +27,8 @@ def main() -> int:
     # yield the CPU to the nodes as scene_node's MLLM does (scene.nice).
     lower_group_priority(10)
     with RosClient(f'vqa_load_{os.getpid()}') as ros:
-        # wait_for_service says our requests reach the server, not that its responses
-        # reach us: until the server's writer has matched our reader, a response is lost
-        # (seen in CI: 3 of 50 'no response' under load). An empty question is refused at
-        # once, without the MLLM: its reply (the question is resent until one comes) proves
-        # the way back.
         try:
-            ros.call(AskScene, service, AskScene.Request(question='', timeout_s=1.0),
-                     timeout=60.0, wait_service_s=60.0, resend_s=3.0)
+            open_ask_route(ros, service)
         except (ServiceNotFound, ServiceTimeout) as e:
             print(json.dumps({'ok': False, 'error': str(e)}))
             return 3
