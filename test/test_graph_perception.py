@@ -119,7 +119,7 @@ def test_missing_weights_fail_configure_then_recover(tmp_path, default_config):
                           lambda st, v: st.level == st.ERROR, DISCOVERY_S)
         assert got is not None and 'not found' in got[0].message
         state = ros.call(GetState, '/late_cam/perception_node/get_state', GetState.Request(),
-                        resend_s=5.0)
+                         resend_s=5.0)
         assert state is not None and state.current_state.label == 'unconfigured'
         assert group.alive()
         shutil.copytree(default_config.resolve_model_path('ssd-mobilenet-v2-coco'),

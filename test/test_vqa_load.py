@@ -12,7 +12,12 @@ from pathlib import Path
 import cv2
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
-from helpers.graph_helpers import DISCOVERY_S, first_exchange, latest_status
+from helpers.graph_helpers import (
+    DISCOVERY_S,
+    first_exchange,
+    latest_stamped_status,
+    latest_status,
+)
 from helpers.waiting import client_output
 from sensor_msgs.msg import Image
 
@@ -40,12 +45,8 @@ def _paired(diag):
     """(frames scene_node has paired, when it said so: its status's stamp in s). Rates are
     taken between two statuses' own stamps: the 1 Hz status read at the test's window
     edges would be up to 1 s stale at either end (+-12 % of an 8 s window at 5 Hz)."""
-    for msg in reversed(diag.snapshot()):
-        for st in msg.status:
-            if st.name.startswith('/load/scene_node:'):
-                paired = next(int(kv.value) for kv in st.values if kv.key == 'frames_paired')
-                return paired, msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
-    return 0, 0.0
+    got = latest_stamped_status(diag, '/load/scene_node')
+    return (int(got[2]['frames_paired']), got[0]) if got else (0, 0.0)
 
 
 def _paired_rate(before, after):

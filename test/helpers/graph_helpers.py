@@ -68,8 +68,17 @@ def node_status(diag, node_path, predicate, timeout=15.0, start=0):
 
 def latest_status(diag, node_path):
     """(status, values) of the newest /diagnostics entry of `node_path` received so far."""
+    got = latest_stamped_status(diag, node_path)
+    return None if got is None else got[1:]
+
+
+def latest_stamped_status(diag, node_path):
+    """(the node's stamp of it in s, status, values) of the newest /diagnostics entry of
+    `node_path`: rates taken between two entries' own stamps do not depend on when the
+    test read them."""
     for msg in reversed(diag.snapshot()):
         for st in msg.status:
             if st.name.startswith(node_path + ':'):
-                return st, {kv.key: kv.value for kv in st.values}
+                return (conv.stamp_to_ns(msg.header.stamp) * 1e-9, st,
+                        {kv.key: kv.value for kv in st.values})
     return None
