@@ -64,10 +64,28 @@ def wait_for_readers(ros: RosClient, pub, count: int, timeout_s: float,
         now_seen = pub.get_subscription_count()
         if now_seen != seen:
             seen, steady_since = now_seen, time.monotonic()
-    readers = sorted({f'{i.node_namespace.rstrip("/")}/{i.node_name}'
-                      for i in ros.node.get_subscriptions_info_by_topic(topic)})
-    log.info('%d subscriber(s) on %s: %s', seen, topic, ', '.join(readers))
+    log.info('%d subscriber(s) on %s: %s', seen, topic,
+             ', '.join(_reader_names(ros, topic, min(NAME_WAIT_S, deadline - time.monotonic()))))
     return seen
+
+
+#: rmw names a reader's node once that node's own discovery data has arrived, which may
+#: come after the reader itself (seen in CI: `_NODE_NAMESPACE_UNKNOWN_/_NODE_NAME_UNKNOWN_`)
+UNKNOWN_NODE = '_NODE_NAME_UNKNOWN_'
+NAME_WAIT_S = 3.0
+
+
+def _reader_names(ros: RosClient, topic: str, wait_s: float) -> list[str]:
+    """The subscribers' node names, waiting up to `wait_s` for unnamed ones to be named;
+    one still unnamed is 'a node not yet named'."""
+    end = time.monotonic() + max(0.0, wait_s)
+    while True:
+        infos = ros.node.get_subscriptions_info_by_topic(topic)
+        if all(i.node_name != UNKNOWN_NODE for i in infos) or time.monotonic() >= end:
+            break
+        time.sleep(0.05)
+    return sorted({'a node not yet named' if i.node_name == UNKNOWN_NODE
+                   else f'{i.node_namespace.rstrip("/")}/{i.node_name}' for i in infos})
 
 
 def run(args) -> int:
